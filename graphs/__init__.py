@@ -1,0 +1,1 @@
+"""Workflows: LangGraph StateGraphs that call into harness/. See README.md in this folder."""

@@ -1,0 +1,353 @@
+"""The per-task blueprint: every step of one task, from triage to teardown.
+
+    triage ─► provision ─► agent ─► gates ──pass──► verify ─► publish ─► teardown
+                             ▲        │ fail, budget left      │ fail       │
+                             └─ feedback ◄┘   no budget ──► escalate ◄──────┘
+    tier 3 / no agent ─► escalate before any agent runs            │
+                                                                   ▼
+                                                               teardown
+
+Deterministic nodes decide; the agent node is the only place judgement is used. Any node that
+raises ends the task as `error` and still goes through teardown, which always runs and commits
+what is uncommitted before it removes the worktree.
+"""
+
+from __future__ import annotations
+
+import operator
+import time
+import traceback
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, Protocol, TypedDict
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+
+from harness.agents import Agent, AttemptRecord
+from harness.agents.select import AgentUnavailable, select_agent
+from harness.gates import GateRecord, acceptance_gates, problem_from_gate, run_gates
+from harness.ledger import write_atomic
+from harness.problems import Problem, render_markdown
+from harness.records import escalation_record, pr_record
+from harness.run import RunContext
+from harness.sandbox.local import WorktreeSandbox
+from harness.spec import Spec
+
+
+class TaskState(TypedDict, total=False):
+    spec: dict[str, Any]
+    started_at: float
+    """Wall-clock start (epoch seconds); the wall-clock budget counts from here."""
+    attempt: int
+    """Agent attempts started so far."""
+    attempt_records: Annotated[list[dict[str, Any]], operator.add]
+    gate_records: Annotated[list[dict[str, Any]], operator.add]
+    gates_passed: bool
+    feedback: list[dict[str, Any]]
+    """Problems from the last failing gate, fed to the next attempt."""
+    escalate_reason: str | None
+    outcome: Literal["verified", "escalated", "error"] | None
+    reason: str | None
+    branch: str | None
+    pr: str | None
+    escalation: str | None
+    agent_s: float
+    gates_s: float
+
+
+Update = dict[str, Any]
+NodeBody = Callable[[TaskState, RunContext], Update]
+
+
+class TaskNode(Protocol):
+    """A node as LangGraph calls it (it passes `config` because the parameter is named so)."""
+
+    def __call__(self, state: TaskState, config: RunnableConfig) -> Update: ...
+
+
+def _context(config: RunnableConfig) -> RunContext:
+    ctx = config.get("configurable", {}).get("run")
+    if not isinstance(ctx, RunContext):
+        raise RuntimeError("the task graph needs configurable.run: a harness RunContext")
+    return ctx
+
+
+def node(name: str) -> Callable[[NodeBody], TaskNode]:
+    """Records enter/exit events, and turns an exception into the task's `error` outcome."""
+
+    def decorate(fn: NodeBody) -> TaskNode:
+        # Not functools.wraps: LangGraph reads the signature (through __wrapped__) to decide
+        # whether to pass `config`, and must see this wrapper's, not the node body's.
+        def run(state: TaskState, config: RunnableConfig) -> Update:
+            ctx = _context(config)
+            spec_id = state["spec"]["id"]
+            ctx.ledger.event(spec_id, name, "enter", attempt=state.get("attempt", 0))
+            try:
+                update = fn(state, ctx)
+            except Exception as exc:
+                log = ctx.task_dir(spec_id) / "error.log"
+                write_atomic(log, traceback.format_exc())
+                reason = f"{name} failed: {type(exc).__name__}: {exc} (traceback: {log})"
+                update = {"outcome": "error", "reason": reason}
+            outcome = {
+                k: update[k] for k in ("outcome", "reason", "escalate_reason") if k in update
+            }
+            ctx.ledger.event(spec_id, name, "exit", **outcome)
+            return update
+
+        run.__name__ = run.__qualname__ = name
+        return run
+
+    return decorate
+
+
+def _spec(state: TaskState) -> Spec:
+    return Spec.model_validate(state["spec"])
+
+
+def _agent(ctx: RunContext, spec: Spec) -> Agent:
+    if spec.id not in ctx.agents:
+        log_dir = ctx.task_dir(spec.id) / "agent"
+        ctx.agents[spec.id] = select_agent(ctx.agent_kind, spec, ctx.budget(spec), log_dir)
+    return ctx.agents[spec.id]
+
+
+def _sandbox(ctx: RunContext, spec: Spec) -> WorktreeSandbox:
+    sandbox = ctx.sandboxes[spec.id]
+    assert isinstance(sandbox, WorktreeSandbox)
+    return sandbox
+
+
+def _deadline(ctx: RunContext, state: TaskState, spec: Spec) -> float:
+    """The wall-clock budget's end as a monotonic time, for command timeouts."""
+    remaining = state["started_at"] + ctx.budget(spec).wall_clock_s - time.time()
+    return time.monotonic() + remaining
+
+
+@node("triage")
+def triage(state: TaskState, ctx: RunContext) -> Update:
+    spec = _spec(state)
+    if spec.tier == 3:
+        return {"escalate_reason": "tier 3 (human-led): escalated before any agent runs"}
+    try:
+        _agent(ctx, spec)
+    except AgentUnavailable as exc:
+        return {"escalate_reason": f"no agent: {exc}"}
+    return {}
+
+
+@node("provision")
+def provision(state: TaskState, ctx: RunContext) -> Update:
+    spec = _spec(state)
+    branch = ctx.branch(spec.id)
+    sandbox = WorktreeSandbox.provision(
+        spec, branch, ctx.worktree_dir(spec.id), ctx.scratch_dir(spec.id)
+    )
+    ctx.keep_sandbox(spec.id, sandbox)
+    return {"branch": branch}
+
+
+@node("agent")
+def agent(state: TaskState, ctx: RunContext) -> Update:
+    spec = _spec(state)
+    number = state.get("attempt", 0) + 1
+    sandbox = _sandbox(ctx, spec)
+    feedback = [Problem.model_validate(p) for p in state.get("feedback", [])]
+    runner = _agent(ctx, spec)
+    record: AttemptRecord = runner.attempt(spec, sandbox, feedback, number)
+    write_atomic(ctx.task_dir(spec.id) / f"attempt-{number}.json", record.model_dump_json(indent=2))
+    # Every attempt's work is committed at once: nothing the agent did can be lost later.
+    sandbox.worktree.commit_all(f"harness: attempt {number} by the {runner.name} agent")
+    update: Update = {
+        "attempt": number,
+        "attempt_records": [record.model_dump()],
+        "agent_s": state.get("agent_s", 0.0) + record.duration_s,
+    }
+    if record.stop_reason == "error":
+        update["escalate_reason"] = f"agent error on attempt {number}: {record.error}"
+    elif record.stop_reason == "max_steps":
+        steps = ctx.budget(spec).max_steps
+        update["escalate_reason"] = f"step budget exhausted: {steps} tool calls on attempt {number}"
+    return update
+
+
+def _run_all_gates(
+    state: TaskState, ctx: RunContext, phase: Literal["attempt", "verify"]
+) -> Update:
+    spec = _spec(state)
+    attempt = state.get("attempt", 0)
+    records = run_gates(
+        _sandbox(ctx, spec),
+        [*ctx.policy.gates, *acceptance_gates(spec.acceptance)],
+        attempt=attempt,
+        phase=phase,
+        log_dir=ctx.task_dir(spec.id) / "gates",
+        deadline=_deadline(ctx, state, spec),
+    )
+    update: Update = {
+        "gate_records": [r.model_dump() for r in records],
+        "gates_s": state.get("gates_s", 0.0) + sum(r.duration_s for r in records),
+        "gates_passed": all(r.passed for r in records),
+    }
+    last = records[-1]
+    if last.passed:
+        return update
+    instance = f"runs/{ctx.run_id}/{spec.id}/{phase}-{attempt}/{last.name}"
+    update["feedback"] = [problem_from_gate(last, instance).model_dump()]
+    if last.tool_missing:
+        update |= {"outcome": "error", "reason": f"gate {last.name!r} could not run: tool missing"}
+    elif last.timed_out:
+        update["escalate_reason"] = (
+            f"gate {last.name!r} timed out (infrastructure; not charged to the agent)"
+        )
+    elif phase == "verify":
+        update["escalate_reason"] = (
+            f"verification failed: gate {last.name!r} failed on the committed tree"
+        )
+    elif attempt >= ctx.budget(spec).max_attempts:
+        update["escalate_reason"] = (
+            f"budget exhausted: gate {last.name!r} still failing after {attempt} attempts"
+        )
+    elif time.time() - state["started_at"] > ctx.budget(spec).wall_clock_s:
+        update["escalate_reason"] = "wall-clock budget exhausted"
+    return update
+
+
+@node("gates")
+def gates(state: TaskState, ctx: RunContext) -> Update:
+    return _run_all_gates(state, ctx, "attempt")
+
+
+@node("feedback")
+def feedback(state: TaskState, ctx: RunContext) -> Update:
+    """Save what the next attempt will be told, so a reviewer can see exactly that."""
+    spec = _spec(state)
+    problems = [Problem.model_validate(p) for p in state.get("feedback", [])]
+    path = ctx.task_dir(spec.id) / f"feedback-{state.get('attempt', 0)}.md"
+    write_atomic(path, render_markdown(problems) + "\n")
+    return {}
+
+
+@node("verify")
+def verify(state: TaskState, ctx: RunContext) -> Update:
+    """All gates again on exactly the committed tree: the agent's word is never the verdict."""
+    _sandbox(ctx, _spec(state)).worktree.reset_to_head()
+    return _run_all_gates(state, ctx, "verify")
+
+
+@node("publish")
+def publish(state: TaskState, ctx: RunContext) -> Update:
+    spec = _spec(state)
+    worktree = _sandbox(ctx, spec).worktree
+    changed = worktree.changed_files(spec.base_commit)
+    if not changed:
+        return {"escalate_reason": "no changes: the gates pass but there is nothing to publish"}
+    rules = ctx.policy.publish
+    protected = worktree.changed_files(spec.base_commit, rules.protected_paths)
+    if rules.protected_paths and protected:
+        return {"escalate_reason": f"touches protected paths: {', '.join(protected)}"}
+    if spec.tier not in rules.auto_pr_tiers:
+        return {
+            "escalate_reason": f"verified, but tier {spec.tier} is not in "
+            "publish.auto_pr_tiers: a human reviews the branch"
+        }
+    expected = set(worktree.changed_files(spec.base_commit, spec.paths)) if spec.paths else None
+    path = ctx.run_dir / "prs" / f"{spec.id}.md"
+    text = pr_record(
+        spec,
+        run_id=ctx.run_id,
+        agent=_agent(ctx, spec).name,
+        branch=state["branch"] or "",
+        gates=_gate_records(state),
+        attempts=state.get("attempt", 0),
+        diffstat=worktree.diffstat(spec.base_commit),
+        files=changed,
+        unexpected_files=[f for f in changed if expected is not None and f not in expected],
+    )
+    write_atomic(path, text)
+    return {"outcome": "verified", "pr": ctx.relative(path)}
+
+
+@node("escalate")
+def escalate(state: TaskState, ctx: RunContext) -> Update:
+    spec = _spec(state)
+    reason = state.get("escalate_reason") or "escalated"
+    sandbox = ctx.sandboxes.get(spec.id)
+    if isinstance(sandbox, WorktreeSandbox):
+        sandbox.worktree.commit_all(f"harness: work in progress, escalated: {reason}")
+    path = ctx.run_dir / "escalations" / f"{spec.id}.md"
+    text = escalation_record(
+        spec,
+        run_id=ctx.run_id,
+        agent=ctx.agents[spec.id].name if spec.id in ctx.agents else ctx.agent_kind,
+        branch=state.get("branch"),
+        reason=reason,
+        gates=_gate_records(state),
+        attempts=state.get("attempt", 0),
+        problems=[Problem.model_validate(p) for p in state.get("feedback", [])],
+    )
+    write_atomic(path, text)
+    return {"outcome": "escalated", "reason": reason, "escalation": ctx.relative(path)}
+
+
+@node("teardown")
+def teardown(state: TaskState, ctx: RunContext) -> Update:
+    spec_id = state["spec"]["id"]
+    ctx.agents.pop(spec_id, None)
+    sandbox = ctx.release_sandbox(spec_id)
+    if sandbox is not None:
+        sandbox.teardown()
+    if state.get("outcome") is None:
+        return {"outcome": "error", "reason": "the task ended without an outcome"}
+    return {}
+
+
+def _gate_records(state: TaskState) -> list[GateRecord]:
+    return [GateRecord.model_validate(r) for r in state.get("gate_records", [])]
+
+
+def _next(default: str) -> Callable[[TaskState], str]:
+    """Route to teardown on error, to escalate when a node asked for it, else to `default`."""
+
+    def route(state: TaskState) -> str:
+        if state.get("outcome") == "error":
+            return "teardown"
+        if state.get("escalate_reason"):
+            return "escalate"
+        return default
+
+    return route
+
+
+def _after_gates(state: TaskState) -> str:
+    return _next("verify" if state.get("gates_passed") else "feedback")(state)
+
+
+def build_task_graph() -> CompiledStateGraph[TaskState, None, TaskState, TaskState]:
+    graph = StateGraph(TaskState)
+    for name, fn in [
+        ("triage", triage),
+        ("provision", provision),
+        ("agent", agent),
+        ("gates", gates),
+        ("feedback", feedback),
+        ("verify", verify),
+        ("publish", publish),
+        ("escalate", escalate),
+        ("teardown", teardown),
+    ]:
+        graph.add_node(name, fn)
+    graph.add_edge(START, "triage")
+    graph.add_conditional_edges("triage", _next("provision"), ["provision", "escalate", "teardown"])
+    graph.add_conditional_edges("provision", _next("agent"), ["agent", "escalate", "teardown"])
+    graph.add_conditional_edges("agent", _next("gates"), ["gates", "escalate", "teardown"])
+    graph.add_conditional_edges(
+        "gates", _after_gates, ["verify", "feedback", "escalate", "teardown"]
+    )
+    graph.add_edge("feedback", "agent")
+    graph.add_conditional_edges("verify", _next("publish"), ["publish", "escalate", "teardown"])
+    graph.add_conditional_edges("publish", _next("teardown"), ["teardown", "escalate"])
+    graph.add_edge("escalate", "teardown")
+    graph.add_edge("teardown", END)
+    return graph.compile()

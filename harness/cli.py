@@ -1,0 +1,154 @@
+"""The `harness` command line (typer + rich)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from harness.errors import InputError
+from harness.ledger import RunLedger, TaskResult
+from harness.policy import AgentKind, load_policy
+from harness.run import RunContext, create_run_dir
+from harness.sandbox import bubblewrap as bwrap
+from harness.spec import Spec, load_specs
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+console = Console()
+err = Console(stderr=True)
+
+# The workflow the CLI runs. harness/ never imports graphs/ directly: a workflow is named by
+# reference, so users can point --workflow at a graph of their own.
+DEFAULT_WORKFLOW = "graphs.batch:run_batch"
+BatchRunner = Callable[[RunContext, list[Spec]], list[TaskResult]]
+
+OUTCOME_STYLE = {"verified": "green", "escalated": "yellow", "error": "red"}
+
+
+@app.callback()
+def main() -> None:
+    """harness: specs in, verified pull requests or escalations out."""
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(2)
+
+
+def _load_workflow(reference: str) -> BatchRunner:
+    module_name, _, attr = reference.partition(":")
+    try:
+        runner = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise InputError(
+            f"--workflow: cannot load {reference!r} ({exc}); use module:function"
+        ) from None
+    if not callable(runner):
+        raise InputError(f"--workflow: {reference!r} is not callable")
+    return runner  # type: ignore[no-any-return]
+
+
+@app.command()
+def run(
+    specs: Annotated[list[Path], typer.Argument(help="Spec files or directories of specs.")],
+    policy: Annotated[Path, typer.Option(help="Policy YAML.")] = Path("policies/default.yaml"),
+    concurrency: Annotated[int | None, typer.Option(help="Tasks at once.", min=1)] = None,
+    run_id: Annotated[str | None, typer.Option(help="Default: a timestamp.")] = None,
+    agent: Annotated[AgentKind | None, typer.Option(help="Override the policy's agent.")] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where runs are recorded.")] = Path("runs"),
+    workflow: Annotated[str, typer.Option(hidden=True)] = DEFAULT_WORKFLOW,
+) -> None:
+    """Run specs through the validation loop; each ends verified (a PR record) or escalated."""
+    try:
+        loaded_policy = load_policy(policy)
+        runner = _load_workflow(workflow)
+        spec_set = load_specs(specs)
+    except InputError as exc:
+        raise _fail(str(exc)) from None
+    for problem in spec_set.errors:
+        err.print(f"[red]error:[/red] {problem}", highlight=False, soft_wrap=True)
+    if not spec_set.specs:
+        raise _fail("no spec could be loaded; nothing was run")
+    try:
+        run_id, run_dir = create_run_dir(runs_dir, run_id)
+    except InputError as exc:
+        raise _fail(str(exc)) from None
+
+    isolation = bwrap.probe()
+    if not isolation.available:
+        err.print(
+            f"[bold red]WARNING: sandbox isolation is OFF: {isolation.reason}. Agent and gate "
+            "commands run unconfined on this host. Install bubblewrap (apt-get install "
+            "bubblewrap) to confine them.[/bold red]"
+        )
+    ledger = RunLedger(run_dir, run_id)
+    ctx = RunContext(
+        run_id=run_id,
+        run_dir=run_dir,
+        policy=loaded_policy,
+        policy_path=policy,
+        agent_kind=agent or loaded_policy.agent.kind,
+        concurrency=concurrency or loaded_policy.concurrency,
+        ledger=ledger,
+        isolation=isolation,
+        input_errors=spec_set.errors,
+    )
+    console.print(
+        f"run [bold]{run_id}[/bold]: {len(spec_set.specs)} task(s), concurrency "
+        f"{ctx.concurrency}, agent {ctx.agent_kind}, isolation "
+        f"{'bubblewrap' if isolation.available else 'OFF'}"
+    )
+    started = time.monotonic()
+    try:
+        with Live(get_renderable=lambda: _live_table(ledger), console=console, transient=True):
+            results = runner(ctx, spec_set.specs)
+    finally:
+        ledger.close()
+    console.print(_summary_table(results))
+    console.print(
+        f"finished in {time.monotonic() - started:.1f}s · summary: {run_dir}/summary.json"
+    )
+    if spec_set.errors:
+        raise typer.Exit(2)
+    raise typer.Exit(1 if any(r.outcome == "error" for r in results) else 0)
+
+
+def _live_table(ledger: RunLedger) -> Table:
+    table = Table(title="harness run", expand=False)
+    for column in ("task", "attempt", "step", "elapsed"):
+        table.add_column(column)
+    now = time.monotonic()
+    for status in ledger.snapshot():
+        step = status.outcome or status.step
+        table.add_row(status.spec_id, str(status.attempt), step, f"{now - status.started:.1f}s")
+    return table
+
+
+def _summary_table(results: list[TaskResult]) -> Table:
+    table = Table(title="outcomes")
+    for column in ("task", "outcome", "attempts", "reason / record"):
+        table.add_column(column, overflow="fold")
+    for result in results:
+        style = OUTCOME_STYLE[result.outcome]
+        detail = result.pr if result.outcome == "verified" else result.reason
+        if result.escalation:
+            detail = f"{detail}\n{result.escalation}"
+        table.add_row(
+            result.spec_id,
+            f"[{style}]{result.outcome}[/{style}]",
+            str(result.attempts),
+            detail or "",
+        )
+    return table
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

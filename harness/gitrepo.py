@@ -1,0 +1,137 @@
+"""Git operations harness needs, on the user's repository and on task worktrees.
+
+The user's checkout is never switched, stashed or written to: all work happens in worktrees on
+task branches. Every call goes through GitPython's `Git` command wrapper, so the exact git
+invocation is visible in one place.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import git
+
+from harness.errors import InfrastructureError, InputError
+
+# Commits made by harness must work on a fresh machine that has no git identity configured.
+_IDENTITY = ("-c", "user.name=harness", "-c", "user.email=harness@localhost")
+
+# `git worktree add/remove` edit shared files under .git (worktrees/, refs); serialise them per
+# repository so parallel tasks never race on git's lock files.
+_repo_locks: dict[str, threading.Lock] = {}
+_repo_locks_guard = threading.Lock()
+
+
+def _lock_for(toplevel: Path) -> threading.Lock:
+    with _repo_locks_guard:
+        return _repo_locks.setdefault(str(toplevel), threading.Lock())
+
+
+class GitRepository:
+    """A repository a spec points at; `subdir` is where the spec's repo sits inside it."""
+
+    def __init__(self, toplevel: Path) -> None:
+        self.toplevel = toplevel
+        self._git = git.Git(str(toplevel))
+
+    @classmethod
+    def containing(cls, path: Path, *, source: Path) -> GitRepository:
+        """The repository whose work tree holds `path`; InputError (naming `source`) if none."""
+        if not path.is_dir():
+            raise InputError(f"{source}: repo: {path} is not a directory (fix the `repo:` path)")
+        try:
+            repo = git.Repo(path, search_parent_directories=True)
+        except git.InvalidGitRepositoryError:
+            raise InputError(
+                f"{source}: repo: {path} is not inside a git repository (run `git init` there, "
+                "or point `repo:` at a clone)"
+            ) from None
+        if repo.working_tree_dir is None:
+            raise InputError(f"{source}: repo: {path} is a bare repository; point at a clone")
+        return cls(Path(repo.working_tree_dir).resolve())
+
+    def resolve_commit(self, ref: str, *, source: Path) -> str:
+        try:
+            return str(self._git.rev_parse("--verify", "--quiet", f"{ref}^{{commit}}")).strip()
+        except git.GitCommandError:
+            raise InputError(
+                f"{source}: base: ref {ref!r} not found in {self.toplevel} "
+                "(name an existing branch, tag or commit, or omit `base:` to use HEAD)"
+            ) from None
+
+    def common_dir(self) -> Path:
+        """The repository's shared .git directory (objects, refs), also for linked worktrees."""
+        out = self._git.rev_parse("--path-format=absolute", "--git-common-dir")
+        return Path(str(out).strip())
+
+    def add_worktree(self, path: Path, branch: str, commit: str) -> None:
+        """Create `branch` at `commit` checked out in a new worktree at `path`."""
+        with _lock_for(self.toplevel):
+            self._run("worktree", "add", "--quiet", "-b", branch, str(path), commit)
+
+    def attach_worktree(self, path: Path, branch: str) -> None:
+        """Check out an existing task branch in a new worktree (re-provisioning from WIP)."""
+        with _lock_for(self.toplevel):
+            self._run("worktree", "add", "--quiet", str(path), branch)
+
+    def remove_worktree(self, path: Path) -> None:
+        with _lock_for(self.toplevel):
+            if path.exists():
+                self._run("worktree", "remove", "--force", str(path))
+            self._run("worktree", "prune")
+
+    def branch_exists(self, branch: str) -> bool:
+        try:
+            self._git.rev_parse("--verify", "--quiet", f"refs/heads/{branch}")
+        except git.GitCommandError:
+            return False
+        return True
+
+    def _run(self, *args: str) -> str:
+        try:
+            return str(self._git.execute(["git", *args]))
+        except git.GitCommandError as exc:
+            raise InfrastructureError(f"git {args[0]} failed: {exc.stderr.strip()}") from None
+
+
+class Worktree:
+    """A task's worktree: committing work in progress and describing the change against base."""
+
+    def __init__(self, project: Path) -> None:
+        self.project = project
+        """The spec's repo directory inside the worktree; diffs and pathspecs are relative to it."""
+        self._git = git.Git(str(project))
+
+    def has_changes(self) -> bool:
+        return bool(self._run("status", "--porcelain", "--untracked-files=all").strip())
+
+    def commit_all(self, message: str) -> str | None:
+        """Commit everything in the worktree (ignored files excepted); None when nothing changed."""
+        if not self.has_changes():
+            return None
+        self._run("add", "--all", ":/")
+        self._run(*_IDENTITY, "commit", "--quiet", "--no-verify", "-m", message)
+        return self.head()
+
+    def head(self) -> str:
+        return self._run("rev-parse", "HEAD").strip()
+
+    def reset_to_head(self) -> None:
+        """Make the tree exactly the committed tree, so gates judge only what was committed."""
+        self._run("reset", "--quiet", "--hard", "HEAD")
+        self._run("clean", "-ffdxq", ":/")
+
+    def changed_files(self, base: str, pathspecs: list[str] | None = None) -> list[str]:
+        specs = [f":(glob){spec}" for spec in pathspecs or []]
+        out = self._run("diff", "--name-only", "--relative", base, "HEAD", "--", *specs)
+        return [line for line in out.splitlines() if line]
+
+    def diffstat(self, base: str) -> str:
+        return self._run("diff", "--stat", "--relative", base, "HEAD")
+
+    def _run(self, *args: str) -> str:
+        try:
+            return str(self._git.execute(["git", *args], strip_newline_in_stdout=False))
+        except git.GitCommandError as exc:
+            raise InfrastructureError(f"git {args[0]} failed: {exc.stderr.strip()}") from None

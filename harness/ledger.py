@@ -1,0 +1,113 @@
+"""The run ledger: events.jsonl (one line per node transition), the live status, summary.json."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+Outcome = Literal["verified", "escalated", "error"]
+
+
+class GateSummary(BaseModel):
+    name: str
+    kind: str
+    phase: str
+    attempt: int
+    exit_code: int | None
+    duration_s: float
+    passed: bool
+    counts: dict[str, int] = {}
+
+
+class TaskResult(BaseModel):
+    """One task's line in summary.json; the field names are a user contract (extend only)."""
+
+    spec_id: str
+    title: str
+    tier: int
+    outcome: Outcome
+    reason: str | None
+    attempts: int
+    agent: str
+    branch: str | None
+    pr: str | None
+    escalation: str | None
+    gates: list[GateSummary]
+    duration_s: float = 0.0
+    agent_s: float = 0.0
+    gates_s: float = 0.0
+
+
+class RunSummary(BaseModel):
+    run_id: str
+    started_at: str
+    finished_at: str
+    policy: str
+    isolation: str
+    """"bubblewrap", or "none: <why>" when commands ran unconfined."""
+    tasks: list[TaskResult]
+    input_errors: list[str] = []
+    """Specs that could not be loaded, one line each; they did not run."""
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class TaskStatus:
+    spec_id: str
+    attempt: int = 0
+    step: str = "queued"
+    started: float = field(default_factory=time.monotonic)
+    outcome: str | None = None
+
+
+class RunLedger:
+    """Thread-safe: every task of a batch reports here from its own worker thread."""
+
+    def __init__(self, run_dir: Path, run_id: str) -> None:
+        self.run_dir = run_dir
+        self.run_id = run_id
+        self._lock = threading.Lock()
+        self._events = (run_dir / "events.jsonl").open("a", encoding="utf-8")
+        self.status: dict[str, TaskStatus] = {}
+
+    def event(self, spec_id: str, node: str, kind: str, **data: Any) -> None:
+        line = {"ts": utc_now(), "run_id": self.run_id, "spec_id": spec_id, "node": node}
+        line |= {"event": kind, **data}
+        with self._lock:
+            self._events.write(json.dumps(line, default=str) + "\n")
+            self._events.flush()
+            status = self.status.setdefault(spec_id, TaskStatus(spec_id))
+            status.step = node if kind == "enter" else status.step
+            status.attempt = int(data.get("attempt", status.attempt))
+            if "outcome" in data:
+                status.outcome = str(data["outcome"])
+
+    def snapshot(self) -> list[TaskStatus]:
+        with self._lock:
+            return [TaskStatus(**vars(s)) for s in self.status.values()]
+
+    def write_summary(self, summary: RunSummary) -> Path:
+        path = self.run_dir / "summary.json"
+        write_atomic(path, summary.model_dump_json(indent=2) + "\n")
+        return path
+
+    def close(self) -> None:
+        self._events.close()
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so a reader never sees half a record."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)

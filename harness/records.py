@@ -1,0 +1,119 @@
+"""PR and escalation records: Markdown written by the local publisher from gate records only.
+
+The agent's own account never appears as evidence; everything here was measured by harness.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from harness.gates import GateRecord
+from harness.problems import Problem, render_markdown
+from harness.spec import Spec
+
+
+def gate_table(gates: Sequence[GateRecord]) -> str:
+    rows = [
+        "| phase | attempt | gate | command | exit | result | counts | duration |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for gate in gates:
+        counts = ", ".join(f"{v} {k}" for k, v in gate.counts.items()) or "-"
+        exit_code = "timeout" if gate.timed_out else str(gate.exit_code)
+        result = "pass" if gate.passed else "FAIL"
+        rows.append(
+            f"| {gate.phase} | {gate.attempt} | {gate.name} | `{gate.command}` | {exit_code} "
+            f"| {result} | {counts} | {gate.duration_s:.2f}s |"
+        )
+    return "\n".join(rows)
+
+
+def _header(spec: Spec, run_id: str, agent: str, branch: str | None) -> list[str]:
+    return [
+        f"- spec: `{spec.id}` (tier {spec.tier}) from `{spec.source}`",
+        f"- run: `{run_id}` · agent: `{agent}`",
+        f"- branch: `{branch}` · base: `{spec.base_commit[:12]}`" if branch else "- branch: none",
+    ]
+
+
+def pr_record(
+    spec: Spec,
+    *,
+    run_id: str,
+    agent: str,
+    branch: str,
+    gates: Sequence[GateRecord],
+    attempts: int,
+    diffstat: str,
+    files: list[str],
+    unexpected_files: list[str],
+) -> str:
+    verify = [g for g in gates if g.phase == "verify"]
+    lines = [f"# {spec.title}", "", *_header(spec, run_id, agent, branch), ""]
+    lines += [
+        f"Verified by harness on attempt {attempts}: all {len(verify)} gates passed again on "
+        "the committed tree. Everything below was measured by harness, not reported by the agent.",
+        "",
+        "## Gate evidence",
+        "",
+        gate_table(gates),
+        "",
+        "## Attempts",
+        "",
+    ]
+    for number in range(1, attempts + 1):
+        failed = [g for g in gates if g.phase == "attempt" and g.attempt == number and not g.passed]
+        verdict = (
+            f"failed gate `{failed[0].name}` (exit {failed[0].exit_code})" if failed else "passed"
+        )
+        lines.append(f"- attempt {number}: {verdict}")
+    lines += ["", "## Changes", "", "```text", diffstat.rstrip() or "(no changes)", "```", ""]
+    lines += ["Files changed:", "", *(f"- `{path}`" for path in files), ""]
+    if unexpected_files:
+        lines += [
+            "Outside the spec's expected `paths` (review these):",
+            "",
+            *(f"- `{path}`" for path in unexpected_files),
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def escalation_record(
+    spec: Spec,
+    *,
+    run_id: str,
+    agent: str,
+    branch: str | None,
+    reason: str,
+    gates: Sequence[GateRecord],
+    attempts: int,
+    problems: list[Problem],
+) -> str:
+    lines = [f"# Escalated: {spec.title}", "", *_header(spec, run_id, agent, branch), ""]
+    lines += [f"**Reason:** {reason}", ""]
+    if branch:
+        lines += [f"The work in progress is committed on branch `{branch}`; nothing was discarded."]
+    else:
+        lines += ["No agent ran, so there is no work in progress."]
+    lines += ["", f"Agent attempts: {attempts}.", ""]
+    if gates:
+        lines += ["## Gate records", "", gate_table(gates), ""]
+    for number in range(1, attempts + 1):
+        failed = [g for g in gates if g.attempt == number and not g.passed]
+        if failed:
+            gate = failed[0]
+            lines += [
+                f"## Attempt {number}: gate `{gate.name}` failed (exit {gate.exit_code})",
+                "",
+                f"`{gate.command}`",
+                "",
+                "```text",
+                gate.excerpt.rstrip() or "(no output)",
+                "```",
+                "",
+            ]
+    if problems:
+        lines += ["## Last problems", "", render_markdown(problems), ""]
+        lines += ["```json", *(p.to_problem_json() for p in problems), "```", ""]
+    return "\n".join(lines)

@@ -1,0 +1,94 @@
+"""A run: its id and directory, the policy in force, the ledger, and the live sandboxes.
+
+Graph nodes receive the RunContext through LangGraph's `configurable`; it holds what cannot
+live in checkpointed graph state (open files, sandboxes, agents).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from harness.agents import Agent
+from harness.errors import InputError
+from harness.ledger import RunLedger, utc_now
+from harness.policy import AgentKind, Budget, Policy
+from harness.sandbox import Sandbox
+from harness.sandbox import bubblewrap as bwrap
+from harness.spec import Spec
+
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+@dataclass
+class RunContext:
+    run_id: str
+    run_dir: Path
+    policy: Policy
+    policy_path: Path
+    agent_kind: AgentKind
+    concurrency: int
+    ledger: RunLedger
+    isolation: bwrap.Isolation
+    started_at: str = field(default_factory=utc_now)
+    input_errors: list[str] = field(default_factory=list)
+    """Specs that could not be loaded; reported in the summary, not run."""
+    sandboxes: dict[str, Sandbox] = field(default_factory=dict)
+    agents: dict[str, Agent] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def budget(self, spec: Spec) -> Budget:
+        """The policy's budget with the spec's overrides applied."""
+        budget = self.policy.budget
+        return spec.budget.apply_to(budget) if spec.budget else budget
+
+    def branch(self, spec_id: str) -> str:
+        return f"{self.policy.publish.branch_prefix}/{self.run_id}/{spec_id}"
+
+    def task_dir(self, spec_id: str) -> Path:
+        """Logs and trajectories of one task."""
+        return self.run_dir / "tasks" / spec_id
+
+    def worktree_dir(self, spec_id: str) -> Path:
+        return self.run_dir / "worktrees" / spec_id
+
+    def scratch_dir(self, spec_id: str) -> Path:
+        return self.run_dir / "scratch" / spec_id
+
+    def relative(self, path: Path) -> str:
+        """Paths in records are relative to the runs/ parent, e.g. runs/<id>/prs/x.md."""
+        try:
+            return str(path.relative_to(self.run_dir.parent.parent))
+        except ValueError:
+            return str(path)
+
+    def keep_sandbox(self, spec_id: str, sandbox: Sandbox) -> None:
+        with self._lock:
+            self.sandboxes[spec_id] = sandbox
+
+    def release_sandbox(self, spec_id: str) -> Sandbox | None:
+        with self._lock:
+            return self.sandboxes.pop(spec_id, None)
+
+
+def create_run_dir(runs_root: Path, run_id: str | None) -> tuple[str, Path]:
+    """A fresh directory for the run; an existing run id is refused rather than overwritten."""
+    run_id = run_id or new_run_id()
+    if not RUN_ID_PATTERN.match(run_id):
+        raise InputError(
+            f"--run-id: {run_id!r} is not usable in a branch name; use letters, digits, . _ -"
+        )
+    run_dir = runs_root / run_id
+    try:
+        run_dir.mkdir(parents=True, exist_ok=False)
+    except FileExistsError:
+        raise InputError(f"--run-id: {run_dir} already exists; pick another run id") from None
+    return run_id, run_dir.resolve()

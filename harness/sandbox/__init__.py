@@ -1,0 +1,54 @@
+"""The Sandbox protocol: where an agent's tools and the gates run. One file per backend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Completed:
+    """A finished command. `output` is stdout and stderr interleaved, capped; see `log_path`."""
+
+    exit_code: int
+    output: str
+    duration_s: float
+    timed_out: bool = False
+    output_cut_bytes: int = 0
+    """Bytes left out of `output` (the middle of a long output); the log file has all of it."""
+    log_path: Path | None = None
+
+
+class PathOutsideSandbox(ValueError):
+    """A path that is absolute, escapes with `..`, or is a symlink resolving outside the tree."""
+
+
+class Sandbox(Protocol):
+    path: Path
+    """The spec's repo directory inside the sandbox's worktree: the cwd of every command."""
+    isolation: str
+    """How commands are confined, e.g. "bubblewrap" or "none"; shown in records."""
+
+    def run(self, command: str, timeout_s: float, log_path: Path | None = None) -> Completed:
+        """Run a shell command in `path`; killed after `timeout_s`; full output to `log_path`."""
+        ...
+
+    def read(self, relpath: str) -> str: ...
+
+    def write(self, relpath: str, content: str) -> None: ...
+
+    def teardown(self) -> None:
+        """Release everything the sandbox holds. Idempotent; never discards committed work."""
+        ...
+
+
+def resolve_inside(root: Path, relpath: str) -> Path:
+    """`relpath` under `root`, refusing anything that would resolve outside it."""
+    if not relpath or Path(relpath).is_absolute():
+        raise PathOutsideSandbox(f"{relpath!r}: use a path relative to the repository root")
+    resolved_root = root.resolve()
+    candidate = (resolved_root / relpath).resolve()
+    if candidate != resolved_root and resolved_root not in candidate.parents:
+        raise PathOutsideSandbox(f"{relpath!r} resolves outside the repository; refused")
+    return candidate

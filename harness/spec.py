@@ -1,0 +1,136 @@
+"""Specs: the work, as Markdown with YAML front matter. The body is the agent's instructions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import frontmatter
+import yaml
+from pydantic import Field, ValidationError
+
+from harness.errors import InputError
+from harness.gitrepo import GitRepository
+from harness.policy import BudgetOverride
+from harness.validation import StrictModel, describe_validation_error
+
+
+class SpecFrontMatter(StrictModel):
+    """The keys a spec's front matter may hold."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=80)
+    """Unique within a batch; names the task branch and the records."""
+    title: str = Field(min_length=1)
+    tier: Literal[1, 2, 3]
+    """1 agent-led, 2 agent-assisted, 3 human-led (escalated before any agent runs)."""
+    repo: str = Field(min_length=1)
+    """The target repository (or a directory inside one), relative to the spec file or absolute."""
+    base: str | None = None
+    """Branch, tag or commit to start from; default: the repository's HEAD."""
+    acceptance: list[str] = []
+    """Extra gate commands, run after the policy's gates."""
+    paths: list[str] = []
+    """Where the change is expected (git glob pathspecs relative to `repo`)."""
+    budget: BudgetOverride | None = None
+    """Overrides of the policy's budget for this spec only."""
+
+
+class Spec(SpecFrontMatter):
+    """A loaded spec: the front matter plus what harness resolved from it."""
+
+    body: str
+    source: str
+    """The spec file, absolute."""
+    repo_dir: str
+    """`repo` resolved to an absolute directory."""
+    git_toplevel: str
+    """The work tree root of the repository holding `repo_dir`."""
+    base_commit: str
+    """`base` (or HEAD) resolved once at load time, so every task of a run starts alike."""
+
+    @property
+    def subdir(self) -> Path:
+        """Where `repo` sits inside its repository ('.' when it is the top level)."""
+        return Path(self.repo_dir).relative_to(self.git_toplevel)
+
+
+@dataclass(frozen=True)
+class SpecSet:
+    """What a batch of spec paths yielded: loadable specs, and one line per spec that was not."""
+
+    specs: list[Spec]
+    errors: list[str]
+
+
+def is_spec_file(path: Path) -> bool:
+    """Markdown files are specs, except drafts (draft-*.md) and folder READMEs."""
+    return path.suffix == ".md" and not path.name.startswith("draft-") and path.name != "README.md"
+
+
+def load_spec(path: Path) -> Spec:
+    """Load one spec and resolve its repository and base; InputError names file, field, fix."""
+    path = path.resolve()
+    try:
+        post = frontmatter.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: spec file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read spec: {exc}") from None
+    except yaml.YAMLError as exc:
+        detail = " ".join(str(exc).split())
+        raise InputError(f"{path}: front matter is not valid YAML: {detail}") from None
+    if not post.metadata:
+        raise InputError(f"{path}: no YAML front matter (start the file with --- id: … ---)")
+    try:
+        front = SpecFrontMatter.model_validate(post.metadata)
+    except ValidationError as exc:
+        raise InputError(describe_validation_error(path, exc)) from None
+    if not post.content.strip():
+        raise InputError(f"{path}: body is empty; write the agent's instructions under the ---")
+
+    repo_dir = (path.parent / front.repo).resolve()
+    repository = GitRepository.containing(repo_dir, source=path)
+    base_commit = repository.resolve_commit(front.base or "HEAD", source=path)
+    return Spec(
+        **front.model_dump(),
+        body=post.content.strip() + "\n",
+        source=str(path),
+        repo_dir=str(repo_dir),
+        git_toplevel=str(repository.toplevel),
+        base_commit=base_commit,
+    )
+
+
+def collect_spec_files(targets: list[Path]) -> list[Path]:
+    """Expand files and directories into spec files; a missing target is an InputError."""
+    files: list[Path] = []
+    for target in targets:
+        if target.is_dir():
+            files.extend(sorted(p for p in target.iterdir() if p.is_file() and is_spec_file(p)))
+        elif target.is_file():
+            files.append(target)
+        else:
+            raise InputError(f"{target}: no such spec file or directory")
+    if not files:
+        raise InputError(f"no specs found in {', '.join(map(str, targets))} (specs are *.md)")
+    return files
+
+
+def load_specs(targets: list[Path]) -> SpecSet:
+    """Load every spec; a malformed one is reported and skipped so the rest of the batch runs."""
+    specs: list[Spec] = []
+    errors: list[str] = []
+    seen: dict[str, str] = {}
+    for path in collect_spec_files(targets):
+        try:
+            spec = load_spec(path)
+        except InputError as exc:
+            errors.append(str(exc))
+            continue
+        if spec.id in seen:
+            errors.append(f"{spec.source}: id: {spec.id!r} is already used by {seen[spec.id]}")
+            continue
+        seen[spec.id] = spec.source
+        specs.append(spec)
+    return SpecSet(specs=specs, errors=errors)
