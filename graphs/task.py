@@ -82,7 +82,9 @@ def node(name: str) -> Callable[[NodeBody], TaskNode]:
         def run(state: TaskState, config: RunnableConfig) -> Update:
             ctx = _context(config)
             spec_id = state["spec"]["id"]
-            ctx.ledger.event(spec_id, name, "enter", attempt=state.get("attempt", 0))
+            # The agent node starts the next attempt; every other node works on the current one.
+            attempt = state.get("attempt", 0) + (1 if name == "agent" else 0)
+            ctx.ledger.event(spec_id, name, "enter", attempt=attempt)
             try:
                 update = fn(state, ctx)
             except Exception as exc:

@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -89,7 +89,9 @@ def run(
             "commands run unconfined on this host. Install bubblewrap (apt-get install "
             "bubblewrap) to confine them.[/bold red]"
         )
-    ledger = RunLedger(run_dir, run_id)
+    # A terminal gets a live table; a log (CI, a pipe) gets one line per step instead.
+    live = console.is_terminal
+    ledger = RunLedger(run_dir, run_id, listener=None if live else _print_step)
     ctx = RunContext(
         run_id=run_id,
         run_dir=run_dir,
@@ -104,11 +106,17 @@ def run(
     console.print(
         f"run [bold]{run_id}[/bold]: {len(spec_set.specs)} task(s), concurrency "
         f"{ctx.concurrency}, agent {ctx.agent_kind}, isolation "
-        f"{'bubblewrap' if isolation.available else 'OFF'}"
+        f"{'bubblewrap' if isolation.available else 'OFF'}",
+        soft_wrap=True,
     )
     started = time.monotonic()
     try:
-        with Live(get_renderable=lambda: _live_table(ledger), console=console, transient=True):
+        with Live(
+            get_renderable=lambda: _live_table(ledger),
+            console=console,
+            transient=True,
+            auto_refresh=live,
+        ):
             results = runner(ctx, spec_set.specs)
     finally:
         ledger.close()
@@ -119,6 +127,14 @@ def run(
     if spec_set.errors:
         raise typer.Exit(2)
     raise typer.Exit(1 if any(r.outcome == "error" for r in results) else 0)
+
+
+def _print_step(event: dict[str, Any]) -> None:
+    if event["event"] == "enter":
+        attempt = f" (attempt {event['attempt']})" if event.get("attempt") else ""
+        console.print(f"  {event['spec_id']:<30} {event['node']}{attempt}", highlight=False)
+    elif event["node"] == "teardown":
+        console.print(f"  {event['spec_id']:<30} done", highlight=False)
 
 
 def _live_table(ledger: RunLedger) -> Table:

@@ -7,6 +7,7 @@ invocation is visible in one place.
 
 from __future__ import annotations
 
+import shutil
 import threading
 from pathlib import Path
 
@@ -76,9 +77,13 @@ class GitRepository:
             self._run("worktree", "add", "--quiet", str(path), branch)
 
     def remove_worktree(self, path: Path) -> None:
+        """Remove a worktree (its branch stays); a leftover directory git forgot is deleted."""
         with _lock_for(self.toplevel):
             if path.exists():
-                self._run("worktree", "remove", "--force", str(path))
+                try:
+                    self._run("worktree", "remove", "--force", str(path))
+                except InfrastructureError:
+                    shutil.rmtree(path)
             self._run("worktree", "prune")
 
     def branch_exists(self, branch: str) -> bool:
@@ -89,10 +94,7 @@ class GitRepository:
         return True
 
     def _run(self, *args: str) -> str:
-        try:
-            return str(self._git.execute(["git", *args]))
-        except git.GitCommandError as exc:
-            raise InfrastructureError(f"git {args[0]} failed: {exc.stderr.strip()}") from None
+        return _call(self._git, args)
 
 
 class Worktree:
@@ -131,7 +133,11 @@ class Worktree:
         return self._run("diff", "--stat", "--relative", base, "HEAD")
 
     def _run(self, *args: str) -> str:
-        try:
-            return str(self._git.execute(["git", *args], strip_newline_in_stdout=False))
-        except git.GitCommandError as exc:
-            raise InfrastructureError(f"git {args[0]} failed: {exc.stderr.strip()}") from None
+        return _call(self._git, args)
+
+
+def _call(runner: git.Git, args: tuple[str, ...]) -> str:
+    try:
+        return str(runner.execute(["git", *args], strip_newline_in_stdout=False))
+    except git.GitCommandError as exc:
+        raise InfrastructureError(f"git {' '.join(args)} failed: {exc.stderr.strip()}") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,9 +74,13 @@ class TaskStatus:
 class RunLedger:
     """Thread-safe: every task of a batch reports here from its own worker thread."""
 
-    def __init__(self, run_dir: Path, run_id: str) -> None:
+    def __init__(
+        self, run_dir: Path, run_id: str, listener: Callable[[dict[str, Any]], None] | None = None
+    ) -> None:
         self.run_dir = run_dir
         self.run_id = run_id
+        self.listener = listener
+        """Called with every event, under the ledger's lock (e.g. to print progress lines)."""
         self._lock = threading.Lock()
         self._events = (run_dir / "events.jsonl").open("a", encoding="utf-8")
         self.status: dict[str, TaskStatus] = {}
@@ -91,6 +96,8 @@ class RunLedger:
             status.attempt = int(data.get("attempt", status.attempt))
             if "outcome" in data:
                 status.outcome = str(data["outcome"])
+            if self.listener is not None:
+                self.listener(line)
 
     def snapshot(self) -> list[TaskStatus]:
         with self._lock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -74,3 +75,6 @@ class WorktreeSandbox:
             self.worktree.commit_all("harness: work in progress at teardown")
             self.repository.remove_worktree(self.root)
         shutil.rmtree(self.scratch, ignore_errors=True)
+        for parent in (self.root.parent, self.scratch.parent):
+            with contextlib.suppress(OSError):  # still holds another task's sandbox
+                parent.rmdir()
