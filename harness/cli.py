@@ -78,7 +78,7 @@ def run(
     if not spec_set.specs:
         raise _fail("no spec could be loaded; nothing was run")
     try:
-        run_id, run_dir = create_run_dir(runs_dir, run_id)
+        run_id, run_dir = create_run_dir(runs_dir, run_id, loaded_policy, spec_set.specs)
     except InputError as exc:
         raise _fail(str(exc)) from None
 

@@ -71,11 +71,6 @@ class GitRepository:
         with _lock_for(self.toplevel):
             self._run("worktree", "add", "--quiet", "-b", branch, str(path), commit)
 
-    def attach_worktree(self, path: Path, branch: str) -> None:
-        """Check out an existing task branch in a new worktree (re-provisioning from WIP)."""
-        with _lock_for(self.toplevel):
-            self._run("worktree", "add", "--quiet", str(path), branch)
-
     def remove_worktree(self, path: Path) -> None:
         """Remove a worktree (its branch stays); a leftover directory git forgot is deleted."""
         with _lock_for(self.toplevel):
@@ -85,6 +80,12 @@ class GitRepository:
                 except InfrastructureError:
                     shutil.rmtree(path)
             self._run("worktree", "prune")
+
+    def has_path(self, commit: str, relpath: Path) -> bool:
+        """Whether `relpath` (a directory or file) exists in `commit`'s tree."""
+        if str(relpath) == ".":
+            return True
+        return bool(self._run("ls-tree", "--name-only", commit, "--", str(relpath)).strip())
 
     def branch_exists(self, branch: str) -> bool:
         try:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from harness.agents import Agent
 from harness.errors import InputError
+from harness.gitrepo import GitRepository
 from harness.ledger import RunLedger, utc_now
 from harness.policy import AgentKind, Budget, Policy
 from harness.sandbox import Sandbox
@@ -79,13 +80,23 @@ class RunContext:
             return self.sandboxes.pop(spec_id, None)
 
 
-def create_run_dir(runs_root: Path, run_id: str | None) -> tuple[str, Path]:
-    """A fresh directory for the run; an existing run id is refused rather than overwritten."""
+def create_run_dir(
+    runs_root: Path, run_id: str | None, policy: Policy, specs: list[Spec]
+) -> tuple[str, Path]:
+    """A fresh directory for the run; a run id already used (a run directory or a task branch
+    in a target repository) is refused rather than overwritten or mixed with the old run."""
     run_id = run_id or new_run_id()
     if not RUN_ID_PATTERN.match(run_id):
         raise InputError(
             f"--run-id: {run_id!r} is not usable in a branch name; use letters, digits, . _ -"
         )
+    for spec in specs:
+        branch = f"{policy.publish.branch_prefix}/{run_id}/{spec.id}"
+        if GitRepository(Path(spec.git_toplevel)).branch_exists(branch):
+            raise InputError(
+                f"--run-id: branch {branch} already exists in {spec.git_toplevel}; "
+                "pick another run id"
+            )
     run_dir = runs_root / run_id
     try:
         run_dir.mkdir(parents=True, exist_ok=False)

@@ -92,6 +92,12 @@ def load_spec(path: Path) -> Spec:
     repo_dir = (path.parent / front.repo).resolve()
     repository = GitRepository.containing(repo_dir, source=path)
     base_commit = repository.resolve_commit(front.base or "HEAD", source=path)
+    subdir = repo_dir.relative_to(repository.toplevel)
+    if not repository.has_path(base_commit, subdir):
+        raise InputError(
+            f"{path}: repo: {subdir} is not in the repository at base {base_commit[:12]} "
+            "(tasks start from committed work: commit it, or point `base:` at a commit that has it)"
+        )
     return Spec(
         **front.model_dump(),
         body=post.content.strip() + "\n",

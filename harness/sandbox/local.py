@@ -35,15 +35,10 @@ class WorktreeSandbox:
 
     @classmethod
     def provision(cls, spec: Spec, branch: str, root: Path, scratch: Path) -> WorktreeSandbox:
-        """Create (or re-attach, when `branch` already holds work) the task's worktree at `root`."""
+        """Create `branch` at the spec's base commit, checked out in a new worktree at `root`."""
         repository = GitRepository(Path(spec.git_toplevel))
-        if root.exists():
-            repository.remove_worktree(root)  # a half-made worktree from an earlier try
         root.parent.mkdir(parents=True, exist_ok=True)
-        if repository.branch_exists(branch):
-            repository.attach_worktree(root, branch)
-        else:
-            repository.add_worktree(root, branch, spec.base_commit)
+        repository.add_worktree(root, branch, spec.base_commit)
         scratch.mkdir(parents=True, exist_ok=True)
         return cls(repository, root, root / spec.subdir, scratch)
 
