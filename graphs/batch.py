@@ -18,6 +18,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 
 from graphs.task import TaskState, build_task_graph
+from harness.agents import Usage
 from harness.ledger import GateSummary, RunSummary, TaskResult, utc_now, write_atomic
 from harness.run import RunContext
 from harness.spec import Spec
@@ -73,6 +74,7 @@ def task(state: TaskInput, config: RunnableConfig) -> dict[str, Any]:
         duration_s=round(time.monotonic() - started, 3),
         agent_s=round(final.get("agent_s", 0.0), 3),
         gates_s=round(final.get("gates_s", 0.0), 3),
+        usage=Usage.model_validate(final.get("usage", {})),
     )
     return {"results": [result.model_dump()]}
 
@@ -92,6 +94,7 @@ def summarize(state: BatchState, config: RunnableConfig) -> dict[str, Any]:
             policy=str(ctx.policy_path),
             isolation="bubblewrap" if ctx.isolation.available else f"none: {ctx.isolation.reason}",
             tasks=tasks,
+            usage=sum((task.usage for task in tasks), Usage()),
             input_errors=ctx.input_errors,
         )
     )

@@ -24,11 +24,11 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
-from harness.agents import Agent, AttemptRecord
+from harness.agents import Agent, AttemptContext, AttemptRecord, Usage
 from harness.agents.select import AgentUnavailable, select_agent
 from harness.gates import GateRecord, acceptance_gates, problem_from_gate, run_gates
 from harness.ledger import write_atomic
-from harness.problems import Problem, render_markdown
+from harness.problems import Problem, problem_type, render_markdown
 from harness.records import escalation_record, pr_record
 from harness.run import RunContext
 from harness.sandbox.local import WorktreeSandbox
@@ -54,6 +54,8 @@ class TaskState(TypedDict, total=False):
     escalation: str | None
     agent_s: float
     gates_s: float
+    usage: dict[str, Any]
+    """Model usage summed over the task's attempts (a harness.agents.Usage)."""
 
 
 Update = dict[str, Any]
@@ -110,8 +112,7 @@ def _spec(state: TaskState) -> Spec:
 
 def _agent(ctx: RunContext, spec: Spec) -> Agent:
     if spec.id not in ctx.agents:
-        log_dir = ctx.task_dir(spec.id) / "agent"
-        ctx.agents[spec.id] = select_agent(ctx.agent_kind, spec, ctx.budget(spec), log_dir)
+        ctx.agents[spec.id] = select_agent(ctx.agent_kind, spec, ctx.policy, ctx.fleet)
     return ctx.agents[spec.id]
 
 
@@ -135,7 +136,15 @@ def triage(state: TaskState, ctx: RunContext) -> Update:
     try:
         _agent(ctx, spec)
     except AgentUnavailable as exc:
-        return {"escalate_reason": f"no agent: {exc}"}
+        problem = Problem(
+            type=problem_type("agent-unavailable"),
+            title="No agent can run this task",
+            detail=str(exc),
+            category="policy",
+            retryable=False,
+            owner_action_required=True,
+        )
+        return {"escalate_reason": f"no agent: {exc}", "feedback": [problem.model_dump()]}
     return {}
 
 
@@ -157,21 +166,41 @@ def agent(state: TaskState, ctx: RunContext) -> Update:
     sandbox = _sandbox(ctx, spec)
     feedback = [Problem.model_validate(p) for p in state.get("feedback", [])]
     runner = _agent(ctx, spec)
-    record: AttemptRecord = runner.attempt(spec, sandbox, feedback, number)
+    spent = Usage.model_validate(state.get("usage", {}))
+    context = AttemptContext(
+        number=number,
+        budget=ctx.budget(spec),
+        spent=spent,
+        deadline=_deadline(ctx, state, spec),
+        log_dir=ctx.task_dir(spec.id) / "agent" / f"attempt-{number}",
+    )
+    record: AttemptRecord = runner.attempt(spec, sandbox, feedback, context)
     write_atomic(ctx.task_dir(spec.id) / f"attempt-{number}.json", record.model_dump_json(indent=2))
-    # Every attempt's work is committed at once: nothing the agent did can be lost later.
+    # Every attempt's work is committed at once: nothing the agent did (or was paid for) is lost.
     sandbox.worktree.commit_all(f"harness: attempt {number} by the {runner.name} agent")
     update: Update = {
         "attempt": number,
         "attempt_records": [record.model_dump()],
         "agent_s": state.get("agent_s", 0.0) + record.duration_s,
+        "usage": (spent + record.usage).model_dump(),
     }
-    if record.stop_reason == "error":
-        update["escalate_reason"] = f"agent error on attempt {number}: {record.error}"
-    elif record.stop_reason == "max_steps":
-        steps = ctx.budget(spec).max_steps
-        update["escalate_reason"] = f"step budget exhausted: {steps} tool calls on attempt {number}"
+    why = STOP_REASONS.get(record.stop_reason)
+    if why is not None:
+        detail = record.error or f"{ctx.budget(spec).max_steps} tool calls"
+        update["escalate_reason"] = f"{why} on attempt {number}: {detail}"
+        if record.problem is not None:
+            update["feedback"] = [record.problem.model_dump()]
     return update
+
+
+# Attempts that end this way escalate at once, whatever attempts are left.
+STOP_REASONS = {
+    "error": "agent error",
+    "max_steps": "step budget exhausted",
+    "budget": "budget exhausted",
+    "infrastructure": "infrastructure failure (not charged to the agent)",
+    "owner_action_required": "owner action required",
+}
 
 
 def _run_all_gates(

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from harness.agents.fleet import Fleet
 from harness.errors import InputError
 from harness.ledger import RunLedger, TaskResult
 from harness.policy import AgentKind, load_policy
@@ -69,6 +70,8 @@ def run(
     """Run specs through the validation loop; each ends verified (a PR record) or escalated."""
     try:
         loaded_policy = load_policy(policy)
+        agent_kind = agent or loaded_policy.agent.kind
+        loaded_policy.check_agent(agent_kind, policy)
         runner = _load_workflow(workflow)
         spec_set = load_specs(specs)
     except InputError as exc:
@@ -97,10 +100,11 @@ def run(
         run_dir=run_dir,
         policy=loaded_policy,
         policy_path=policy,
-        agent_kind=agent or loaded_policy.agent.kind,
+        agent_kind=agent_kind,
         concurrency=concurrency or loaded_policy.concurrency,
         ledger=ledger,
         isolation=isolation,
+        fleet=Fleet.for_policy(loaded_policy),
         input_errors=spec_set.errors,
     )
     console.print(

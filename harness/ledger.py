@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from harness.agents import Usage
+
 Outcome = Literal["verified", "escalated", "error"]
 
 
@@ -44,6 +46,8 @@ class TaskResult(BaseModel):
     duration_s: float = 0.0
     agent_s: float = 0.0
     gates_s: float = 0.0
+    usage: Usage = Usage()
+    """Model calls, tokens (cache reads and writes apart) and cost of this task."""
 
 
 class RunSummary(BaseModel):
@@ -54,6 +58,8 @@ class RunSummary(BaseModel):
     isolation: str
     """"bubblewrap", or "none: <why>" when commands ran unconfined."""
     tasks: list[TaskResult]
+    usage: Usage = Usage()
+    """Model usage summed over the run's tasks."""
     input_errors: list[str] = []
     """Specs that could not be loaded, one line each; they did not run."""
 

@@ -15,11 +15,63 @@ AgentKind = Literal["anthropic", "command", "replay"]
 GateKind = Literal["lint", "type", "test", "integration", "custom"]
 
 
+class RetryConfig(StrictModel):
+    """Retries of transient model API errors (429, 529, 5xx, connection errors)."""
+
+    max_retries: int = Field(default=6, ge=0)
+    """Retries per request; past them the failure is infrastructure, not the agent's."""
+    initial_backoff_s: float = Field(default=1.0, gt=0)
+    """First wait when the server gives no retry-after; doubled each retry, with jitter."""
+    max_wait_s: float = Field(default=120, gt=0)
+    """Cap on any single wait. A server asking for longer (retry-after: 3600) is not obeyed:
+    the request fails as infrastructure at once, so one reply cannot stall a night run."""
+    request_timeout_s: float = Field(default=600, gt=0)
+
+
+class RateLimit(StrictModel):
+    """Fleet-wide limits shared by every task of a run, so many tasks don't stampede one key."""
+
+    max_concurrent_requests: int = Field(default=8, ge=1)
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+    """Input plus output tokens per rolling minute across the run; None: no limit."""
+
+
 class AgentConfig(StrictModel):
     kind: AgentKind = "replay"
     """Which Agent backend runs each attempt. `replay` plays a scripted trajectory, no model."""
     model: str | None = None
-    """Model id for the `anthropic` backend."""
+    """Model id for the `anthropic` backend; it must have an entry in `prices`."""
+    max_tokens: int = Field(default=8192, ge=1, le=64_000)
+    """Output tokens per model response."""
+    retry: RetryConfig = RetryConfig()
+    rate_limit: RateLimit = RateLimit()
+    command: list[str] | None = None
+    """For `command`: the argv of a CLI agent; {prompt_file} and {workdir} are filled in."""
+    timeout_s: float = Field(default=1800, gt=0)
+    """For `command`: one attempt's time limit."""
+    network: bool = False
+    """For `command`: keep the network in its sandbox (a CLI agent calls its own model API)."""
+    env: list[str] = []
+    """For `command`: host environment variables passed into its sandbox, e.g. its API key."""
+
+
+class Price(StrictModel):
+    """USD per million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_write: float = Field(ge=0)
+    cache_read: float = Field(ge=0)
+
+    def cost(
+        self, input_tokens: int, output_tokens: int, cache_write: int, cache_read: int
+    ) -> float:
+        return (
+            input_tokens * self.input
+            + output_tokens * self.output
+            + cache_write * self.cache_write
+            + cache_read * self.cache_read
+        ) / 1_000_000
 
 
 class GateConfig(StrictModel):
@@ -40,6 +92,9 @@ class Budget(StrictModel):
     """Tool calls per attempt; at the cap the attempt stops and the task escalates."""
     max_cost_usd: float | None = Field(default=None, gt=0)
     """Spend cap per task for model-backed agents; None means no cap."""
+    max_input_tokens: int | None = Field(default=None, ge=1)
+    """Input tokens per task (cache reads and writes included); None means no cap."""
+    max_output_tokens: int | None = Field(default=None, ge=1)
     wall_clock_s: float = Field(default=1800, gt=0)
     """Wall-clock cap per task, from provisioning on."""
 
@@ -50,6 +105,8 @@ class BudgetOverride(StrictModel):
     max_attempts: int | None = Field(default=None, ge=1)
     max_steps: int | None = Field(default=None, ge=1)
     max_cost_usd: float | None = Field(default=None, gt=0)
+    max_input_tokens: int | None = Field(default=None, ge=1)
+    max_output_tokens: int | None = Field(default=None, ge=1)
     wall_clock_s: float | None = Field(default=None, gt=0)
 
     def apply_to(self, budget: Budget) -> Budget:
@@ -65,11 +122,19 @@ class PublishConfig(StrictModel):
     """Git glob pathspecs (relative to the spec's repo); a change touching one never auto-PRs."""
 
 
+class RunBudget(StrictModel):
+    max_cost_usd: float | None = Field(default=None, gt=0)
+    """Spend cap for the whole run; when reached, running agents stop and their tasks escalate."""
+
+
 class Policy(StrictModel):
     agent: AgentConfig = AgentConfig()
     gates: list[GateConfig] = Field(min_length=1)
     """Run in this order, cheapest first; the first failing gate stops the rest."""
     budget: Budget = Budget()
+    run_budget: RunBudget = RunBudget()
+    prices: dict[str, Price] = {}
+    """Per model id; every model-backed agent's calls are costed from here."""
     concurrency: int = Field(default=4, ge=1)
     """Tasks run at once; `harness run --concurrency` overrides it."""
     publish: PublishConfig = PublishConfig()
@@ -82,6 +147,23 @@ class Policy(StrictModel):
         if duplicates:
             raise ValueError(f"gate names must be unique, repeated: {', '.join(duplicates)}")
         return gates
+
+    def check_agent(self, kind: AgentKind, source: Path) -> None:
+        """What running `kind` needs from this policy; checked for the effective agent (after
+        --agent), before anything is created."""
+        model = self.agent.model
+        if kind == "anthropic" and not model:
+            raise InputError(f"{source}: agent.model: required for the anthropic agent")
+        if kind == "anthropic" and model not in self.prices:
+            raise InputError(
+                f"{source}: prices: no price for model {model!r}; add prices.{model}: "
+                "{input, output, cache_write, cache_read} (USD per million tokens)"
+            )
+        if kind == "command" and not self.agent.command:
+            raise InputError(
+                f"{source}: agent.command: required for the command agent "
+                "(an argv list using {prompt_file} and {workdir})"
+            )
 
 
 def load_policy(path: Path) -> Policy:

@@ -31,6 +31,7 @@ class Problem(BaseModel):
     category: Category = "agent_fixable"
     retryable: bool = True
     owner_action_required: bool = False
+    retry_after_s: float | None = None
     log: str | None = None
     """Path of the full raw output."""
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from harness.agents import Agent
+from harness.agents.fleet import Fleet
 from harness.errors import InputError
 from harness.gitrepo import GitRepository
 from harness.ledger import RunLedger, utc_now
@@ -39,6 +40,8 @@ class RunContext:
     concurrency: int
     ledger: RunLedger
     isolation: bwrap.Isolation
+    fleet: Fleet
+    """What every task's model calls share: the request limiter and the run's spend."""
     started_at: str = field(default_factory=utc_now)
     input_errors: list[str] = field(default_factory=list)
     """Specs that could not be loaded; reported in the summary, not run."""

@@ -2,15 +2,51 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
 
+from harness.policy import Budget
 from harness.problems import Problem
 from harness.sandbox import Sandbox
 from harness.spec import Spec
 
-StopReason = Literal["finished", "max_steps", "script_exhausted", "error"]
+StopReason = Literal[
+    "finished",  # the agent called finish (or ended its turn)
+    "max_steps",  # the step budget ran out
+    "script_exhausted",  # a replay attempt ran out of steps without finish
+    "budget",  # tokens, cost (task or run) or wall clock ran out
+    "infrastructure",  # the model API stayed unavailable; not the agent's fault
+    "owner_action_required",  # a person must act: bad key, unknown model, refused request
+    "error",  # anything else that stopped the attempt
+]
+
+
+class Usage(BaseModel):
+    """Model usage and its cost; summed per attempt, per task and per run."""
+
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_read_tokens: int = 0
+    cost_usd: float = 0.0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            calls=self.calls + other.calls,
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
+            cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
+            cost_usd=self.cost_usd + other.cost_usd,
+        )
+
+    @property
+    def all_input_tokens(self) -> int:
+        return self.input_tokens + self.cache_write_tokens + self.cache_read_tokens
 
 
 class ToolCall(BaseModel):
@@ -29,11 +65,25 @@ class AttemptRecord(BaseModel):
     summary: str | None = None
     """The agent's own account from `finish`; informative only, never the verdict."""
     error: str | None = None
+    problem: Problem | None = None
+    """Why the attempt stopped early, as a problem (budget, infrastructure, owner action)."""
     steps: list[ToolCall] = []
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float = 0.0
+    usage: Usage = Usage()
     duration_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class AttemptContext:
+    """What one attempt may use: its number, the task's budget and what earlier attempts spent."""
+
+    number: int
+    budget: Budget
+    spent: Usage
+    """This task's usage on earlier attempts; budgets are per task, not per attempt."""
+    deadline: float
+    """time.monotonic() at which the task's wall-clock budget ends."""
+    log_dir: Path
+    """Where this attempt's logs and trajectory go."""
 
 
 class Agent(Protocol):
@@ -41,7 +91,7 @@ class Agent(Protocol):
     """Shown in the summary and the records, e.g. "replay"."""
 
     def attempt(
-        self, spec: Spec, sandbox: Sandbox, feedback: list[Problem], number: int
+        self, spec: Spec, sandbox: Sandbox, feedback: list[Problem], context: AttemptContext
     ) -> AttemptRecord:
         """Make one attempt at the spec in the sandbox. `feedback` is empty on attempt 1."""
         ...

@@ -13,7 +13,7 @@ from typing import Any, Literal, get_args
 import yaml
 from pydantic import Field, ValidationError
 
-from harness.agents import AttemptRecord
+from harness.agents import AttemptContext, AttemptRecord
 from harness.agents.tools import TOOL_ARGS, SandboxTools
 from harness.errors import InputError
 from harness.problems import Problem
@@ -59,26 +59,22 @@ def load_replay(spec: Spec) -> ReplayScript:
 class ReplayAgent:
     name = "replay"
 
-    def __init__(
-        self, script: ReplayScript, max_steps: int, max_run_timeout_s: float, log_dir: Path
-    ):
+    def __init__(self, script: ReplayScript) -> None:
         self.script = script
-        self.max_steps = max_steps
-        self.max_run_timeout_s = max_run_timeout_s
-        self.log_dir = log_dir
 
     def attempt(
-        self, spec: Spec, sandbox: Sandbox, feedback: list[Problem], number: int
+        self, spec: Spec, sandbox: Sandbox, feedback: list[Problem], context: AttemptContext
     ) -> AttemptRecord:
         started = time.monotonic()
+        number = context.number
         record = AttemptRecord(number=number, agent=self.name, stop_reason="script_exhausted")
         if number > len(self.script.attempts):
             record.stop_reason = "error"
             record.error = f"the replay trajectory has no attempt {number}"
             return record
-        tools = SandboxTools(sandbox, self.max_run_timeout_s, self.log_dir / f"attempt-{number}")
+        tools = SandboxTools(sandbox, context.deadline, context.log_dir)
         for step in self.script.attempts[number - 1].steps:
-            if len(record.steps) >= self.max_steps:
+            if len(record.steps) >= context.budget.max_steps:
                 record.stop_reason = "max_steps"
                 break
             call = tools.call(step.tool, step.args)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 from harness.agents import Agent
+from harness.agents.fleet import Fleet
 from harness.agents.replay import ReplayAgent, load_replay
 from harness.errors import InputError
-from harness.policy import AgentKind, Budget
+from harness.policy import AgentKind, Policy
 from harness.spec import Spec
 
 
@@ -15,14 +16,24 @@ class AgentUnavailable(Exception):
     """No agent can run this task; the task escalates before any agent runs, with this reason."""
 
 
-def select_agent(kind: AgentKind, spec: Spec, budget: Budget, log_dir: Path) -> Agent:
+def select_agent(kind: AgentKind, spec: Spec, policy: Policy, fleet: Fleet) -> Agent:
     if kind == "replay":
         try:
-            script = load_replay(spec)
+            return ReplayAgent(load_replay(spec))
         except InputError as exc:
             raise AgentUnavailable(str(exc)) from None
-        return ReplayAgent(script, budget.max_steps, budget.wall_clock_s, log_dir)
-    raise AgentUnavailable(
-        f"agent backend {kind!r} is not available in this version of harness; "
-        "run with --agent replay, or set `agent: {kind: replay}` in the policy"
-    )
+    # Imported on use: the SDK and its HTTP stack are only needed by runs that call a model.
+    if kind == "command":
+        from harness.agents.command import CommandAgent
+
+        return CommandAgent(policy.agent, policy.gates)
+    from harness.agents.anthropic import API_KEY_VARIABLE, AnthropicAgent
+
+    if not os.environ.get(API_KEY_VARIABLE):
+        raise AgentUnavailable(
+            f"{API_KEY_VARIABLE} is not set: set it to use the anthropic agent "
+            "(ANTHROPIC_BASE_URL selects another Anthropic-compatible endpoint), "
+            "or run with --agent replay"
+        )
+    assert policy.agent.model is not None  # Policy.check_agent ran before the run started
+    return AnthropicAgent(policy.agent, policy.prices[policy.agent.model], fleet, policy.gates)

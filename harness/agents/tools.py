@@ -29,27 +29,37 @@ class _Args(BaseModel):
 
 
 class ListFilesArgs(_Args):
+    """List files under a directory of the repository (recursively, bounded)."""
+
     path: str = "."
 
 
 class ReadFileArgs(_Args):
+    """Read a file, with line numbers; optionally only lines start_line..end_line."""
+
     path: str
     start_line: int | None = Field(default=None, ge=1)
     end_line: int | None = Field(default=None, ge=1)
 
 
 class SearchArgs(_Args):
+    """Search files for a regular expression; returns path:line: text (bounded)."""
+
     pattern: str
     """A Python regular expression."""
     path: str = "."
 
 
 class WriteFileArgs(_Args):
+    """Create or overwrite a file with the given content."""
+
     path: str
     content: str
 
 
 class EditFileArgs(_Args):
+    """Replace the exact text `old` with `new`; `old` must occur exactly once in the file."""
+
     path: str
     old: str = Field(min_length=1)
     """Exact text that must occur exactly once in the file."""
@@ -57,11 +67,15 @@ class EditFileArgs(_Args):
 
 
 class RunArgs(_Args):
+    """Run a shell command in the repository directory (sandboxed, no network)."""
+
     command: str = Field(min_length=1)
     timeout_s: float = Field(default=120, gt=0)
 
 
 class FinishArgs(_Args):
+    """Declare the work done, with a short summary. The harness then runs the gates itself."""
+
     summary: str
 
 
@@ -83,9 +97,10 @@ class ToolError(Exception):
 class SandboxTools:
     """Executes tool calls against one sandbox and records each as a ToolCall."""
 
-    def __init__(self, sandbox: Sandbox, max_run_timeout_s: float, log_dir: Path) -> None:
+    def __init__(self, sandbox: Sandbox, deadline: float, log_dir: Path) -> None:
         self.sandbox = sandbox
-        self.max_run_timeout_s = max_run_timeout_s
+        self.deadline = deadline
+        """time.monotonic() past which no `run` may go: the task's wall-clock budget."""
         self.log_dir = log_dir
         self._runs = 0
 
@@ -194,7 +209,7 @@ class SandboxTools:
 
     def _run(self, args: RunArgs) -> str:
         self._runs += 1
-        timeout = min(args.timeout_s, self.max_run_timeout_s)
+        timeout = max(1.0, min(args.timeout_s, self.deadline - time.monotonic()))
         log = self.log_dir / f"run-{self._runs}.log"
         done = self.sandbox.run(args.command, timeout_s=timeout, log_path=log)
         status = "timed out" if done.timed_out else f"exit code {done.exit_code}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -27,11 +28,25 @@ class PathOutsideSandbox(ValueError):
 class Sandbox(Protocol):
     path: Path
     """The spec's repo directory inside the sandbox's worktree: the cwd of every command."""
+    scratch: Path
+    """A private writable directory outside the worktree (HOME, TMPDIR, tool caches)."""
     isolation: str
     """How commands are confined, e.g. "bubblewrap" or "none"; shown in records."""
 
-    def run(self, command: str, timeout_s: float, log_path: Path | None = None) -> Completed:
-        """Run a shell command in `path`; killed after `timeout_s`; full output to `log_path`."""
+    def run(
+        self,
+        command: str,
+        timeout_s: float,
+        log_path: Path | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        network: bool = False,
+    ) -> Completed:
+        """Run a shell command in `path`; killed after `timeout_s`; full output to `log_path`.
+
+        `env` adds variables to the scrubbed environment; `network` keeps the host's network
+        (for a CLI agent that calls its own model API), which is otherwise cut off.
+        """
         ...
 
     def read(self, relpath: str) -> str: ...

@@ -23,6 +23,8 @@ PASSTHROUGH_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
 # Directories that bubblewrap replaces with empty tmpfs mounts; paths harness needs under them
 # (a venv, a repository under /tmp) are bound back in afterwards.
 HIDDEN_DIRS = (Path("/tmp"), Path("/run"), Path("/var/tmp"))
+# /etc/resolv.conf often links into /run; a command given the network needs it to resolve.
+RESOLVER_PATHS = (Path("/run/systemd/resolve"), Path("/run/resolvconf"))
 
 
 @dataclass(frozen=True)
@@ -70,13 +72,22 @@ def sandbox_env(scratch: Path) -> dict[str, str]:
 
 
 def wrap(
-    binary: str, command: str, *, cwd: Path, writable: Iterable[Path], readable: Iterable[Path]
+    binary: str,
+    command: str,
+    *,
+    cwd: Path,
+    writable: Iterable[Path],
+    readable: Iterable[Path],
+    network: bool = False,
 ) -> list[str]:
     """The bwrap argv running `command` through sh in `cwd`.
 
     `writable` are bound read-write; `readable` are paths the command needs that may sit under
-    a hidden directory (the venv, the repository's .git), bound back read-only.
+    a hidden directory (the venv, the repository's .git), bound back read-only. `network`
+    keeps the host's network namespace (and the resolver config under /run).
     """
+    if network:
+        readable = [*readable, *RESOLVER_PATHS]
     argv = [binary, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
     for hidden in HIDDEN_DIRS:
         if hidden.is_dir():
@@ -86,8 +97,10 @@ def wrap(
             argv += ["--ro-bind", str(path), str(path)]
     for path in writable:
         argv += ["--bind", str(path), str(path)]
+    argv += ["--unshare-all"]  # user, ipc, pid, net (only a private loopback), uts, cgroup
+    if network:
+        argv += ["--share-net"]
     argv += [
-        "--unshare-all",  # user, ipc, pid, net (only a private loopback), uts, cgroup
         "--die-with-parent",
         "--new-session",
         "--chdir",

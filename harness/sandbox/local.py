@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 from harness.gitrepo import GitRepository, Worktree
@@ -42,8 +43,16 @@ class WorktreeSandbox:
         scratch.mkdir(parents=True, exist_ok=True)
         return cls(repository, root, root / spec.subdir, scratch)
 
-    def run(self, command: str, timeout_s: float, log_path: Path | None = None) -> Completed:
-        env = bwrap.sandbox_env(self.scratch)
+    def run(
+        self,
+        command: str,
+        timeout_s: float,
+        log_path: Path | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        network: bool = False,
+    ) -> Completed:
+        full_env = bwrap.sandbox_env(self.scratch) | dict(env or {})
         if self._bwrap is None:
             argv = ["/bin/sh", "-c", command]
         else:
@@ -53,8 +62,11 @@ class WorktreeSandbox:
                 cwd=self.path,
                 writable=[self.root, self.scratch],
                 readable=bwrap.needed_host_paths(self._git_common_dir),
+                network=network,
             )
-        return run_process(argv, cwd=self.path, env=env, timeout_s=timeout_s, log_path=log_path)
+        return run_process(
+            argv, cwd=self.path, env=full_env, timeout_s=timeout_s, log_path=log_path
+        )
 
     def read(self, relpath: str) -> str:
         return resolve_inside(self.path, relpath).read_text(encoding="utf-8", errors="replace")
