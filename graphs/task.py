@@ -227,7 +227,11 @@ def _run_all_gates(
     instance = f"runs/{ctx.run_id}/{spec.id}/{phase}-{attempt}/{last.name}"
     update["feedback"] = [problem_from_gate(last, instance).model_dump()]
     if last.tool_missing:
-        update |= {"outcome": "error", "reason": f"gate {last.name!r} could not run: tool missing"}
+        update |= {
+            "outcome": "error",
+            "reason": f"gate {last.name!r} could not run: {last.missing_tool!r} was not found "
+            "in the sandbox (install it, or fix the gate's command)",
+        }
     elif last.timed_out:
         update["escalate_reason"] = (
             f"gate {last.name!r} timed out (infrastructure; not charged to the agent)"
@@ -275,7 +279,7 @@ def publish(state: TaskState, ctx: RunContext) -> Update:
     if not changed:
         return {"escalate_reason": "no changes: the gates pass but there is nothing to publish"}
     rules = ctx.policy.publish
-    protected = worktree.changed_files(spec.base_commit, rules.protected_paths)
+    protected = worktree.changed_files(spec.base_commit, rules.protected_paths, from_top=True)
     if rules.protected_paths and protected:
         return {"escalate_reason": f"touches protected paths: {', '.join(protected)}"}
     if spec.tier not in rules.auto_pr_tiers:

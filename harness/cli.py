@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from harness.agents.fleet import Fleet
@@ -39,8 +40,13 @@ def main() -> None:
     """harness: specs in, verified pull requests or escalations out."""
 
 
+def _error_line(message: str) -> None:
+    # Escaped: messages quote user input and patterns, whose [brackets] are not rich markup.
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+
+
 def _fail(message: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    _error_line(message)
     return typer.Exit(2)
 
 
@@ -77,7 +83,7 @@ def run(
     except InputError as exc:
         raise _fail(str(exc)) from None
     for problem in spec_set.errors:
-        err.print(f"[red]error:[/red] {problem}", highlight=False, soft_wrap=True)
+        _error_line(problem)
     if not spec_set.specs:
         raise _fail("no spec could be loaded; nothing was run")
     try:
@@ -165,7 +171,7 @@ def _summary_table(results: list[TaskResult]) -> Table:
             result.spec_id,
             f"[{style}]{result.outcome}[/{style}]",
             str(result.attempts),
-            detail or "",
+            escape(detail or ""),
         )
     return table
 

@@ -21,6 +21,8 @@ EXCERPT_CHARS = 6_000
 _PYTEST_COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|deselected)\b")
 _RUFF_FOUND = re.compile(r"^Found (\d+) errors?", re.MULTILINE)
 _MYPY_FOUND = re.compile(r"^Found (\d+) errors? in (\d+) files?", re.MULTILINE)
+# dash: "sh: 1: mypyy: not found"; bash: "bash: line 1: mypyy: command not found".
+_MISSING_TOOL = re.compile(r"([^\s:]+): (?:command )?not found", re.MULTILINE)
 _MYPY_CLEAN = re.compile(r"^Success: no issues found in (\d+) source files?", re.MULTILINE)
 
 
@@ -35,6 +37,8 @@ class GateRecord(BaseModel):
     passed: bool
     timed_out: bool = False
     tool_missing: bool = False
+    missing_tool: str | None = None
+    """The command sh could not find, when `tool_missing`."""
     counts: dict[str, int] = {}
     log: str | None = None
     excerpt: str = ""
@@ -80,7 +84,7 @@ def run_gates(
 
 def _record(gate: GateConfig, done: Completed, *, attempt: int, phase: Phase) -> GateRecord:
     # sh reports 127 for "command not found" and 126 for "found but not executable".
-    missing = done.exit_code in (126, 127) and "not found" in done.output[-2000:]
+    missing = _MISSING_TOOL.search(done.output[-2000:]) if done.exit_code in (126, 127) else None
     return GateRecord(
         name=gate.name,
         kind=gate.kind,
@@ -91,7 +95,8 @@ def _record(gate: GateConfig, done: Completed, *, attempt: int, phase: Phase) ->
         duration_s=round(done.duration_s, 3),
         passed=done.exit_code == 0 and not done.timed_out,
         timed_out=done.timed_out,
-        tool_missing=missing,
+        tool_missing=missing is not None,
+        missing_tool=missing[1] if missing else None,
         counts=count_results(done.output),
         log=str(done.log_path) if done.log_path else None,
         excerpt=excerpt(done.output),

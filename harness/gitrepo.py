@@ -99,12 +99,26 @@ class GitRepository:
 
 
 class Worktree:
-    """A task's worktree: committing work in progress and describing the change against base."""
+    """A task's worktree: committing work in progress and describing the change against base.
 
-    def __init__(self, project: Path) -> None:
+    Sandboxed commands can write anything in the worktree, so harness never lets git discover
+    its repository from it (a forged `.git` file could point git at a repository whose config
+    runs commands, e.g. core.fsmonitor). Every call names the git directory recorded when the
+    worktree was made, before any agent ran.
+    """
+
+    def __init__(self, root: Path, project: Path, git_dir: Path) -> None:
+        self.root = root
         self.project = project
-        """The spec's repo directory inside the worktree; diffs and pathspecs are relative to it."""
+        """The spec's repo directory inside the worktree; `paths` pathspecs are relative to it."""
         self._git = git.Git(str(project))
+        self._where = (f"--git-dir={git_dir}", f"--work-tree={root}")
+
+    @classmethod
+    def create(cls, root: Path, project: Path) -> Worktree:
+        """For a worktree just added: reads its git directory while it is still trustworthy."""
+        out = _call(git.Git(str(root)), ("rev-parse", "--absolute-git-dir"))
+        return cls(root, project, Path(out.strip()))
 
     def has_changes(self) -> bool:
         return bool(self._run("status", "--porcelain", "--untracked-files=all").strip())
@@ -113,7 +127,7 @@ class Worktree:
         """Commit everything in the worktree (ignored files excepted); None when nothing changed."""
         if not self.has_changes():
             return None
-        self._run("add", "--all", ":/")
+        self._run("add", "--all", "--", ":/")
         self._run(*_IDENTITY, "commit", "--quiet", "--no-verify", "-m", message)
         return self.head()
 
@@ -125,20 +139,30 @@ class Worktree:
         self._run("reset", "--quiet", "--hard", "HEAD")
         self._run("clean", "-ffdxq", ":/")
 
-    def changed_files(self, base: str, pathspecs: list[str] | None = None) -> list[str]:
-        specs = [f":(glob){spec}" for spec in pathspecs or []]
-        out = self._run("diff", "--name-only", "--relative", base, "HEAD", "--", *specs)
+    def changed_files(
+        self, base: str, pathspecs: list[str] | None = None, *, from_top: bool = False
+    ) -> list[str]:
+        """Files changed since `base` anywhere in the repository, named from its top level.
+
+        `pathspecs` filter them: git globs relative to the spec's repo directory, or to the
+        repository's top level when `from_top`.
+        """
+        magic = ":(top,glob)" if from_top else ":(glob)"
+        specs = [f"{magic}{spec}" for spec in pathspecs or []]
+        out = self._run("diff", "--name-only", base, "HEAD", "--", *specs)
         return [line for line in out.splitlines() if line]
 
     def diffstat(self, base: str) -> str:
-        return self._run("diff", "--stat", "--relative", base, "HEAD")
+        """The whole change's diffstat: also what lies outside the spec's repo directory."""
+        return self._run("diff", "--stat", base, "HEAD", "--", ":/")
 
     def _run(self, *args: str) -> str:
-        return _call(self._git, args)
+        return _call(self._git, (*self._where, *args))
 
 
 def _call(runner: git.Git, args: tuple[str, ...]) -> str:
     try:
         return str(runner.execute(["git", *args], strip_newline_in_stdout=False))
     except git.GitCommandError as exc:
-        raise InfrastructureError(f"git {' '.join(args)} failed: {exc.stderr.strip()}") from None
+        command = " ".join(arg for arg in args if not arg.startswith(("--git-dir", "--work-tree")))
+        raise InfrastructureError(f"git {command} failed: {exc.stderr.strip()}") from None

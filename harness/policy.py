@@ -119,7 +119,7 @@ class PublishConfig(StrictModel):
     branch_prefix: str = Field(default="harness", pattern=r"^[A-Za-z0-9][A-Za-z0-9_./-]*$")
     """Task branches are named <branch_prefix>/<run-id>/<spec-id>."""
     protected_paths: list[str] = []
-    """Git glob pathspecs (relative to the spec's repo); a change touching one never auto-PRs."""
+    """Git globs from the repository's top level; a change touching one never auto-PRs."""
 
 
 class RunBudget(StrictModel):

@@ -203,10 +203,9 @@ class AnthropicAgent:
         CallFailed it raises."""
         billed = Usage()
         retries = self.config.retry
-        state: dict[str, Any] = {"retries": 0}
+        made = 0  # requests made for this call; retries are made - 1
 
         def wait(retry_state: RetryCallState) -> float:
-            state["retries"] = retry_state.attempt_number
             exc = retry_state.outcome.exception() if retry_state.outcome else None
             asked = _retry_after_s(exc)
             if asked is not None:
@@ -228,6 +227,7 @@ class AnthropicAgent:
                 reraise=True,
             ):
                 with attempt:
+                    made += 1
                     try:
                         message, usage, entry = self._call_once(request)
                     except MalformedReply as exc:
@@ -235,8 +235,8 @@ class AnthropicAgent:
                         raise
                     billed = billed + usage
         except (anthropic.APIError, MalformedReply, OSError) as exc:
-            raise self._failure(exc, billed, state["retries"]) from None
-        entry["retries"] = state["retries"]
+            raise self._failure(exc, billed, made - 1) from None
+        entry["retries"] = made - 1
         return message, billed, entry
 
     def _call_once(self, request: dict[str, Any]) -> tuple[Message, Usage, dict[str, Any]]:

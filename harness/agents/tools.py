@@ -21,6 +21,7 @@ from harness.sandbox import PathOutsideSandbox, Sandbox, resolve_inside
 MAX_LIST_ENTRIES = 500
 MAX_SEARCH_MATCHES = 200
 MAX_RESULT_CHARS = 12_000
+# Git metadata (a directory, or a file in a worktree) and tool caches are never listed.
 SKIPPED_DIRS = {".git", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".venv"}
 
 
@@ -154,10 +155,15 @@ class SandboxTools:
             return [root]
         if not root.is_dir():
             raise ToolError(f"no such directory: {relpath}")
+        inside = self.sandbox.path.resolve()
         files: list[Path] = []
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = sorted(d for d in dirnames if d not in SKIPPED_DIRS)
-            files.extend(Path(dirpath) / name for name in sorted(filenames))
+            for name in sorted(filenames):
+                path = Path(dirpath) / name
+                # Symlinks pointing out of the tree are not followed: search would read them.
+                if name not in SKIPPED_DIRS and path.resolve().is_relative_to(inside):
+                    files.append(path)
         return files
 
     def _relative(self, path: Path) -> str:

@@ -58,8 +58,11 @@ class Sandbox(Protocol):
         ...
 
 
-def resolve_inside(root: Path, relpath: str) -> Path:
-    """`relpath` under `root`, refusing anything that would resolve outside it."""
+def resolve_inside(root: Path, relpath: str, *, writing: bool = False) -> Path:
+    """`relpath` under `root`, refusing anything that would resolve outside it, and, when
+    `writing`, anything under a `.git` (git metadata is harness's, not the agent's)."""
+    if writing and ".git" in Path(relpath).parts:
+        raise PathOutsideSandbox(f"{relpath!r} is git metadata; refused")
     if not relpath or Path(relpath).is_absolute():
         raise PathOutsideSandbox(f"{relpath!r}: use a path relative to the repository root")
     resolved_root = root.resolve()

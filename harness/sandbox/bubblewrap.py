@@ -78,13 +78,15 @@ def wrap(
     cwd: Path,
     writable: Iterable[Path],
     readable: Iterable[Path],
+    read_only: Iterable[Path] = (),
     network: bool = False,
 ) -> list[str]:
     """The bwrap argv running `command` through sh in `cwd`.
 
     `writable` are bound read-write; `readable` are paths the command needs that may sit under
-    a hidden directory (the venv, the repository's .git), bound back read-only. `network`
-    keeps the host's network namespace (and the resolver config under /run).
+    a hidden directory (the venv, the repository's .git), bound back read-only; `read_only`
+    are paths inside `writable` ones that must not change. `network` keeps the host's network
+    namespace (and the resolver config under /run).
     """
     if network:
         readable = [*readable, *RESOLVER_PATHS]
@@ -97,6 +99,8 @@ def wrap(
             argv += ["--ro-bind", str(path), str(path)]
     for path in writable:
         argv += ["--bind", str(path), str(path)]
+    for path in read_only:
+        argv += ["--ro-bind", str(path), str(path)]
     argv += ["--unshare-all"]  # user, ipc, pid, net (only a private loopback), uts, cgroup
     if network:
         argv += ["--share-net"]

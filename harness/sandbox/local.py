@@ -27,7 +27,7 @@ class WorktreeSandbox:
         self.root = root
         """The worktree's top directory; `path` is the spec's repo directory inside it."""
         self.path = project
-        self.worktree = Worktree(project)
+        self.worktree = Worktree.create(root, project)
         self.scratch = scratch
         self._git_common_dir = repository.common_dir()
         probe = bwrap.probe()
@@ -62,6 +62,8 @@ class WorktreeSandbox:
                 cwd=self.path,
                 writable=[self.root, self.scratch],
                 readable=bwrap.needed_host_paths(self._git_common_dir),
+                # The worktree's .git file stays as harness made it (see Worktree).
+                read_only=[self.root / ".git"],
                 network=network,
             )
         return run_process(
@@ -72,7 +74,7 @@ class WorktreeSandbox:
         return resolve_inside(self.path, relpath).read_text(encoding="utf-8", errors="replace")
 
     def write(self, relpath: str, content: str) -> None:
-        target = resolve_inside(self.path, relpath)
+        target = resolve_inside(self.path, relpath, writing=True)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(content, encoding="utf-8")
 
