@@ -7,6 +7,7 @@ invocation is visible in one place.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
 from pathlib import Path
@@ -127,7 +128,13 @@ class Worktree:
         """Commit everything in the worktree (ignored files excepted); None when nothing changed."""
         if not self.has_changes():
             return None
-        self._run("add", "--all", "--", ":/")
+        try:
+            self._run("add", "--all", "--", ":/")
+        except InfrastructureError:
+            # Something unaddable (say, a nested repository the agent made with no commit)
+            # must not lose the rest of the work: add what can be added.
+            with contextlib.suppress(InfrastructureError):
+                self._run("add", "--all", "--ignore-errors", "--", ":/")
         self._run(*_IDENTITY, "commit", "--quiet", "--no-verify", "-m", message)
         return self.head()
 

@@ -1,0 +1,52 @@
+"""Shared fixtures: throwaway git repositories, the demo copied into one, a real sandbox.
+
+Every test works on copies under pytest's tmp dirs; the project's own checkout is only read.
+Plain helpers (git, the CLI in-process, TinyProject) are in helpers.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import TinyProject, make_demo_repo, make_tiny_repo
+
+from harness.sandbox.local import WorktreeSandbox
+from harness.spec import Spec, load_spec
+
+
+@pytest.fixture
+def demo_repo(tmp_path: Path) -> Path:
+    return make_demo_repo(tmp_path / "demo")
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> TinyProject:
+    """A tiny git project and a policy whose only gate is `test -f done.txt`."""
+    project = TinyProject(tmp_path)
+    make_tiny_repo(project.repo)
+    project.specs.mkdir()
+    project.write_policy()
+    return project
+
+
+# --- a provisioned sandbox on the tiny repo ---------------------------------------------------
+
+
+@pytest.fixture
+def tiny_spec(tiny: TinyProject) -> Spec:
+    return load_spec(tiny.add_spec("sandboxed", replay=False))
+
+
+@pytest.fixture
+def sandbox(tiny: TinyProject, tiny_spec: Spec) -> Iterator[WorktreeSandbox]:
+    """A real WorktreeSandbox (git worktree + bubblewrap) on branch harness/t/sandboxed."""
+    box = WorktreeSandbox.provision(
+        tiny_spec,
+        "harness/t/sandboxed",
+        tiny.runs / "t" / "worktrees" / "sandboxed",
+        tiny.runs / "t" / "scratch" / "sandboxed",
+    )
+    yield box
+    box.teardown()

@@ -1,0 +1,229 @@
+"""The demo batch, end to end, in a copy of the demo: real git, real bubblewrap, real gates
+(ruff, mypy, pytest). The batch runs once per module; every test reads what it left."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import CliResult, branch_exists, git, make_demo_repo, run_cli, tree_hashes
+
+RUN_ID = "e2e"
+SHOP = "examples/shop"
+EXPECTED = {
+    # spec id: (outcome, attempts)
+    "add-bulk-discount": ("verified", 1),
+    "fix-pagination": ("verified", 2),
+    "round-tax-per-line": ("escalated", 2),
+    "migrate-payment-provider": ("escalated", 0),
+}
+NODES = {
+    "add-bulk-discount": ["triage", "provision", "agent", "gates", "verify", "publish"],
+    "fix-pagination": [
+        *("triage", "provision", "agent", "gates", "feedback", "agent", "gates"),
+        *("verify", "publish"),
+    ],
+    "round-tax-per-line": [
+        *("triage", "provision", "agent", "gates", "feedback", "agent", "gates"),
+        "escalate",
+    ],
+    "migrate-payment-provider": ["triage", "escalate"],
+}
+POLICY_GATES = ["ruff check .", "mypy .", "pytest -q -p no:langsmith_plugin"]
+
+
+@dataclass
+class DemoRun:
+    repo: Path
+    result: CliResult
+    before: dict[str, Any]
+    after: dict[str, Any]
+
+    @property
+    def run_dir(self) -> Path:
+        return self.repo / "runs" / RUN_ID
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((self.run_dir / "summary.json").read_text("utf-8"))
+        return data
+
+    def task(self, spec_id: str) -> dict[str, Any]:
+        task: dict[str, Any] = {t["spec_id"]: t for t in self.summary["tasks"]}[spec_id]
+        return task
+
+    def read(self, relpath: str) -> str:
+        """A path as summary.json gives it (relative to the runs folder's parent)."""
+        return (self.repo / relpath).read_text(encoding="utf-8")
+
+
+def checkout_state(repo: Path) -> dict[str, Any]:
+    return {
+        "files": tree_hashes(repo),
+        "head": git(repo, "rev-parse", "HEAD"),
+        "branch": git(repo, "symbolic-ref", "HEAD"),
+        "status": git(repo, "status", "--porcelain", "--untracked-files=all", "--ignored"),
+        "stash": git(repo, "stash", "list"),
+    }
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    repo = make_demo_repo(tmp_path_factory.mktemp("e2e") / "demo")
+    before = checkout_state(repo)
+    argv = ["run", "specs", "--policy", "policies/demo.yaml", "--runs-dir", "runs"]
+    result = run_cli([*argv, "--run-id", RUN_ID], cwd=repo)
+    after = checkout_state(repo)
+    return DemoRun(repo, result, before, after)
+
+
+def test_exit_code_is_0(demo: DemoRun) -> None:
+    assert demo.result.exit_code == 0, demo.result.stdout + demo.result.stderr
+
+
+def test_summary_shape(demo: DemoRun) -> None:
+    summary = demo.summary
+    assert summary["run_id"] == RUN_ID
+    assert summary["policy"] == "policies/demo.yaml"
+    assert summary["started_at"] < summary["finished_at"]
+    assert summary["isolation"] == "bubblewrap"
+    assert [t["spec_id"] for t in summary["tasks"]] == sorted(EXPECTED)
+    keys = {"spec_id", "outcome", "reason", "attempts", "agent", "branch", "pr", "escalation"}
+    for task in summary["tasks"]:
+        assert keys | {"gates"} <= set(task), task
+        for gate in task["gates"]:
+            assert {"name", "attempt", "exit_code", "duration_s", "passed"} <= set(gate)
+
+
+@pytest.mark.parametrize("spec_id", sorted(EXPECTED))
+def test_outcome_and_attempts(demo: DemoRun, spec_id: str) -> None:
+    task = demo.task(spec_id)
+    outcome, attempts = EXPECTED[spec_id]
+    assert (task["outcome"], task["attempts"]) == (outcome, attempts), task["reason"]
+    assert task["agent"] == "replay"
+    if outcome == "verified":
+        assert task["reason"] is None
+        assert task["pr"] == f"runs/{RUN_ID}/prs/{spec_id}.md"
+        assert task["escalation"] is None
+    else:
+        assert task["reason"]
+        assert task["pr"] is None
+        assert task["escalation"] == f"runs/{RUN_ID}/escalations/{spec_id}.md"
+
+
+def test_gate_records_of_the_retried_task(demo: DemoRun) -> None:
+    gates = demo.task("fix-pagination")["gates"]
+    failed = [g for g in gates if not g["passed"]]
+    assert [(g["name"], g["phase"], g["attempt"], g["exit_code"]) for g in failed] == [
+        ("tests", "attempt", 1, 1)
+    ]
+    verify = [g["name"] for g in gates if g["phase"] == "verify"]
+    assert verify == ["lint", "types", "tests", "acceptance-1"]
+    assert all(g["passed"] for g in gates if g["phase"] == "verify")
+
+
+def test_verified_branches_hold_the_change(demo: DemoRun) -> None:
+    pagination = git(
+        demo.repo, "show", f"harness/{RUN_ID}/fix-pagination:{SHOP}/shop/pagination.py"
+    )
+    assert "return max(1, (total + per_page - 1) // per_page)" in pagination
+    assert "return total // per_page + 1" not in pagination
+    tests = git(
+        demo.repo, "show", f"harness/{RUN_ID}/fix-pagination:{SHOP}/tests/test_pagination.py"
+    )
+    assert "def test_exact_multiple_has_no_trailing_empty_page" in tests
+    bulk = f"harness/{RUN_ID}/add-bulk-discount"
+    assert "def bulk_discount(" in git(demo.repo, "show", f"{bulk}:{SHOP}/shop/pricing.py")
+    assert "def test_" in git(demo.repo, "show", f"{bulk}:{SHOP}/tests/test_bulk_discount.py")
+    for spec_id in ("fix-pagination", "add-bulk-discount"):
+        log = git(demo.repo, "log", "--oneline", f"main..harness/{RUN_ID}/{spec_id}")
+        assert log.strip(), f"{spec_id}: no commits beyond base"
+    # The main branch did not move.
+    assert "bulk_discount" not in git(demo.repo, "show", f"main:{SHOP}/shop/pricing.py")
+
+
+@pytest.mark.parametrize("spec_id", ["add-bulk-discount", "fix-pagination"])
+def test_pr_record_lists_every_gate_with_exit_codes_and_a_diffstat(
+    demo: DemoRun, spec_id: str
+) -> None:
+    task = demo.task(spec_id)
+    record = demo.read(task["pr"])
+    assert f"harness/{RUN_ID}/{spec_id}" in record
+    acceptance = ["pytest -q tests/test_bulk_discount.py", "pytest -q tests/test_pagination.py"]
+    commands = [*POLICY_GATES, acceptance[0] if spec_id == "add-bulk-discount" else acceptance[1]]
+    for command in commands:
+        row = f"| verify | {task['attempts']} | "
+        lines = [line for line in record.splitlines() if f"`{command}`" in line]
+        assert any(line.startswith(row) and "| 0 | pass |" in line for line in lines), command
+    assert "files changed" in record or "file changed" in record
+    if spec_id == "fix-pagination":
+        assert "| attempt | 1 | tests | `pytest -q -p no:langsmith_plugin` | 1 | FAIL |" in record
+        assert "shop/pagination.py" in record
+
+
+def test_budget_exhausted_escalation_record(demo: DemoRun) -> None:
+    task = demo.task("round-tax-per-line")
+    assert task["reason"].startswith("budget exhausted")
+    record = demo.read(task["escalation"])
+    assert "budget exhausted" in record
+    assert "gate `tests` failed" in record
+    assert "test_tax_for_cart" in record  # the failing test's output
+    branch = f"harness/{RUN_ID}/round-tax-per-line"
+    assert task["branch"] == branch
+    assert f"`{branch}`" in record
+    # The branch holds the work in progress as of attempt 2.
+    tests = git(demo.repo, "show", f"{branch}:{SHOP}/tests/test_pricing.py")
+    assert "from shop.cart import Cart\n" in tests  # attempt 2's lint fix
+    assert "def test_line_tax(" in tests  # attempt 1's tests, kept
+    assert "def line_tax(" in git(demo.repo, "show", f"{branch}:{SHOP}/shop/pricing.py")
+
+
+def test_tier_3_escalation_has_no_branch(demo: DemoRun) -> None:
+    task = demo.task("migrate-payment-provider")
+    assert task["attempts"] == 0
+    assert task["branch"] is None
+    assert task["gates"] == []
+    assert "tier 3" in task["reason"]
+    assert not branch_exists(demo.repo, f"harness/{RUN_ID}/migrate-payment-provider")
+    assert "No agent ran" in demo.read(task["escalation"])
+
+
+def test_feedback_file_holds_the_failing_test_output(demo: DemoRun) -> None:
+    feedback = (demo.run_dir / "tasks" / "fix-pagination" / "feedback-1.md").read_text("utf-8")
+    assert "test_empty_listing_has_one_page" in feedback
+    assert "FAILED" in feedback
+    assert "assert 0 == 1" in feedback
+    assert not (demo.run_dir / "tasks" / "fix-pagination" / "feedback-2.md").exists()
+
+
+def test_no_worktree_is_left(demo: DemoRun) -> None:
+    worktrees = git(demo.repo, "worktree", "list", "--porcelain")
+    assert [line for line in worktrees.splitlines() if line.startswith("worktree ")] == [
+        f"worktree {demo.repo}"
+    ]
+    leftover = demo.run_dir / "worktrees"
+    assert not leftover.exists() or list(leftover.iterdir()) == []
+    scratch = demo.run_dir / "scratch"
+    assert not scratch.exists() or list(scratch.iterdir()) == []
+
+
+def test_source_checkout_is_untouched(demo: DemoRun) -> None:
+    assert demo.after["files"] == demo.before["files"]
+    for key in ("head", "branch", "stash"):
+        assert demo.after[key] == demo.before[key], key
+    # runs/ is git-ignored, so git status shows exactly what it showed before the run plus it.
+    new_status = set(demo.after["status"].splitlines()) - set(demo.before["status"].splitlines())
+    assert all(line.startswith("!! runs/") for line in new_status), new_status
+
+
+def test_events_have_enter_and_exit_for_every_node(demo: DemoRun) -> None:
+    lines = (demo.run_dir / "events.jsonl").read_text("utf-8").splitlines()
+    events = [json.loads(line) for line in lines]
+    assert {e["run_id"] for e in events} == {RUN_ID}
+    for spec_id, nodes in NODES.items():
+        mine = [(e["node"], e["event"]) for e in events if e["spec_id"] == spec_id]
+        expected = [(node, kind) for node in [*nodes, "teardown"] for kind in ("enter", "exit")]
+        assert mine == expected, spec_id
