@@ -14,6 +14,7 @@ what is uncommitted before it removes the worktree.
 
 from __future__ import annotations
 
+import json
 import operator
 import time
 import traceback
@@ -30,6 +31,7 @@ from harness.gates import GateRecord, acceptance_gates, problem_from_gate, run_g
 from harness.ledger import write_atomic
 from harness.problems import Problem, problem_type, render_markdown
 from harness.records import escalation_record, pr_record
+from harness.redact import Redactor
 from harness.run import RunContext
 from harness.sandbox.local import WorktreeSandbox
 from harness.spec import Spec
@@ -173,9 +175,12 @@ def agent(state: TaskState, ctx: RunContext) -> Update:
         spent=spent,
         deadline=_deadline(ctx, state, spec),
         log_dir=ctx.task_dir(spec.id) / "agent" / f"attempt-{number}",
+        trajectory=ctx.task_dir(spec.id) / "trajectory.jsonl",
     )
     record: AttemptRecord = runner.attempt(spec, sandbox, feedback, context)
-    write_atomic(ctx.task_dir(spec.id) / f"attempt-{number}.json", record.model_dump_json(indent=2))
+    # Tool results quote files, which may hold secrets: the record on disk is redacted.
+    redacted = Redactor.from_environment().value(record.model_dump(mode="json"))
+    write_atomic(ctx.task_dir(spec.id) / f"attempt-{number}.json", json.dumps(redacted, indent=2))
     # Every attempt's work is committed at once: nothing the agent did (or was paid for) is lost.
     sandbox.worktree.commit_all(f"harness: attempt {number} by the {runner.name} agent")
     update: Update = {

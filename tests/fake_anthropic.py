@@ -643,7 +643,26 @@ class FakeMessagesServer:
             record = RecordedRequest(method, path, headers, body, status, auth, call_index)
             with self._lock:
                 self._requests.append(record)
+            # The slot is freed before the reply goes out: a client that sends its next
+            # request the moment it reads this one must find the slot free, as with a server
+            # that counts requests it is still working on.
+            release()
             handler.send(status, payload, out_headers)
+
+        released = False
+        admitted = False
+
+        def release() -> None:
+            nonlocal released
+            with self._lock:
+                if released or not counted:
+                    return
+                released = True
+                self._offered -= 1
+                if admitted:
+                    self._in_flight -= 1
+
+        counted = False
 
         if method != "POST" or path != "/v1/messages":
             answer(*_error_response(404, "not_found_error", f"Not found: {method} {path}"))
@@ -658,6 +677,7 @@ class FakeMessagesServer:
             return
 
         with self._lock:
+            counted = True
             self._offered += 1
             self.peak_offered_concurrency = max(self.peak_offered_concurrency, self._offered)
             admitted = self.max_concurrent is None or self._in_flight < self.max_concurrent
@@ -674,10 +694,7 @@ class FakeMessagesServer:
                 return
             self._serve_admitted(handler, raw_body, body, answer, auth)
         finally:
-            with self._lock:
-                self._offered -= 1
-                if admitted:
-                    self._in_flight -= 1
+            release()
 
     def _serve_admitted(
         self,

@@ -83,7 +83,9 @@ class AttemptContext:
     deadline: float
     """time.monotonic() at which the task's wall-clock budget ends."""
     log_dir: Path
-    """Where this attempt's logs and trajectory go."""
+    """Where this attempt's logs go."""
+    trajectory: Path
+    """The task's trajectory.jsonl: a model-backed agent appends one line per call."""
 
 
 class Agent(Protocol):

@@ -88,7 +88,7 @@ class AnthropicAgent:
         started = time.monotonic()
         record = AttemptRecord(number=context.number, agent=self.name, stop_reason="error")
         tools = SandboxTools(sandbox, context.deadline, context.log_dir)
-        trajectory = context.log_dir.parent / "trajectory.jsonl"
+        trajectory = context.trajectory
         request: dict[str, Any] = {
             "model": self.model,
             "max_tokens": self.config.max_tokens,
@@ -253,6 +253,9 @@ class AnthropicAgent:
             message = raw.parse()
         except Exception as exc:  # the SDK raises several types for a body it cannot read
             raise MalformedReply(f"the reply did not parse as a message: {exc}", usage) from None
+        # The SDK does not validate replies: a body without a list of content blocks parses.
+        if not isinstance(message.content, list):
+            raise MalformedReply("the reply has no list of content blocks", usage)
         entry = {
             "response": self.redactor.value(body),
             "usage": usage.model_dump(),
