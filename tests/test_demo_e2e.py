@@ -32,7 +32,7 @@ NODES = {
     ],
     "migrate-payment-provider": ["triage", "escalate"],
 }
-POLICY_GATES = ["ruff check .", "mypy .", "pytest -q -p no:langsmith_plugin"]
+POLICY_GATES = ["ruff check .", "mypy .", "pytest -q"]
 
 
 @dataclass
@@ -160,7 +160,7 @@ def test_pr_record_lists_every_gate_with_exit_codes_and_a_diffstat(
         assert any(line.startswith(row) and "| 0 | pass |" in line for line in lines), command
     assert "files changed" in record or "file changed" in record
     if spec_id == "fix-pagination":
-        assert "| attempt | 1 | tests | `pytest -q -p no:langsmith_plugin` | 1 | FAIL |" in record
+        assert "| attempt | 1 | tests | `pytest -q` | 1 | FAIL |" in record
         assert "shop/pagination.py" in record
 
 

@@ -66,7 +66,9 @@ def sandbox_env(scratch: Path) -> dict[str, str]:
         "PYTHONDONTWRITEBYTECODE": "1",
         "RUFF_CACHE_DIR": str(scratch / "ruff-cache"),
         "MYPY_CACHE_DIR": str(scratch / "mypy-cache"),
-        "PYTEST_ADDOPTS": "-p no:cacheprovider",
+        # no:langsmith_plugin: harness's own venv (langgraph brings langsmith) carries a pytest
+        # plugin that adds ~2 s of imports to every pytest run that resolves to that venv.
+        "PYTEST_ADDOPTS": "-p no:cacheprovider -p no:langsmith_plugin",
     }
     return env
 

@@ -1,0 +1,336 @@
+"""Sandbox provisioning latency: `WorktreeSandbox.provision` until the first sandboxed command ends.
+
+On a generated repository (~2,000 small files in nested directories, one commit) each iteration
+times, with a fresh branch and worktree directory:
+
+    provision(spec, branch, root, scratch)   ─┐ "provision" (of which: `git worktree add`)
+    sandbox.run("true", timeout_s=30)        ─┘ "first command" (bubblewrap + /bin/sh)
+
+Teardown (commit check, `git worktree remove`, deleting the branch) runs after the clock stops.
+A few warm-up iterations run first and are not counted: the first one pays for
+`bubblewrap.probe()` (cached per process) and cold page-cache reads.
+
+Two context figures, also outside the timed region, separate harness from host:
+- every 5th iteration, writing the same files with plain Python (no git): how fast this host
+  creates small files right now. `git worktree add` cannot beat it by much.
+- unconfined `/bin/sh -c true` through the same `run_process`: the first command without
+  bubblewrap.
+
+    .venv/bin/python bench/provision.py [--iterations 50] [--files 2000] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import host
+
+from harness.gitrepo import GitRepository
+from harness.sandbox import bubblewrap as bwrap
+from harness.sandbox.local import WorktreeSandbox
+from harness.sandbox.process import run_process
+from harness.spec import Spec, load_spec
+
+GOAL_P50_MS = 150.0
+GIT_IDENTITY = ["-c", "user.name=bench", "-c", "user.email=bench@localhost"]
+CALIBRATE_EVERY = 5
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One iteration, in milliseconds."""
+
+    total_ms: float
+    """provision() + the first sandboxed command: the figure the goal is about."""
+    provision_ms: float
+    """WorktreeSandbox.provision(): git calls, worktree checkout, mkdir."""
+    worktree_add_ms: float
+    """Of provision_ms: the `git worktree add` call alone (checkout of every file)."""
+    first_command_ms: float
+    """sandbox.run("true"): bubblewrap namespaces, mounts, /bin/sh, wait, output capture."""
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100), interpolating between closest ranks (numpy's default)."""
+    ordered = sorted(values)
+    if not ordered:
+        raise ValueError("no values")
+    rank = (len(ordered) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def describe(values: list[float]) -> dict[str, float]:
+    return {
+        "n": len(values),
+        "p50": round(percentile(values, 50), 2),
+        "p95": round(percentile(values, 95), 2),
+        "min": round(min(values), 2),
+        "max": round(max(values), 2),
+        "mean": round(statistics.fmean(values), 2),
+        "stdev": round(statistics.stdev(values), 2) if len(values) > 1 else 0.0,
+    }
+
+
+def git(cwd: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", *GIT_IDENTITY, *args], cwd=cwd, capture_output=True, text=True, check=True
+    )
+    return done.stdout
+
+
+def layout(files: int) -> Iterator[tuple[str, str]]:
+    """(relative path, content) of `files` small files: 10 per directory, 3 levels deep."""
+    for index in range(files):
+        package, rest = divmod(index, 100)
+        sub, n = divmod(rest, 10)
+        directory = f"pkg{package:02d}/sub{sub}/inner"
+        if n % 4 == 3:
+            yield f"{directory}/notes_{n}.txt", f"Notes for {package}/{sub}/{n}.\n" * 5
+        else:
+            yield f"{directory}/module_{n}.py", _python_source(package, sub, n)
+
+
+def _python_source(package: int, sub: int, n: int) -> str:
+    return (
+        f'"""Generated module {package}.{sub}.{n}."""\n\n'
+        f"VALUE = {package * 100 + sub * 10 + n}\n\n\n"
+        f"def compute_{n}(x: int) -> int:\n"
+        f'    """Return x plus this module\'s value."""\n'
+        f"    return x + VALUE\n\n\n"
+        f"class Thing{n}:\n"
+        f"    def __init__(self, name: str) -> None:\n"
+        f"        self.name = name\n\n"
+        f"    def greet(self) -> str:\n"
+        f'        return f"hello {{self.name}} from {package}.{sub}.{n}"\n'
+    )
+
+
+def write_files(root: Path, files: int) -> int:
+    written = 0
+    for relpath, content in layout(files):
+        path = root / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content, encoding="utf-8")
+        written += 1
+    return written
+
+
+def generate_repository(root: Path, files: int) -> int:
+    """A git repository of `files` small Python and text files, nested, in one commit."""
+    root.mkdir(parents=True)
+    written = write_files(root, files)
+    git(root, "init", "--quiet", "--initial-branch=main")
+    git(root, "add", "--all")
+    git(root, "commit", "--quiet", "--no-verify", "-m", f"{written} generated files")
+    return written
+
+
+def write_spec(directory: Path, repo: Path) -> Path:
+    path = directory / "bench-provision.md"
+    path.write_text(
+        "---\n"
+        "id: bench-provision\n"
+        "title: Provisioning benchmark\n"
+        "tier: 1\n"
+        f"repo: {repo}\n"
+        "---\n"
+        "Nothing to do: this spec only exists so a sandbox can be provisioned.\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+@contextmanager
+def timed_worktree_add(sink: list[float]) -> Iterator[None]:
+    """Wrap GitRepository.add_worktree (in this process only) to time the git call it makes."""
+    original: Callable[..., None] = GitRepository.add_worktree
+
+    def timed(self: GitRepository, path: Path, branch: str, commit: str) -> None:
+        started = time.perf_counter()
+        try:
+            original(self, path, branch, commit)
+        finally:
+            sink.append((time.perf_counter() - started) * 1000)
+
+    setattr(GitRepository, "add_worktree", timed)  # noqa: B010 (mypy refuses method assignment)
+    try:
+        yield
+    finally:
+        setattr(GitRepository, "add_worktree", original)  # noqa: B010
+
+
+def one_iteration(spec: Spec, work: Path, name: str, worktree_adds: list[float]) -> Sample:
+    branch = f"bench/provision/{name}"
+    root = work / "worktrees" / name
+    scratch = work / "scratch" / name
+    before = len(worktree_adds)
+    started = time.perf_counter()
+    sandbox = WorktreeSandbox.provision(spec, branch, root, scratch)
+    provisioned = time.perf_counter()
+    done = sandbox.run("true", timeout_s=30)
+    finished = time.perf_counter()
+    # Outside the timed region: check, tear down, and drop the branch so every iteration starts
+    # from the same repository state.
+    if done.exit_code != 0:
+        raise RuntimeError(f"sandboxed `true` failed ({done.exit_code}): {done.output}")
+    if sandbox.isolation != "bubblewrap":
+        raise RuntimeError(f"sandbox isolation is {sandbox.isolation!r}, not bubblewrap")
+    if len(worktree_adds) != before + 1:
+        raise RuntimeError("provision() did not call `git worktree add` exactly once")
+    sandbox.teardown()
+    git(Path(spec.git_toplevel), "branch", "--quiet", "-D", branch)
+    return Sample(
+        total_ms=(finished - started) * 1000,
+        provision_ms=(provisioned - started) * 1000,
+        worktree_add_ms=worktree_adds[-1],
+        first_command_ms=(finished - provisioned) * 1000,
+    )
+
+
+def plain_write_ms(work: Path, files: int) -> float:
+    """Writing the repository's files with plain Python, in ms: the host's file-creation speed."""
+    target = work / "plain-write"
+    started = time.perf_counter()
+    write_files(target, files)
+    elapsed = (time.perf_counter() - started) * 1000
+    shutil.rmtree(target)
+    return elapsed
+
+
+def unconfined_sh_ms(work: Path, iterations: int) -> list[float]:
+    """`/bin/sh -c true` through the same run_process, without bubblewrap, in milliseconds."""
+    env = bwrap.sandbox_env(work)
+    samples = []
+    for _ in range(iterations):
+        started = time.perf_counter()
+        done = run_process(["/bin/sh", "-c", "true"], cwd=work, env=env, timeout_s=30)
+        samples.append((time.perf_counter() - started) * 1000)
+        if done.exit_code != 0:
+            raise RuntimeError(f"unconfined `true` failed: {done.output}")
+    return samples
+
+
+def run(iterations: int = 50, files: int = 2000, warmup: int = 3) -> dict[str, Any]:
+    if not bwrap.probe().available:
+        raise RuntimeError(f"bubblewrap is not usable here: {bwrap.probe().reason}")
+    load_before = host.load()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="harness-bench-provision-") as tmp:
+        work = Path(tmp)
+        written = generate_repository(work / "repo", files)
+        generate_s = time.perf_counter() - started
+        spec = load_spec(write_spec(work, work / "repo"))
+        worktree_adds: list[float] = []
+        samples: list[Sample] = []
+        plain: list[float] = []
+        # `git worktree add` time / plain-write time, for the iterations that measured both.
+        paired: list[float] = []
+        with timed_worktree_add(worktree_adds):
+            for n in range(warmup):
+                one_iteration(spec, work, f"warmup-{n}", worktree_adds)
+            for n in range(iterations):
+                samples.append(one_iteration(spec, work, f"{n:03d}", worktree_adds))
+                if n % CALIBRATE_EVERY == 0:
+                    plain.append(plain_write_ms(work, files))
+                    paired.append(samples[-1].worktree_add_ms / plain[-1])
+        unconfined = unconfined_sh_ms(work, iterations)
+        leftover = git(work / "repo", "worktree", "list").strip().splitlines()
+    if len(leftover) != 1:
+        raise RuntimeError(f"worktrees left behind: {leftover}")
+
+    fields = ("total_ms", "provision_ms", "worktree_add_ms", "first_command_ms")
+    stats = {f: describe([getattr(s, f) for s in samples]) for f in fields}
+    stats["provision_other_ms"] = describe([s.provision_ms - s.worktree_add_ms for s in samples])
+    stats["plain_write_ms"] = describe(plain)
+    stats["unconfined_sh_ms"] = describe(unconfined)
+    p50 = stats["total_ms"]["p50"]
+    return {
+        "benchmark": "provision",
+        "iterations": iterations,
+        "warmup": warmup,
+        "files": written,
+        "generate_repo_s": round(generate_s, 2),
+        "elapsed_s": round(time.perf_counter() - started, 1),
+        "isolation": "bubblewrap",
+        "tmp_dir": tempfile.gettempdir(),
+        "stats_ms": stats,
+        "worktree_add_vs_plain_write": round(statistics.median(paired), 2),
+        "goal": {"metric": "provision + first command, p50 (ms)", "target": GOAL_P50_MS},
+        "goal_met": p50 <= GOAL_P50_MS,
+        "load_before": load_before,
+        "load_after": host.load(),
+        "samples": [asdict(s) for s in samples],
+    }
+
+
+ROWS = [
+    ("total_ms", "**provision → first command done**"),
+    ("provision_ms", "provision()"),
+    ("worktree_add_ms", "  of which `git worktree add`"),
+    ("provision_other_ms", "  of which the rest (2 git rev-parse, mkdir)"),
+    ("first_command_ms", "first `sandbox.run('true')` (bubblewrap)"),
+    ("plain_write_ms", "context: write the same files with plain Python"),
+    ("unconfined_sh_ms", "context: unconfined `sh -c true` via run_process"),
+]
+
+
+def markdown(result: dict[str, Any]) -> str:
+    stats = result["stats_ms"]
+    lines = [
+        f"Provisioning: {result['iterations']} iterations (+{result['warmup']} warm-up), "
+        f"{result['files']}-file repository under {result['tmp_dir']}, "
+        f"isolation {result['isolation']}, {result['elapsed_s']} s",
+        "",
+        "| step | n | p50 ms | p95 ms | min ms | max ms |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for key, label in ROWS:
+        s = stats[key]
+        lines.append(
+            f"| {label} | {s['n']:.0f} | {s['p50']:.1f} | {s['p95']:.1f} "
+            f"| {s['min']:.1f} | {s['max']:.1f} |"
+        )
+    verdict = "met" if result["goal_met"] else "NOT met"
+    lines += [
+        "",
+        "`git worktree add` / plain-Python write of the same files, paired by iteration, median: "
+        f"{result['worktree_add_vs_plain_write']:.2f}x (robust to host load; ~1 means the checkout "
+        "costs what creating the files costs).",
+        "",
+        f"Goal p50 ≤ {GOAL_P50_MS:.0f} ms: {verdict} (p50 {stats['total_ms']['p50']:.1f} ms). "
+        + host.describe_load(result["load_before"], result["load_after"]),
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Sandbox provisioning latency.")
+    parser.add_argument("--iterations", type=int, default=50)
+    parser.add_argument("--files", type=int, default=2000)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="also write the result here")
+    args = parser.parse_args(argv)
+    result = run(args.iterations, args.files, args.warmup) | {"machine": host.machine()}
+    print(markdown(result))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

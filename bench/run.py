@@ -1,0 +1,65 @@
+"""Run every benchmark, write the figures to bench/results/ as JSON, print them as Markdown.
+
+    .venv/bin/python bench/run.py [--only provision|overhead] [--quick]      (or: make bench)
+
+Figures, never pass/fail: the exit code is non-zero only when a benchmark could not run.
+`--quick` runs fewer iterations (10 provisions, 1 batch) to check the benchmarks themselves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import host
+import overhead
+import provision
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the harness benchmarks.")
+    parser.add_argument("--only", choices=["provision", "overhead"], action="append")
+    parser.add_argument("--quick", action="store_true", help="fewer iterations")
+    args = parser.parse_args(argv)
+    chosen = args.only or ["provision", "overhead"]
+
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    report: dict[str, Any] = {"started_at": stamp, "machine": host.machine(), "results": {}}
+    sections = []
+    started = time.perf_counter()
+    if "provision" in chosen:
+        result = provision.run(iterations=10 if args.quick else 50)
+        report["results"]["provision"] = result
+        sections.append(provision.markdown(result))
+    if "overhead" in chosen:
+        result = overhead.run(repeats=1 if args.quick else 3)
+        report["results"]["overhead"] = result
+        sections.append(overhead.markdown(result))
+    report["elapsed_s"] = round(time.perf_counter() - started, 1)
+
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"bench-{stamp}.json"
+    text = json.dumps(report, indent=2) + "\n"
+    path.write_text(text, encoding="utf-8")
+    (RESULTS / "latest.json").write_text(text, encoding="utf-8")
+
+    m = report["machine"]
+    print(
+        f"## harness benchmarks, {stamp}\n\n"
+        f"{m['cpus']} CPUs ({m['cpu_model']}), Python {m['python']}, {m['bwrap']}, {m['git']}, "
+        f"kernel {m['kernel']}\n"
+    )
+    print("\n\n".join(sections))
+    print(f"\nwritten: {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
