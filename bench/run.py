@@ -1,6 +1,8 @@
 """Run every benchmark, write the figures to bench/results/ as JSON, print them as Markdown.
 
-    .venv/bin/python bench/run.py [--only provision|overhead] [--quick]      (or: make bench)
+    .venv/bin/python bench/run.py [--only NAME]... [--quick]      (or: make bench)
+
+NAME: provision, overhead, feedback, model_calls.
 
 Figures, never pass/fail: the exit code is non-zero only when a benchmark could not run.
 `--quick` runs fewer iterations (10 provisions, 1 batch) to check the benchmarks themselves.
@@ -16,7 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import feedback
 import host
+import model_calls
 import overhead
 import provision
 
@@ -25,10 +29,11 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the harness benchmarks.")
-    parser.add_argument("--only", choices=["provision", "overhead"], action="append")
+    names = ["provision", "overhead", "feedback", "model_calls"]
+    parser.add_argument("--only", choices=names, action="append")
     parser.add_argument("--quick", action="store_true", help="fewer iterations")
     args = parser.parse_args(argv)
-    chosen = args.only or ["provision", "overhead"]
+    chosen = args.only or names
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     report: dict[str, Any] = {"started_at": stamp, "machine": host.machine(), "results": {}}
@@ -42,6 +47,14 @@ def main(argv: list[str] | None = None) -> int:
         result = overhead.run(repeats=1 if args.quick else 3)
         report["results"]["overhead"] = result
         sections.append(overhead.markdown(result))
+    if "feedback" in chosen:
+        result = feedback.run()
+        report["results"]["feedback"] = result
+        sections.append(feedback.markdown(result))
+    if "model_calls" in chosen:
+        result = model_calls.run(repeats=1, baseline=5) if args.quick else model_calls.run()
+        report["results"]["model_calls"] = result
+        sections.append(model_calls.markdown(result))
     report["elapsed_s"] = round(time.perf_counter() - started, 1)
 
     RESULTS.mkdir(exist_ok=True)

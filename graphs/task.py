@@ -1,11 +1,11 @@
 """The per-task blueprint: every step of one task, from triage to teardown.
 
-    triage ─► provision ─► agent ─► gates ──pass──► verify ─► publish ─► teardown
-                             ▲        │ fail, budget left      │ fail       │
-                             └─ feedback ◄┘   no budget ──► escalate ◄──────┘
-    tier 3 / no agent ─► escalate before any agent runs            │
-                                                                   ▼
-                                                               teardown
+    triage ─► provision ─► agent ─► gates ──pass──► guard ─► verify ─► publish ─► teardown
+                             ▲        │ fail, budget left      │ findings │ fail    │
+                             └─ feedback ◄┘   no budget ──► escalate ◄──────────────┘
+    tier 3 / no agent ─► escalate before any agent runs      │
+                                                             ▼
+                                                         teardown
 
 Deterministic nodes decide; the agent node is the only place judgement is used. Any node that
 raises ends the task as `error` and still goes through teardown, which always runs and commits
@@ -27,9 +27,11 @@ from langgraph.graph.state import CompiledStateGraph
 
 from harness.agents import Agent, AttemptContext, AttemptRecord, Usage
 from harness.agents.select import AgentUnavailable, select_agent
-from harness.gates import GateRecord, acceptance_gates, problem_from_gate, run_gates
+from harness.feedback import Feedback, compact, render_for_agent
+from harness.gates import GateRecord, GateRunner, acceptance_gates
+from harness.guard import find_fake_green
 from harness.ledger import write_atomic
-from harness.problems import Problem, problem_type, render_markdown
+from harness.problems import Problem, problem_type
 from harness.records import escalation_record, pr_record
 from harness.redact import Redactor
 from harness.run import RunContext
@@ -46,8 +48,17 @@ class TaskState(TypedDict, total=False):
     attempt_records: Annotated[list[dict[str, Any]], operator.add]
     gate_records: Annotated[list[dict[str, Any]], operator.add]
     gates_passed: bool
-    feedback: list[dict[str, Any]]
-    """Problems from the last failing gate, fed to the next attempt."""
+    problems: list[dict[str, Any]]
+    """Why the task cannot go on as it is: the last failing gate's problems (classified), or
+    the problem that stops it (budget, infrastructure, guard findings, no agent)."""
+    feedback: dict[str, Any]
+    """What the next attempt is told: the problems compacted (a harness.feedback.Feedback)."""
+    fixed: dict[str, list[str]]
+    """Per attempt number, the problems of the attempt before that this one made go away."""
+    flaky: Annotated[list[dict[str, Any]], operator.add]
+    """Tests that failed and then passed on a re-run."""
+    flagged: list[dict[str, Any]]
+    """Fake-green guard findings under `guard.action: flag`; listed in the PR record."""
     escalate_reason: str | None
     outcome: Literal["verified", "escalated", "error"] | None
     reason: str | None
@@ -146,7 +157,7 @@ def triage(state: TaskState, ctx: RunContext) -> Update:
             retryable=False,
             owner_action_required=True,
         )
-        return {"escalate_reason": f"no agent: {exc}", "feedback": [problem.model_dump()]}
+        return {"escalate_reason": f"no agent: {exc}", "problems": [problem.model_dump()]}
     return {}
 
 
@@ -166,7 +177,7 @@ def agent(state: TaskState, ctx: RunContext) -> Update:
     spec = _spec(state)
     number = state.get("attempt", 0) + 1
     sandbox = _sandbox(ctx, spec)
-    feedback = [Problem.model_validate(p) for p in state.get("feedback", [])]
+    feedback = Feedback.model_validate(state["feedback"]) if state.get("feedback") else None
     runner = _agent(ctx, spec)
     spent = Usage.model_validate(state.get("usage", {}))
     context = AttemptContext(
@@ -194,7 +205,7 @@ def agent(state: TaskState, ctx: RunContext) -> Update:
         detail = record.error or f"{ctx.budget(spec).max_steps} tool calls"
         update["escalate_reason"] = f"{why} on attempt {number}: {detail}"
         if record.problem is not None:
-            update["feedback"] = [record.problem.model_dump()]
+            update["problems"] = [record.problem.model_dump()]
     return update
 
 
@@ -213,45 +224,73 @@ def _run_all_gates(
 ) -> Update:
     spec = _spec(state)
     attempt = state.get("attempt", 0)
-    records = run_gates(
+    runner = GateRunner(
         _sandbox(ctx, spec),
-        [*ctx.policy.gates, *acceptance_gates(spec.acceptance)],
-        attempt=attempt,
-        phase=phase,
         log_dir=ctx.task_dir(spec.id) / "gates",
+        instance=f"runs/{ctx.run_id}/{spec.id}",
+        infrastructure=ctx.policy.infrastructure,
+        flaky=ctx.policy.flaky,
         deadline=_deadline(ctx, state, spec),
     )
+    gates = [*ctx.policy.gates, *acceptance_gates(spec.acceptance)]
+    run = runner.run_all(gates, attempt=attempt, phase=phase)
     update: Update = {
-        "gate_records": [r.model_dump() for r in records],
-        "gates_s": state.get("gates_s", 0.0) + sum(r.duration_s for r in records),
-        "gates_passed": all(r.passed for r in records),
+        "gate_records": [r.model_dump() for r in run.records],
+        "gates_s": state.get("gates_s", 0.0) + sum(r.duration_s for r in run.records),
+        "gates_passed": run.passed,
+        "flaky": [p.model_dump() for p in run.flaky],
     }
-    last = records[-1]
-    if last.passed:
+    previous = [Problem.model_validate(p) for p in state.get("problems", [])]
+    if run.failed is None:
+        if phase == "attempt" and previous:
+            update["fixed"] = {**state.get("fixed", {}), str(attempt): _one_liners(previous)}
         return update
-    instance = f"runs/{ctx.run_id}/{spec.id}/{phase}-{attempt}/{last.name}"
-    update["feedback"] = [problem_from_gate(last, instance).model_dump()]
-    if last.tool_missing:
+    failed = run.failed
+    problems = run.problems
+    if not run.infrastructure and phase == "attempt" and ctx.policy.feedback.check_base:
+        gate = next(g for g in gates if g.name == failed.name)
+        problems = ctx.base_failures.label(spec, gate, problems)
+    feedback = compact(problems, previous=previous, max_tokens=ctx.policy.feedback.max_tokens)
+    update |= {"problems": [p.model_dump() for p in problems], "feedback": feedback.model_dump()}
+    if phase == "attempt" and feedback.fixed:
+        update["fixed"] = {**state.get("fixed", {}), str(attempt): _one_liners(feedback.fixed)}
+    if failed.tool_missing:
         update |= {
             "outcome": "error",
-            "reason": f"gate {last.name!r} could not run: {last.missing_tool!r} was not found "
-            "in the sandbox (install it, or fix the gate's command)",
+            "reason": f"gate {failed.name!r} could not run: {failed.missing_tool!r} was not "
+            "found in the sandbox (install it, or fix the gate's command)",
         }
-    elif last.timed_out:
+    elif run.flaky_blocked:
         update["escalate_reason"] = (
-            f"gate {last.name!r} timed out (infrastructure; not charged to the agent)"
+            f"flaky: gate {failed.name!r} failed, then passed on a re-run of the same tree, "
+            "and policy (flaky.block) does not accept flaky tests"
+        )
+    elif run.infrastructure:
+        what = "timed out" if failed.timed_out else "was killed (out of memory?)"
+        update["escalate_reason"] = (
+            f"infrastructure: gate {failed.name!r} {what} on every try "
+            "(not charged to the agent; a person must act)"
         )
     elif phase == "verify":
         update["escalate_reason"] = (
-            f"verification failed: gate {last.name!r} failed on the committed tree"
+            f"verification failed: gate {failed.name!r} failed on the committed tree"
         )
     elif attempt >= ctx.budget(spec).max_attempts:
         update["escalate_reason"] = (
-            f"budget exhausted: gate {last.name!r} still failing after {attempt} attempts"
+            f"budget exhausted: gate {failed.name!r} still failing after {attempt} attempts"
         )
     elif time.time() - state["started_at"] > ctx.budget(spec).wall_clock_s:
         update["escalate_reason"] = "wall-clock budget exhausted"
     return update
+
+
+def _one_liners(problems: list[Problem]) -> list[str]:
+    def line(problem: Problem) -> str:
+        where = problem.test_id or (str(problem.location) if problem.location else problem.gate)
+        code = f" {problem.code}" if problem.code else ""
+        return f"{where}{code}: {problem.detail.strip().splitlines()[0][:120]}"
+
+    return [line(problem) for problem in problems]
 
 
 @node("gates")
@@ -263,10 +302,35 @@ def gates(state: TaskState, ctx: RunContext) -> Update:
 def feedback(state: TaskState, ctx: RunContext) -> Update:
     """Save what the next attempt will be told, so a reviewer can see exactly that."""
     spec = _spec(state)
-    problems = [Problem.model_validate(p) for p in state.get("feedback", [])]
-    path = ctx.task_dir(spec.id) / f"feedback-{state.get('attempt', 0)}.md"
-    write_atomic(path, render_markdown(problems) + "\n")
+    attempt = state.get("attempt", 0)
+    told = render_for_agent(Feedback.model_validate(state["feedback"]), attempt + 1)
+    write_atomic(ctx.task_dir(spec.id) / f"feedback-{attempt}.md", told + "\n")
     return {}
+
+
+@node("guard")
+def guard(state: TaskState, ctx: RunContext) -> Update:
+    """What the diff itself may not do: touch protected paths, or make the gates pass by
+    deleting, skipping or silencing what they check (the fake-green guard)."""
+    spec = _spec(state)
+    rules = ctx.policy.guard
+    worktree = _sandbox(ctx, spec).worktree
+    protected_paths = ctx.policy.publish.protected_paths
+    protected = worktree.changed_files(spec.base_commit, protected_paths, from_top=True)
+    if protected_paths and protected:
+        return {"escalate_reason": f"touches protected paths: {', '.join(protected)}"}
+    found = find_fake_green(worktree.root, spec.base_commit, git_dir=worktree.git_dir)
+    findings = [finding for finding in found if finding.code not in rules.allow]
+    if not findings:
+        return {"flagged": []}
+    if rules.action == "flag":
+        return {"flagged": [f.model_dump() for f in findings]}
+    kinds = sorted({f.code or "finding" for f in findings})
+    return {
+        "escalate_reason": f"fake-green guard: {len(findings)} finding(s) ({', '.join(kinds)}); "
+        "the gates passed, but the change weakened what they check",
+        "problems": [f.model_dump() for f in findings],
+    }
 
 
 @node("verify")
@@ -283,11 +347,7 @@ def publish(state: TaskState, ctx: RunContext) -> Update:
     changed = worktree.changed_files(spec.base_commit)
     if not changed:
         return {"escalate_reason": "no changes: the gates pass but there is nothing to publish"}
-    rules = ctx.policy.publish
-    protected = worktree.changed_files(spec.base_commit, rules.protected_paths, from_top=True)
-    if rules.protected_paths and protected:
-        return {"escalate_reason": f"touches protected paths: {', '.join(protected)}"}
-    if spec.tier not in rules.auto_pr_tiers:
+    if spec.tier not in ctx.policy.publish.auto_pr_tiers:
         return {
             "escalate_reason": f"verified, but tier {spec.tier} is not in "
             "publish.auto_pr_tiers: a human reviews the branch"
@@ -304,6 +364,9 @@ def publish(state: TaskState, ctx: RunContext) -> Update:
         diffstat=worktree.diffstat(spec.base_commit),
         files=changed,
         unexpected_files=[f for f in changed if expected is not None and f not in expected],
+        fixed=state.get("fixed", {}),
+        flaky=[Problem.model_validate(p) for p in state.get("flaky", [])],
+        flagged=[Problem.model_validate(p) for p in state.get("flagged", [])],
     )
     write_atomic(path, text)
     return {"outcome": "verified", "pr": ctx.relative(path)}
@@ -325,7 +388,7 @@ def escalate(state: TaskState, ctx: RunContext) -> Update:
         reason=reason,
         gates=_gate_records(state),
         attempts=state.get("attempt", 0),
-        problems=[Problem.model_validate(p) for p in state.get("feedback", [])],
+        problems=[Problem.model_validate(p) for p in state.get("problems", [])],
     )
     write_atomic(path, text)
     return {"outcome": "escalated", "reason": reason, "escalation": ctx.relative(path)}
@@ -361,7 +424,7 @@ def _next(default: str) -> Callable[[TaskState], str]:
 
 
 def _after_gates(state: TaskState) -> str:
-    return _next("verify" if state.get("gates_passed") else "feedback")(state)
+    return _next("guard" if state.get("gates_passed") else "feedback")(state)
 
 
 def build_task_graph() -> CompiledStateGraph[TaskState, None, TaskState, TaskState]:
@@ -372,6 +435,7 @@ def build_task_graph() -> CompiledStateGraph[TaskState, None, TaskState, TaskSta
         ("agent", agent),
         ("gates", gates),
         ("feedback", feedback),
+        ("guard", guard),
         ("verify", verify),
         ("publish", publish),
         ("escalate", escalate),
@@ -383,9 +447,10 @@ def build_task_graph() -> CompiledStateGraph[TaskState, None, TaskState, TaskSta
     graph.add_conditional_edges("provision", _next("agent"), ["agent", "escalate", "teardown"])
     graph.add_conditional_edges("agent", _next("gates"), ["gates", "escalate", "teardown"])
     graph.add_conditional_edges(
-        "gates", _after_gates, ["verify", "feedback", "escalate", "teardown"]
+        "gates", _after_gates, ["guard", "feedback", "escalate", "teardown"]
     )
     graph.add_edge("feedback", "agent")
+    graph.add_conditional_edges("guard", _next("verify"), ["verify", "escalate", "teardown"])
     graph.add_conditional_edges("verify", _next("publish"), ["publish", "escalate", "teardown"])
     graph.add_conditional_edges("publish", _next("teardown"), ["teardown", "escalate"])
     graph.add_edge("escalate", "teardown")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -16,11 +17,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.agents.fleet import Fleet
+from harness.baseline import BaseFailures
 from harness.errors import InputError
+from harness.feedback import compact, render_for_agent
+from harness.gates import GateRunner
 from harness.ledger import RunLedger, TaskResult
 from harness.policy import AgentKind, load_policy
-from harness.run import RunContext, create_run_dir
+from harness.run import RunContext, create_run_dir, new_run_id
 from harness.sandbox import bubblewrap as bwrap
+from harness.sandbox.snapshot import SnapshotSandbox
 from harness.spec import Spec, load_specs
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -111,6 +116,7 @@ def run(
         ledger=ledger,
         isolation=isolation,
         fleet=Fleet.for_policy(loaded_policy),
+        base_failures=BaseFailures(run_dir),
         input_errors=spec_set.errors,
     )
     console.print(
@@ -137,6 +143,58 @@ def run(
     if spec_set.errors:
         raise typer.Exit(2)
     raise typer.Exit(1 if any(r.outcome == "error" for r in results) else 0)
+
+
+@app.command()
+def check(
+    path: Annotated[Path, typer.Argument(help="A working tree (default: here).")] = Path("."),
+    policy: Annotated[Path, typer.Option(help="Policy YAML.")] = Path("policies/default.yaml"),
+    output: Annotated[
+        Literal["markdown", "json"], typer.Option("--format", help="How to print problems.")
+    ] = "markdown",
+    runs_dir: Annotated[Path, typer.Option(help="Where gate logs are kept.")] = Path("runs"),
+) -> None:
+    """Run the policy's gates on a working tree, in a sandbox, and print the problems: the
+    same feedback an agent gets. Exit 0 clean, 1 problems found, 2 bad input."""
+    if not path.is_dir():
+        raise _fail(f"{path}: not a directory (pass the working tree to check)")
+    try:
+        loaded_policy = load_policy(policy)
+        check_id, check_dir = create_run_dir(runs_dir, f"check-{new_run_id()}", loaded_policy, [])
+    except InputError as exc:
+        raise _fail(str(exc)) from None
+    sandbox = SnapshotSandbox.of(path.resolve())
+    try:
+        runner = GateRunner(
+            sandbox,
+            log_dir=check_dir,
+            instance=f"runs/{check_id}",
+            infrastructure=loaded_policy.infrastructure,
+            flaky=loaded_policy.flaky,
+        )
+        result = runner.run_all(loaded_policy.gates, attempt=0, phase="check")
+    finally:
+        sandbox.teardown()
+    feedback = compact(result.problems, max_tokens=loaded_policy.feedback.max_tokens)
+    if output == "json":
+        document = {
+            "path": str(path),
+            "policy": str(policy),
+            "passed": result.passed,
+            "gates": [record.model_dump(exclude={"excerpt"}) for record in result.records],
+            "problems": [p.model_dump(mode="json", exclude_none=True) for p in result.problems],
+            "flaky": [p.model_dump(mode="json", exclude_none=True) for p in result.flaky],
+        }
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    else:
+        for record in result.records:
+            verdict = "pass" if record.passed else "FAIL"
+            name = record.name if record.run == 1 else f"{record.name} (re-run)"
+            console.print(f"{verdict:<4}  {name:<16} {escape(record.command)}", highlight=False)
+        if result.problems:
+            console.print(escape(render_for_agent(feedback, 1)), highlight=False)
+        console.print(f"logs: {check_dir}", highlight=False)
+    raise typer.Exit(0 if result.passed else 1)
 
 
 def _print_step(event: dict[str, Any]) -> None:

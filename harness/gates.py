@@ -1,53 +1,95 @@
-"""Gates: the deterministic checks every change must pass, run in policy order in the sandbox."""
+"""Gates: the deterministic checks every change must pass, run in policy order in the sandbox.
+
+Each failure is classified before anyone is blamed for it: a timeout, a kill from outside (the
+out-of-memory killer) or a missing tool is infrastructure, re-run or escalated by policy and
+never charged to the agent; a failing test gate is re-run on the same tree, and tests that
+then pass are flaky. What remains is parsed into problems the agent can act on.
+"""
 
 from __future__ import annotations
 
 import re
+import signal
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel
 
-from harness.policy import GateConfig
+from harness.parsers import parse_gate_output
+from harness.policy import FlakyConfig, GateConfig, InfrastructureConfig
 from harness.problems import Problem, problem_type
-from harness.sandbox import Completed, Sandbox
+from harness.sandbox import PYTEST_ADDOPTS, Completed, Sandbox
 
-Phase = Literal["attempt", "verify"]
+Phase = Literal["attempt", "verify", "base", "check"]
 EXCERPT_LINES = 80
+PARSE_LIMIT_BYTES = 16 * 1024 * 1024
+"""Past this, problems come from the capped head and tail of the output only."""
 EXCERPT_CHARS = 6_000
 
 # Counts where the tool prints them in its closing line: pytest, ruff, mypy.
 _PYTEST_COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|deselected)\b")
 _RUFF_FOUND = re.compile(r"^Found (\d+) errors?", re.MULTILINE)
 _MYPY_FOUND = re.compile(r"^Found (\d+) errors? in (\d+) files?", re.MULTILINE)
+_MYPY_CLEAN = re.compile(r"^Success: no issues found in (\d+) source files?", re.MULTILINE)
 # dash: "sh: 1: mypyy: not found"; bash: "bash: line 1: mypyy: command not found".
 _MISSING_TOOL = re.compile(r"([^\s:]+): (?:command )?not found", re.MULTILINE)
-_MYPY_CLEAN = re.compile(r"^Success: no issues found in (\d+) source files?", re.MULTILINE)
+# SIGKILL that harness did not send: the sandbox's shell reports 128+9, Popen reports -9.
+_KILLED_EXIT_CODES = {128 + signal.SIGKILL, -signal.SIGKILL}
 
 
 class GateRecord(BaseModel):
+    """One run of one gate."""
+
     name: str
     kind: str
     command: str
     attempt: int
     phase: Phase
+    run: int = 1
+    """1, or 2 and up for a re-run (flaky check or infrastructure retry)."""
     exit_code: int | None
     duration_s: float
     passed: bool
     timed_out: bool = False
+    killed: bool = False
+    """Killed by a signal harness did not send (e.g. the out-of-memory killer)."""
     tool_missing: bool = False
     missing_tool: str | None = None
     """The command sh could not find, when `tool_missing`."""
     counts: dict[str, int] = {}
     log: str | None = None
     excerpt: str = ""
-    """The relevant part of the output, for feedback and records (not the summary)."""
+    """The tail of the output, for records (not the summary)."""
 
     @property
     def infrastructure_failure(self) -> bool:
         """Failures that are not the agent's doing and must not be charged to its budget."""
-        return self.timed_out or self.tool_missing
+        return self.timed_out or self.killed or self.tool_missing
+
+
+@dataclass
+class GateRun:
+    """The gates of one phase: every run's record, and the verdict."""
+
+    records: list[GateRecord] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    """What blocks: the first failing gate's problems (empty when every gate passed)."""
+    flaky: list[Problem] = field(default_factory=list)
+    """Tests that failed and then passed on a re-run; recorded, blocking only by policy."""
+    failed: GateRecord | None = None
+    """The run of the first gate that failed for good."""
+    flaky_blocked: bool = False
+    """The first failing gate failed only on flaky tests, and policy says flaky blocks."""
+
+    @property
+    def passed(self) -> bool:
+        return self.failed is None
+
+    @property
+    def infrastructure(self) -> bool:
+        return self.failed is not None and self.failed.infrastructure_failure
 
 
 def acceptance_gates(commands: list[str]) -> list[GateConfig]:
@@ -58,31 +100,118 @@ def acceptance_gates(commands: list[str]) -> list[GateConfig]:
     ]
 
 
-def run_gates(
-    sandbox: Sandbox,
-    gates: list[GateConfig],
-    *,
-    attempt: int,
-    phase: Phase,
-    log_dir: Path,
-    deadline: float | None = None,
-) -> list[GateRecord]:
-    """Run gates in order and stop at the first that fails. `deadline` is a monotonic time."""
-    records: list[GateRecord] = []
-    for gate in gates:
-        timeout = gate.timeout_s
-        if deadline is not None:
-            timeout = max(1.0, min(timeout, deadline - time.monotonic()))
-        log = log_dir / f"{phase}-{attempt}-{gate.name}.log"
-        done = sandbox.run(gate.command, timeout_s=timeout, log_path=log)
-        record = _record(gate, done, attempt=attempt, phase=phase)
-        records.append(record)
-        if not record.passed:
+@dataclass
+class GateRunner:
+    """Runs gates in a sandbox, with the policy's rules for infrastructure and flaky failures."""
+
+    sandbox: Sandbox
+    log_dir: Path
+    instance: str
+    """Prefix for problem instances, e.g. runs/<run-id>/<spec-id>."""
+    infrastructure: InfrastructureConfig = field(default_factory=InfrastructureConfig)
+    flaky: FlakyConfig = field(default_factory=FlakyConfig)
+    deadline: float | None = None
+    """time.monotonic() past which no gate may run (the task's wall-clock budget)."""
+
+    def run_all(self, gates: list[GateConfig], *, attempt: int, phase: Phase) -> GateRun:
+        """Gates in order; the first that fails for good stops the rest."""
+        result = GateRun()
+        for gate in gates:
+            record, problems = self._run_with_retries(gate, attempt, phase, result)
+            if record.passed:
+                continue
+            if gate.kind == "test" and not record.infrastructure_failure:
+                problems = self._sort_out_flaky(gate, attempt, phase, problems, result)
+                flaky_here = [p for p in result.flaky if p.gate == gate.name]
+                if not problems and self.flaky.block and flaky_here:
+                    result.problems, result.failed = flaky_here, record
+                    result.flaky_blocked = True
+                    break
+                if not problems:
+                    continue
+            result.problems, result.failed = problems, result.records[-1]
             break
-    return records
+        return result
+
+    def _run_with_retries(
+        self, gate: GateConfig, attempt: int, phase: Phase, result: GateRun
+    ) -> tuple[GateRecord, list[Problem]]:
+        for _ in range(self.infrastructure.retries + 1):
+            record, problems = self.run_once(gate, attempt, phase, run=len(_runs(result, gate)) + 1)
+            result.records.append(record)
+            if not (record.timed_out or record.killed):
+                break  # a missing tool stays missing: no retry
+        return record, problems
+
+    def _sort_out_flaky(
+        self, gate: GateConfig, attempt: int, phase: Phase, problems: list[Problem], result: GateRun
+    ) -> list[Problem]:
+        """Re-run a failing test gate; tests failing only on an earlier run are flaky."""
+        for _ in range(self.flaky.reruns):
+            record, again = self.run_once(gate, attempt, phase, run=len(_runs(result, gate)) + 1)
+            result.records.append(record)
+            if record.infrastructure_failure:
+                return [*problems]  # the re-run proves nothing; judge on the first run
+            if record.passed:
+                gone = problems
+            else:
+                still = {p.test_id for p in again if p.test_id}
+                gone = [p for p in problems if p.test_id and p.test_id not in still]
+            result.flaky += [p.model_copy(update={"category": "flaky"}) for p in gone]
+            problems = [] if record.passed else again
+            if not problems:
+                break
+        return problems
+
+    def run_once(
+        self, gate: GateConfig, attempt: int, phase: Phase, run: int = 1
+    ) -> tuple[GateRecord, list[Problem]]:
+        timeout = gate.timeout_s
+        if self.deadline is not None:
+            timeout = max(1.0, min(timeout, self.deadline - time.monotonic()))
+        stem = f"{phase}-{attempt}-{gate.name}" + (f"-run{run}" if run > 1 else "")
+        log = self.log_dir / f"{stem}.log"
+        # pytest writes a JUnit report wherever a gate runs it; the scratch dir is writable.
+        junit = self.sandbox.scratch / "reports" / f"{stem}.xml"
+        junit.unlink(missing_ok=True)
+        env = {"PYTEST_ADDOPTS": f"{PYTEST_ADDOPTS} --junitxml={junit}"}
+        done = self.sandbox.run(gate.command, timeout_s=timeout, log_path=log, env=env)
+        record = _record(gate, done, attempt=attempt, phase=phase, run=run)
+        if record.passed:
+            return record, []
+        instance = f"{self.instance}/{phase}-{attempt}/{gate.name}"
+        if record.infrastructure_failure:
+            return record, [infrastructure_problem(record, instance)]
+        problems = parse_gate_output(
+            gate,
+            _output_to_parse(done),
+            root=self.sandbox.path,
+            junit_xml=junit if junit.is_file() else None,
+            exit_code=done.exit_code,
+            log=record.log,
+            instance=instance,
+        )
+        if not record.counts:  # machine formats (JSON) print no closing count line
+            record = record.model_copy(update={"counts": {"problems": len(problems)}})
+        return record, problems
 
 
-def _record(gate: GateConfig, done: Completed, *, attempt: int, phase: Phase) -> GateRecord:
+def _output_to_parse(done: Completed) -> str:
+    """The whole output when it was cut in memory but is not huge: findings in the middle of a
+    long report (say, 300 lint violations as JSON) must not be lost to the head-and-tail cap."""
+    log = done.log_path
+    if done.output_cut_bytes and log is not None and log.stat().st_size <= PARSE_LIMIT_BYTES:
+        return log.read_text(encoding="utf-8", errors="replace")
+    return done.output
+
+
+def _runs(result: GateRun, gate: GateConfig) -> list[GateRecord]:
+    return [r for r in result.records if r.name == gate.name]
+
+
+def _record(
+    gate: GateConfig, done: Completed, *, attempt: int, phase: Phase, run: int
+) -> GateRecord:
     # sh reports 127 for "command not found" and 126 for "found but not executable".
     missing = _MISSING_TOOL.search(done.output[-2000:]) if done.exit_code in (126, 127) else None
     return GateRecord(
@@ -91,15 +220,42 @@ def _record(gate: GateConfig, done: Completed, *, attempt: int, phase: Phase) ->
         command=gate.command,
         attempt=attempt,
         phase=phase,
+        run=run,
         exit_code=None if done.timed_out else done.exit_code,
         duration_s=round(done.duration_s, 3),
         passed=done.exit_code == 0 and not done.timed_out,
         timed_out=done.timed_out,
+        killed=not done.timed_out and done.exit_code in _KILLED_EXIT_CODES,
         tool_missing=missing is not None,
         missing_tool=missing[1] if missing else None,
         counts=count_results(done.output),
         log=str(done.log_path) if done.log_path else None,
         excerpt=excerpt(done.output),
+    )
+
+
+def infrastructure_problem(record: GateRecord, instance: str) -> Problem:
+    if record.tool_missing:
+        title = f"Gate {record.name!r} could not run: {record.missing_tool!r} was not found"
+        todo = "install it where the sandbox can see it, or fix the gate's command"
+    elif record.timed_out:
+        title = f"Gate {record.name!r} timed out"
+        todo = "raise the gate's timeout_s, or make it faster"
+    else:
+        title = f"Gate {record.name!r} was killed (out of memory?)"
+        todo = "check the machine's memory, or what the gate runs"
+    return Problem(
+        type=problem_type("gate-infrastructure"),
+        title=title,
+        detail=f"{record.excerpt or '(no output)'}\n\nA person must act: {todo}.",
+        instance=instance,
+        gate=record.name,
+        command=record.command,
+        exit_code=record.exit_code,
+        category="infrastructure",
+        retryable=not record.tool_missing,
+        owner_action_required=True,
+        log=record.log,
     )
 
 
@@ -125,43 +281,3 @@ def excerpt(output: str) -> str:
     lines = output.rstrip().splitlines()[-EXCERPT_LINES:]
     text = "\n".join(lines)
     return text[-EXCERPT_CHARS:]
-
-
-def problem_from_gate(record: GateRecord, instance: str) -> Problem:
-    if record.timed_out:
-        return Problem(
-            type=problem_type("gate-timeout"),
-            title=f"Gate {record.name!r} timed out",
-            detail=record.excerpt or "(no output before the timeout)",
-            instance=instance,
-            gate=record.name,
-            command=record.command,
-            category="infrastructure",
-            retryable=True,
-            owner_action_required=True,
-            log=record.log,
-        )
-    if record.tool_missing:
-        return Problem(
-            type=problem_type("gate-tool-missing"),
-            title=f"Gate {record.name!r} could not run: its tool is missing",
-            detail=record.excerpt,
-            instance=instance,
-            gate=record.name,
-            command=record.command,
-            exit_code=record.exit_code,
-            category="infrastructure",
-            retryable=False,
-            owner_action_required=True,
-            log=record.log,
-        )
-    return Problem(
-        type=problem_type("gate-failed"),
-        title=f"Gate {record.name!r} failed",
-        detail=record.excerpt or "(no output)",
-        instance=instance,
-        gate=record.name,
-        command=record.command,
-        exit_code=record.exit_code,
-        log=record.log,
-    )

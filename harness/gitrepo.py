@@ -67,10 +67,12 @@ class GitRepository:
         out = self._git.rev_parse("--path-format=absolute", "--git-common-dir")
         return Path(str(out).strip())
 
-    def add_worktree(self, path: Path, branch: str, commit: str) -> None:
-        """Create `branch` at `commit` checked out in a new worktree at `path`."""
+    def add_worktree(self, path: Path, branch: str | None, commit: str) -> None:
+        """Create `branch` at `commit` checked out in a new worktree at `path` (detached at
+        `commit` when `branch` is None)."""
+        where = ["-b", branch] if branch else ["--detach"]
         with _lock_for(self.toplevel):
-            self._run("worktree", "add", "--quiet", "-b", branch, str(path), commit)
+            self._run("worktree", "add", "--quiet", *where, str(path), commit)
 
     def remove_worktree(self, path: Path) -> None:
         """Remove a worktree (its branch stays); a leftover directory git forgot is deleted."""
@@ -112,6 +114,8 @@ class Worktree:
         self.root = root
         self.project = project
         """The spec's repo directory inside the worktree; `paths` pathspecs are relative to it."""
+        self.git_dir = git_dir
+        """Recorded when the worktree was made; every git call names it (see above)."""
         self._git = git.Git(str(project))
         self._where = (f"--git-dir={git_dir}", f"--work-tree={root}")
 

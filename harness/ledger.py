@@ -23,6 +23,8 @@ class GateSummary(BaseModel):
     kind: str
     phase: str
     attempt: int
+    run: int = 1
+    """2 and up: a re-run of the same gate on the same tree (flaky check, infrastructure)."""
     exit_code: int | None
     duration_s: float
     passed: bool

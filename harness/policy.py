@@ -122,6 +122,49 @@ class PublishConfig(StrictModel):
     """Git globs from the repository's top level; a change touching one never auto-PRs."""
 
 
+class FeedbackConfig(StrictModel):
+    """What the agent is told after failing gates."""
+
+    max_tokens: int = Field(default=4000, ge=200)
+    """Budget for one attempt's feedback; every failing test id and file:line is kept anyway."""
+    check_base: bool = True
+    """Run a failing gate once on the untouched base (per run) to label pre-existing failures."""
+
+
+class FlakyConfig(StrictModel):
+    reruns: int = Field(default=1, ge=0)
+    """A failing test gate is re-run this many times on the same tree; a test that then passes
+    is flaky."""
+    block: bool = False
+    """Whether a flaky test blocks verification; when not, it is recorded and the gate passes."""
+
+
+class InfrastructureConfig(StrictModel):
+    retries: int = Field(default=1, ge=0)
+    """Re-runs of a gate that timed out or was killed (e.g. out of memory) before the task
+    escalates; never charged to the agent's attempts."""
+
+
+GuardFindingKind = Literal[
+    "test_file_removed",
+    "test_function_removed",
+    "skip_added",
+    "assertion_removed",
+    "suppression_added",
+    "coverage_lowered",
+    "gate_config_changed",
+]
+
+
+class GuardConfig(StrictModel):
+    """The fake-green guard: changes that make gates pass without fixing anything."""
+
+    action: Literal["block", "flag"] = "block"
+    """block: the task escalates listing the findings; flag: they are listed in the PR record."""
+    allow: list[GuardFindingKind] = []
+    """Kinds never reported (e.g. gate_config_changed for specs that tune the linter)."""
+
+
 class RunBudget(StrictModel):
     max_cost_usd: float | None = Field(default=None, gt=0)
     """Spend cap for the whole run; when reached, running agents stop and their tasks escalate."""
@@ -135,6 +178,10 @@ class Policy(StrictModel):
     run_budget: RunBudget = RunBudget()
     prices: dict[str, Price] = {}
     """Per model id; every model-backed agent's calls are costed from here."""
+    feedback: FeedbackConfig = FeedbackConfig()
+    flaky: FlakyConfig = FlakyConfig()
+    infrastructure: InfrastructureConfig = InfrastructureConfig()
+    guard: GuardConfig = GuardConfig()
     concurrency: int = Field(default=4, ge=1)
     """Tasks run at once; `harness run --concurrency` overrides it."""
     publish: PublishConfig = PublishConfig()

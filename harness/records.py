@@ -5,6 +5,7 @@ The agent's own account never appears as evidence; everything here was measured 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from harness.gates import GateRecord
@@ -21,11 +22,22 @@ def gate_table(gates: Sequence[GateRecord]) -> str:
         counts = ", ".join(f"{v} {k}" for k, v in gate.counts.items()) or "-"
         exit_code = "timeout" if gate.timed_out else str(gate.exit_code)
         result = "pass" if gate.passed else "FAIL"
+        name = gate.name if gate.run == 1 else f"{gate.name} (run {gate.run})"
         rows.append(
-            f"| {gate.phase} | {gate.attempt} | {gate.name} | `{gate.command}` | {exit_code} "
+            f"| {gate.phase} | {gate.attempt} | {name} | `{gate.command}` | {exit_code} "
             f"| {result} | {counts} | {gate.duration_s:.2f}s |"
         )
     return "\n".join(rows)
+
+
+def failing_gate(gates: Sequence[GateRecord], attempt: int) -> GateRecord | None:
+    """The gate that failed an attempt: a gate's last run decides (a flaky test's first run
+    failed, its re-run passed: the attempt did not fail on it)."""
+    last: dict[str, GateRecord] = {}
+    for gate in gates:
+        if gate.phase == "attempt" and gate.attempt == attempt:
+            last[gate.name] = gate
+    return next((gate for gate in last.values() if not gate.passed), None)
 
 
 def _header(spec: Spec, run_id: str, agent: str, branch: str | None) -> list[str]:
@@ -47,6 +59,9 @@ def pr_record(
     diffstat: str,
     files: list[str],
     unexpected_files: list[str],
+    fixed: dict[str, list[str]],
+    flaky: list[Problem],
+    flagged: list[Problem],
 ) -> str:
     verify = [g for g in gates if g.phase == "verify"]
     lines = [f"# {spec.title}", "", *_header(spec, run_id, agent, branch), ""]
@@ -62,11 +77,16 @@ def pr_record(
         "",
     ]
     for number in range(1, attempts + 1):
-        failed = [g for g in gates if g.phase == "attempt" and g.attempt == number and not g.passed]
-        verdict = (
-            f"failed gate `{failed[0].name}` (exit {failed[0].exit_code})" if failed else "passed"
-        )
+        failed = failing_gate(gates, number)
+        verdict = f"failed gate `{failed.name}` (exit {failed.exit_code})" if failed else "passed"
         lines.append(f"- attempt {number}: {verdict}")
+        lines += [f"  - fixed: {item}" for item in fixed.get(str(number), [])]
+    if flaky:
+        lines += ["", "## Flaky (failed, then passed on a re-run of the same tree)", ""]
+        lines += [f"- `{p.test_id or p.gate}`: {p.detail.strip().splitlines()[0]}" for p in flaky]
+    if flagged:
+        lines += ["", "## Flagged by the fake-green guard (policy: flag)", ""]
+        lines += [f"- {p.code}: {p.detail}" for p in flagged]
     lines += ["", "## Changes", "", "```text", diffstat.rstrip() or "(no changes)", "```", ""]
     lines += ["Files changed:", "", *(f"- `{path}`" for path in files), ""]
     if unexpected_files:
@@ -100,9 +120,8 @@ def escalation_record(
     if gates:
         lines += ["## Gate records", "", gate_table(gates), ""]
     for number in range(1, attempts + 1):
-        failed = [g for g in gates if g.attempt == number and not g.passed]
-        if failed:
-            gate = failed[0]
+        gate = failing_gate(gates, number)
+        if gate is not None:
             lines += [
                 f"## Attempt {number}: gate `{gate.name}` failed (exit {gate.exit_code})",
                 "",
@@ -115,5 +134,7 @@ def escalation_record(
             ]
     if problems:
         lines += ["## Last problems", "", render_markdown(problems), ""]
-        lines += ["```json", *(p.to_problem_json() for p in problems), "```", ""]
+        as_json = [p.model_dump(mode="json", exclude_none=True) for p in problems]
+        lines += ["As application/problem+json:", "", "```json", json.dumps(as_json, indent=2)]
+        lines += ["```", ""]
     return "\n".join(lines)

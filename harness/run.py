@@ -15,6 +15,7 @@ from pathlib import Path
 
 from harness.agents import Agent
 from harness.agents.fleet import Fleet
+from harness.baseline import BaseFailures
 from harness.errors import InputError
 from harness.gitrepo import GitRepository
 from harness.ledger import RunLedger, utc_now
@@ -42,6 +43,8 @@ class RunContext:
     isolation: bwrap.Isolation
     fleet: Fleet
     """What every task's model calls share: the request limiter and the run's spend."""
+    base_failures: BaseFailures
+    """Failing gates run once on the base commit, to label pre-existing failures."""
     started_at: str = field(default_factory=utc_now)
     input_errors: list[str] = field(default_factory=list)
     """Specs that could not be loaded; reported in the summary, not run."""

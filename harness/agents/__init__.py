@@ -8,6 +8,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
 
+from harness.feedback import Feedback
 from harness.policy import Budget
 from harness.problems import Problem
 from harness.sandbox import Sandbox
@@ -93,7 +94,8 @@ class Agent(Protocol):
     """Shown in the summary and the records, e.g. "replay"."""
 
     def attempt(
-        self, spec: Spec, sandbox: Sandbox, feedback: list[Problem], context: AttemptContext
+        self, spec: Spec, sandbox: Sandbox, feedback: Feedback | None, context: AttemptContext
     ) -> AttemptRecord:
-        """Make one attempt at the spec in the sandbox. `feedback` is empty on attempt 1."""
+        """Make one attempt at the spec in the sandbox. `feedback` is None on attempt 1: later,
+        what the harness measured on the attempt before."""
         ...

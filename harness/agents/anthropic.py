@@ -24,6 +24,7 @@ from harness.agents import AttemptContext, AttemptRecord, Usage
 from harness.agents.fleet import Fleet
 from harness.agents.prompt import repo_instructions, system_prompt, task_message, tool_definitions
 from harness.agents.tools import SandboxTools
+from harness.feedback import Feedback
 from harness.ledger import utc_now
 from harness.policy import AgentConfig, GateConfig, Price
 from harness.problems import Problem, problem_type
@@ -83,7 +84,7 @@ class AnthropicAgent:
         )
 
     def attempt(
-        self, spec: Spec, sandbox: Sandbox, feedback: list[Problem], context: AttemptContext
+        self, spec: Spec, sandbox: Sandbox, feedback: Feedback | None, context: AttemptContext
     ) -> AttemptRecord:
         started = time.monotonic()
         record = AttemptRecord(number=context.number, agent=self.name, stop_reason="error")

@@ -9,9 +9,9 @@ import time
 
 from harness.agents import AttemptContext, AttemptRecord
 from harness.agents.prompt import repo_instructions, system_prompt, task_message
+from harness.feedback import Feedback
 from harness.gates import excerpt
 from harness.policy import AgentConfig, GateConfig
-from harness.problems import Problem
 from harness.sandbox import Sandbox
 from harness.spec import Spec
 
@@ -26,7 +26,7 @@ class CommandAgent:
         self.gates = gates
 
     def attempt(
-        self, spec: Spec, sandbox: Sandbox, feedback: list[Problem], context: AttemptContext
+        self, spec: Spec, sandbox: Sandbox, feedback: Feedback | None, context: AttemptContext
     ) -> AttemptRecord:
         # The prompt goes to the sandbox's scratch dir: readable by the agent, never committed.
         prompt_file = sandbox.scratch / f"prompt-attempt-{context.number}.md"

@@ -3,11 +3,12 @@ framework: the system prompt, the task message of each attempt, and the tool def
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from harness.agents.tools import TOOL_ARGS
+from harness.feedback import Feedback, render_for_agent
 from harness.policy import GateConfig
-from harness.problems import Problem, render_markdown
 from harness.sandbox import Sandbox
 from harness.spec import Spec
 
@@ -37,21 +38,21 @@ def system_prompt(gates: list[GateConfig], instructions: str | None) -> str:
     return "\n".join(parts)
 
 
-def task_message(spec: Spec, number: int, feedback: list[Problem]) -> str:
+def task_message(spec: Spec, number: int, feedback: Feedback | None) -> str:
     # The `spec:` and `attempt:` lines are part of the contract: trajectories are grouped by
     # them, and test servers script their replies from them.
     lines = [f"spec: {spec.id}", f"attempt: {number}", "", f"# {spec.title}", "", spec.body]
     if spec.acceptance:
         lines += ["", "Acceptance commands that must also pass:"]
         lines += [f"- `{command}`" for command in spec.acceptance]
-    if feedback:
+    if feedback is not None:
         lines += [
             "",
             f"## Your previous attempt did not pass the gates (this is attempt {number})",
             "",
             "Your earlier changes are still in the tree. The harness measured these problems:",
             "",
-            render_markdown(feedback),
+            render_for_agent(feedback, number),
         ]
     return "\n".join(lines)
 
@@ -65,8 +66,12 @@ def repo_instructions(sandbox: Sandbox) -> str | None:
     return None
 
 
+@functools.cache
 def tool_definitions() -> list[dict[str, Any]]:
-    """The agent tools in the Messages API's shape, schemas generated from the argument models."""
+    """The agent tools in the Messages API's shape, schemas generated from the argument models.
+
+    Cached: generating the schemas was a fifth of an attempt's own CPU time. Callers must not
+    mutate the result."""
     return [
         {
             "name": name,

@@ -16,7 +16,7 @@ from pydantic import Field, ValidationError
 from harness.agents import AttemptContext, AttemptRecord
 from harness.agents.tools import TOOL_ARGS, SandboxTools
 from harness.errors import InputError
-from harness.problems import Problem
+from harness.feedback import Feedback
 from harness.sandbox import Sandbox
 from harness.spec import Spec
 from harness.validation import StrictModel, describe_validation_error
@@ -63,7 +63,7 @@ class ReplayAgent:
         self.script = script
 
     def attempt(
-        self, spec: Spec, sandbox: Sandbox, feedback: list[Problem], context: AttemptContext
+        self, spec: Spec, sandbox: Sandbox, feedback: Feedback | None, context: AttemptContext
     ) -> AttemptRecord:
         started = time.monotonic()
         number = context.number

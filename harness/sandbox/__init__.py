@@ -21,6 +21,12 @@ class Completed:
     log_path: Path | None = None
 
 
+# Every sandbox runs pytest with these options. no:cacheprovider keeps .pytest_cache out of the
+# worktree; no:langsmith_plugin: harness's own venv (langgraph brings langsmith) carries a
+# pytest plugin that adds ~2 s of imports to every pytest run resolving to that venv.
+PYTEST_ADDOPTS = "-p no:cacheprovider -p no:langsmith_plugin"
+
+
 class PathOutsideSandbox(ValueError):
     """A path that is absolute, escapes with `..`, or is a symlink resolving outside the tree."""
 

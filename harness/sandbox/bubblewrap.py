@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.sandbox import PYTEST_ADDOPTS
+
 # Variables passed through from the host. Everything else is dropped: an allowlist, because a
 # denylist of secret-looking names (*_TOKEN, *_KEY, AWS_*, ANTHROPIC_*) always misses one.
 PASSTHROUGH_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
@@ -66,9 +68,7 @@ def sandbox_env(scratch: Path) -> dict[str, str]:
         "PYTHONDONTWRITEBYTECODE": "1",
         "RUFF_CACHE_DIR": str(scratch / "ruff-cache"),
         "MYPY_CACHE_DIR": str(scratch / "mypy-cache"),
-        # no:langsmith_plugin: harness's own venv (langgraph brings langsmith) carries a pytest
-        # plugin that adds ~2 s of imports to every pytest run that resolves to that venv.
-        "PYTEST_ADDOPTS": "-p no:cacheprovider -p no:langsmith_plugin",
+        "PYTEST_ADDOPTS": PYTEST_ADDOPTS,
     }
     return env
 
@@ -118,6 +118,6 @@ def wrap(
     return argv
 
 
-def needed_host_paths(git_common_dir: Path) -> list[Path]:
-    """Host paths every sandboxed command needs to read: Python installs and the repo's .git."""
-    return [Path(sys.prefix), Path(sys.base_prefix), git_common_dir]
+def needed_host_paths() -> list[Path]:
+    """Host paths every sandboxed command needs to read: harness's Python installs."""
+    return [Path(sys.prefix), Path(sys.base_prefix)]

@@ -1,0 +1,404 @@
+"""The fake-green guard: changes that turn a suite green by weakening it instead of fixing code.
+
+`find_fake_green(repo_root, base, head)` diffs two commits with git (reading only) and returns
+one policy Problem per finding. Python first; other languages and tools are rows in the tables.
+
+- test_file_removed: a test file (under tests/ or test/, test_*.py, *_test.py, conftest.py)
+  deleted, or renamed to a non-test path; nothing else is reported for that file.
+- test_function_removed: `def test*`, `async def test*`, `class Test*` and *TestCase classes (by
+  `ast`; by regex if either version does not parse) gone from a test file, reported only when
+  the file's count of test functions went down (a rename is not reported). A removed class is
+  reported once, not per method.
+- skip_added: added pytest/unittest skips and xfails, `.skipTest(`, `pytest.importorskip(`,
+  `collect_ignore` in Python files.
+- assertion_removed: a test file's `assert`s, `x.assert*(`/`assert*(` calls and
+  `pytest.raises/approx/warns` went down, not counting those inside removed tests (with the
+  regex fallback: only checked when no test was removed).
+- suppression_added: added `# noqa`, `# type: ignore`, `# pyright: ignore`, `# pragma: no cover`,
+  `# ruff: noqa`, `# mypy: ignore-errors`, `# pylint: disable` in Python files; in gate config,
+  items added under ignore-like keys (per-file-ignores, ignore_errors, disable_error_code, omit,
+  exclude, ...) or removed from select-like keys.
+- coverage_lowered: a `fail_under` / `--cov-fail-under` in a gate config or CI file lowered or
+  removed.
+- gate_config_changed: other edits to pyproject.toml's [tool.ruff/mypy/pytest/coverage/pyright/
+  pylint*] tables, ruff.toml, setup.cfg's tool sections, tox.ini, mypy.ini, pytest.ini,
+  .coveragerc, .pre-commit-config.yaml and CI files; one finding per file naming the sections.
+
+Precedence, so nothing is reported twice: TOML/INI config is compared key by key (other or
+unparsable files by changed lines), and each changed key is suppression_added, else
+coverage_lowered, else gate_config_changed. A skip or suppression token already on a removed
+line of the same file (a moved or edited line) is not "added". Not detected: loosened
+`pytest.approx` tolerances, tests made vacuous with their assertions kept, skips via conftest
+hooks, edits to Makefiles, noxfile.py or scripts that run the gates. Comments that only mention
+a pattern are reported. Binary and unparsable files never crash the guard.
+"""
+
+from __future__ import annotations
+
+import ast
+import configparser
+import re
+import subprocess
+import tomllib
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fnmatch import fnmatch
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+from harness.errors import InfrastructureError
+from harness.problems import Location, Problem, problem_type
+
+FindingKind = Literal[
+    "test_file_removed",
+    "test_function_removed",
+    "skip_added",
+    "assertion_removed",
+    "suppression_added",
+    "coverage_lowered",
+    "gate_config_changed",
+]
+
+
+@dataclass(frozen=True)
+class Language:
+    suffixes: tuple[str, ...]
+    test_files: tuple[str, ...]  # fnmatch globs on a file's name
+    test_def: re.Pattern[str]  # regex fallback for tests: group `name` a function, `cls` a class
+    assertion: re.Pattern[str]  # regex fallback for counting assertions
+    added_lines: tuple[tuple[FindingKind, re.Pattern[str], str], ...]  # (kind, token, why)
+
+
+# fmt: off
+SKIP = re.compile(
+    r"\bmark\.(?:skipif|skip|xfail)\b|\bpytest\.(?:skip|xfail|importorskip)\("
+    r"|\bunittest\.(?:skip\w*|expectedFailure)\b|\.skipTest\(|\bcollect_ignore(?:_glob)?\b")
+SUPPRESSION = re.compile(
+    r"#\s*(?:noqa\b(?::\s*[\w, ]*\w)?|type:\s*ignore\b(?:\[[^\]]*\])?|pyright:\s*ignore\b"
+    r"|pragma:\s*no\s*cover\b|ruff:\s*noqa\b|mypy:\s*ignore-errors\b|pylint:\s*disable\b)", re.I)
+PYTHON = Language(
+    suffixes=(".py", ".pyi"),
+    test_files=("test_*.py", "*_test.py", "conftest.py"),
+    test_def=re.compile(r"^[ \t]*(?:async\s+)?def\s+(?P<name>test\w*)"
+                        r"|^[ \t]*class\s+(?P<cls>Test\w*)", re.M),
+    assertion=re.compile(r"^[ \t]*assert\b|\bassert\w*\(|\bpytest\.(?:raises|approx|warns)\(",
+                         re.M),
+    added_lines=(("skip_added", SKIP, "so tests no longer run or no longer fail"),
+                 ("suppression_added", SUPPRESSION, "which hides an error instead of fixing it")),
+)
+LANGUAGES = (PYTHON,)
+TEST_DIRS = frozenset({"tests", "test"})
+PYTEST_ASSERTS = frozenset({"raises", "approx", "warns"})
+
+# Gate configuration by file name: TOML and INI files are compared by keys, in the sections
+# named (all when empty); the others (and unparsable ones) by changed lines.
+TOML_FILES: dict[str, tuple[str, ...]] = {
+    "pyproject.toml": ("tool.ruff", "tool.mypy", "tool.pytest", "tool.coverage", "tool.pyright",
+                       "tool.pylint"),
+    "ruff.toml": (), ".ruff.toml": ()}
+INI_FILES: dict[str, tuple[str, ...]] = {
+    "setup.cfg": ("mypy", "flake8", "tool:pytest", "coverage:", "pycodestyle", "pylint"),
+    "tox.ini": (), "mypy.ini": (), ".mypy.ini": (), "pytest.ini": (), ".coveragerc": ()}
+TEXT_FILES = frozenset({".pre-commit-config.yaml", ".gitlab-ci.yml", "Jenkinsfile",
+                        "azure-pipelines.yml"})
+CI_DIRS = (".github/workflows/", ".circleci/")
+LOOSEN_BY_ADDING = frozenset({"ignore", "extend-ignore", "per-file-ignores",
+    "extend-per-file-ignores", "exclude", "extend-exclude", "ignore_errors", "disable_error_code",
+    "ignore_missing_imports", "omit", "exclude_lines", "exclude_also", "disable"})
+LOOSEN_BY_REMOVING = frozenset({"select", "extend-select", "enable_error_code"})
+# fmt: on
+THRESHOLD = re.compile(r"(?:fail[_-]under\s*[=:]\s*|--cov-fail-under[=\s]+)(\d+(?:\.\d+)?)")
+FALSY = frozenset({"", "none", "false", "0", "no", "off"})
+CONFIG_NAMES = frozenset(TOML_FILES) | frozenset(INI_FILES) | TEXT_FILES
+LINES = ("(lines)",)  # the one key of a config file compared by changed lines
+DIFF = ("diff", "-M", "--no-color", "--no-ext-diff", "--no-textconv", "--no-relative")
+
+Lines = list[tuple[int, str]]
+Key = tuple[str, ...]
+
+
+def find_fake_green(
+    repo_root: Path, base: str, head: str = "HEAD", *, git_dir: Path | None = None
+) -> list[Problem]:
+    """Compare `head` with `base` in the repository at `repo_root`; one Problem per finding.
+
+    `git_dir`, recorded before any agent ran, keeps git from finding its repository through the
+    worktree's `.git` file, which an agent could have forged to hide its change.
+    """
+    git = _Git(repo_root, git_dir)
+    base, head = git.commit(base), git.commit(head)
+    fields = git.run(*DIFF, "--name-status", "-z", base, head).split("\0")
+    problems: list[Problem] = []
+    while len(fields) > 1 and fields[0]:
+        status, old = fields[0][0], fields[1]
+        new = fields[2] if status in "RC" else old
+        fields = fields[3:] if status in "RC" else fields[2:]
+        problems += _check(git, base, head, *_sides(status, old, new))
+    return problems
+
+
+def _sides(status: str, old: str, new: str) -> tuple[str | None, str | None]:
+    return (None if status == "A" else old), (None if status == "D" else new)
+
+
+class _Git:
+    def __init__(self, root: Path, git_dir: Path | None) -> None:
+        where = [f"--git-dir={git_dir}", f"--work-tree={root}"] if git_dir else ["-C", str(root)]
+        self._argv = ["git", *where, "--literal-pathspecs", "-c", "core.fsmonitor=false"]
+
+    def run(self, *args: str, ok: bool = False) -> str:
+        argv = [*self._argv, *args]
+        done = subprocess.run(argv, check=False, capture_output=True, text=True, errors="replace")
+        if done.returncode != 0 and not ok:
+            raise InfrastructureError(f"git {' '.join(args)} failed: {done.stderr.strip()}")
+        return done.stdout if done.returncode == 0 else ""
+
+    def commit(self, ref: str) -> str:
+        return self.run("rev-parse", "--verify", "--end-of-options", f"{ref}^{{commit}}").strip()
+
+    def show(self, commit: str, path: str | None) -> str:
+        return self.run("cat-file", "blob", f"{commit}:{path}", ok=True) if path else ""
+
+    def diff(self, base: str, head: str, paths: list[str]) -> tuple[Lines, Lines]:
+        """(removed lines with their line numbers in base, added lines with theirs in head)."""
+        removed: Lines = []
+        added: Lines = []
+        old_no = new_no = 0
+        in_hunk = False
+        for line in self.run(*DIFF, "-U0", base, head, "--", *paths).split("\n"):
+            if line.startswith("diff --git"):
+                in_hunk = False
+            elif hunk := re.match(r"@@ -(\d+)(?:,\d+)? \+(\d+)(?:,\d+)? @@", line):
+                in_hunk, old_no, new_no = True, int(hunk[1]), int(hunk[2])
+            elif in_hunk and line.startswith("-"):
+                removed.append((old_no, line[1:]))
+                old_no += 1
+            elif in_hunk and line.startswith("+"):
+                added.append((new_no, line[1:]))
+                new_no += 1
+        return removed, added
+
+
+def is_test_path(path: str) -> bool:
+    """A test file or test support (fixtures, data): under a test directory or named as tests."""
+    return _collected(path) or any(part in TEST_DIRS for part in PurePosixPath(path).parts[:-1])
+
+
+def _collected(path: str) -> bool:
+    """Named as a test runner collects it (conftest.py included)."""
+    name = PurePosixPath(path).name
+    return any(fnmatch(name, glob) for lang in LANGUAGES for glob in lang.test_files)
+
+
+def _problem(
+    kind: FindingKind, detail: str, path: str, line: int | None = None, test_id: str | None = None
+) -> Problem:
+    return Problem(
+        type=problem_type("fake-green-" + kind.replace("_", "-")),
+        title=kind.replace("_", " ").capitalize(),
+        detail=detail,
+        code=kind,
+        location=Location(path=path, line=line),
+        test_id=test_id,
+        category="policy",
+        retryable=True,
+    )
+
+
+def _check(git: _Git, base: str, head: str, old: str | None, new: str | None) -> list[Problem]:
+    kept = new is not None and is_test_path(new) and (_collected(new) or not _collected(old or ""))
+    if old and is_test_path(old) and not kept:
+        how = "deleted" if new is None else f"renamed to {new}, where its tests are not collected,"
+        detail = f"test file {old} was {how} so its tests no longer run"
+        return [_problem("test_file_removed", detail, old)]
+    path = new or old or ""
+    name = PurePosixPath(path).name
+    lang = next((lang for lang in LANGUAGES if new and new.endswith(lang.suffixes)), None)
+    is_ci = any(path.startswith(d) or f"/{d}" in path for d in CI_DIRS)
+    if lang is None and not is_ci and name not in CONFIG_NAMES:
+        return []
+    removed, added = git.diff(base, head, [p for p in dict.fromkeys((old, new)) if p])
+    problems: list[Problem] = []
+    if lang and new:
+        for kind, pattern, why in lang.added_lines:
+            problems += _added_tokens(kind, pattern, why, new, removed, added)
+        if old and is_test_path(new):
+            problems += _compare_tests(lang, old, new, git.show(base, old), git.show(head, new))
+    else:
+        before, after = git.show(base, old), git.show(head, new)
+        keys_before, keys_after = _parse_config(name, before), _parse_config(name, after)
+        if keys_before is None or keys_after is None:  # not comparable by keys: by lines
+            keys_before, keys_after = {LINES: before}, {LINES: after}
+        problems += _compare_config(path, keys_before, keys_after, removed, added)
+    return problems
+
+
+def _added_tokens(
+    kind: FindingKind, pattern: re.Pattern[str], why: str, path: str, removed: Lines, added: Lines
+) -> Iterator[Problem]:
+    def token(match: re.Match[str]) -> str:
+        return re.sub(r"\s+", "", match[0]).lower()
+
+    before = Counter(token(m) for _, text in removed for m in pattern.finditer(text))
+    for line_no, text in added:
+        for match in pattern.finditer(text):
+            if before[token(match)] > 0:
+                before[token(match)] -= 1
+            else:
+                yield _problem(
+                    kind, f"`{text.strip()[:100]}` was added to {path}, {why}", path, line_no
+                )
+
+
+@dataclass
+class _Tests:
+    tests: dict[str, tuple[int, int, bool]]
+    """Qualified name -> (line, assertions inside, is a function rather than a class)."""
+    assertions: int
+    parsed: bool
+
+
+def _analyse(lang: Language, source: str, use_ast: bool) -> _Tests:
+    if use_ast and lang is PYTHON:
+        tree = ast.parse(source)
+        found: dict[str, tuple[int, int, bool]] = {}
+        _walk_tests(tree.body, "", found)
+        return _Tests(found, _count_asserts(tree), True)
+    tests = {
+        m["name"] or m["cls"]: (source.count("\n", 0, m.start()) + 1, 0, bool(m["name"]))
+        for m in lang.test_def.finditer(source)
+    }
+    return _Tests(tests, len(lang.assertion.findall(source)), False)
+
+
+def _walk_tests(body: list[ast.stmt], prefix: str, found: dict[str, tuple[int, int, bool]]) -> None:
+    for node in body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith(
+            "test"
+        ):
+            found[prefix + node.name] = (node.lineno, _count_asserts(node), True)
+        elif isinstance(node, ast.ClassDef) and (
+            node.name.startswith("Test")
+            or any(ast.unparse(b).endswith("TestCase") for b in node.bases)
+        ):
+            found[prefix + node.name] = (node.lineno, _count_asserts(node), False)
+            _walk_tests(node.body, f"{prefix}{node.name}.", found)
+
+
+def _count_asserts(tree: ast.AST) -> int:
+    count = 0
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            on_pytest = isinstance(func, ast.Attribute) and ast.unparse(func.value) == "pytest"
+            count += str(name).startswith("assert") or (on_pytest and name in PYTEST_ASSERTS)
+        count += isinstance(node, ast.Assert)
+    return count
+
+
+def _compare_tests(
+    lang: Language, old: str, new: str, before_src: str, after_src: str
+) -> list[Problem]:
+    try:
+        before, after = _analyse(lang, before_src, True), _analyse(lang, after_src, True)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        before, after = _analyse(lang, before_src, False), _analyse(lang, after_src, False)
+    problems: list[Problem] = []
+    was, now = (sum(is_fn for _, _, is_fn in t.tests.values()) for t in (before, after))
+    gone = [n for n in before.tests if n not in after.tests] if now < was else []
+    gone = [n for n in gone if not any(n.startswith(g + ".") for g in gone)]
+    for name in gone:
+        line, _, is_fn = before.tests[name]
+        what = "test function" if is_fn else "test class"
+        detail = f"{what} {name} was removed from {old} (tests there went from {was} to {now})"
+        test_id = f"{new}::{name.replace('.', '::')}"
+        problems.append(_problem("test_function_removed", detail, old, line, test_id))
+    if before.parsed or not gone:
+        kept = before.assertions - sum(before.tests[n][1] for n in gone)
+        if after.assertions < kept:
+            detail = f"assertions in {new} went from {kept} to {after.assertions} (outside removed"
+            detail += " tests), so its tests check less"
+            problems.append(_problem("assertion_removed", detail, new))
+    return problems
+
+
+def _flatten(value: object, key: Key, out: dict[Key, object]) -> None:
+    if isinstance(value, dict):
+        for name, item in value.items():
+            _flatten(item, (*key, str(name)), out)
+    elif isinstance(value, list) and value and key and all(isinstance(v, dict) for v in value):
+        for index, item in enumerate(value):
+            _flatten(item, (*key[:-1], f"{key[-1]}[{index}]"), out)
+    else:
+        out[key] = value
+
+
+def _parse_config(name: str, text: str) -> dict[Key, object] | None:
+    """A config file's gate keys, flattened; None when it cannot be compared by keys."""
+    flat: dict[Key, object] = {}
+    try:
+        if name in TOML_FILES:
+            _flatten(tomllib.loads(text), (), flat)
+        elif name in INI_FILES:
+            parser = configparser.ConfigParser(interpolation=None, strict=False)
+            parser.read_string(text)
+            flat = {(s, k): v for s in parser.sections() for k, v in parser.items(s)}
+        else:
+            return None
+    except (tomllib.TOMLDecodeError, configparser.Error, UnicodeError):
+        return None
+    sections = TOML_FILES.get(name) or INI_FILES.get(name) or ("",)
+    return {k: v for k, v in flat.items() if ".".join(k).startswith(sections)}
+
+
+def _items(value: object) -> set[str]:
+    if isinstance(value, list):
+        return {item for v in value for item in _items(v)}
+    return {w for w in re.split(r"[,\s]+", str(value)) if w.lower() not in FALSY}
+
+
+def _lowered(before: str, after: str) -> bool:
+    old, new = ([float(m[1]) for m in THRESHOLD.finditer(text)] for text in (before, after))
+    return bool(old) and (not new or max(new) < max(old))
+
+
+def _compare_config(
+    path: str, before: dict[Key, object], after: dict[Key, object], removed: Lines, added: Lines
+) -> list[Problem]:
+    """Each changed key once, as the first that applies: suppression, coverage, gate change.
+
+    A file compared by lines has the one key `(lines)`: its threshold lines are the coverage
+    finding, any other changed line is a gate change.
+    """
+    problems: list[Problem] = []
+    sections: set[str] = set()
+    for key in sorted(before.keys() | after.keys()):
+        old, new = before.get(key), after.get(key)
+        if old == new:
+            continue
+        shown = "" if key == LINES else f" ({'.'.join(key)})"
+        more = _items(new) - _items(old) if LOOSEN_BY_ADDING & set(key) else set()
+        more |= _items(old) - _items(new) if LOOSEN_BY_REMOVING & set(key) else set()
+        lowered = not more and _lowered(f"{key[-1]}={old}", f"{key[-1]}={new}")
+        lines = [n for n, t in added if key[-1] in t]
+        lines += [n for n, t in added + removed if lowered and THRESHOLD.search(t)]
+        line = lines[0] if lines else None
+        if more:
+            detail = f"{path}{shown} now lets {', '.join(sorted(more))[:80]} through, hiding errors"
+            problems.append(_problem("suppression_added", detail, path, line))
+        elif lowered:
+            detail = (
+                f"the coverage threshold in {path}{shown} was lowered or removed, so less is tested"
+            )
+            problems.append(_problem("coverage_lowered", detail, path, line))
+        others = any(t.strip() and not THRESHOLD.search(t) for _, t in removed + added)
+        if not (more or lowered) or (lowered and key == LINES and others):
+            sections.add(".".join(key[:-1]) or key[0])
+    if sections:
+        where = "" if sections == {LINES[0]} else f" ({', '.join(sorted(sections))})"
+        detail = f"gate configuration in {path}{where} was changed, so gates differ from base's"
+        first = added[0][0] if added else None
+        problems.append(_problem("gate_config_changed", detail, path, first))
+    return problems

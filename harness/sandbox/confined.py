@@ -1,0 +1,69 @@
+"""A directory whose commands run under bubblewrap: the part every local sandbox shares."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from harness.sandbox import Completed, resolve_inside
+from harness.sandbox import bubblewrap as bwrap
+from harness.sandbox.process import run_process
+
+
+class ConfinedDirectory:
+    """Commands run in `path` with only `root` and `scratch` writable; files are read and
+    written only inside `path`. Without bubblewrap commands still run, unconfined, and
+    `isolation` says "none" so the records show it."""
+
+    def __init__(
+        self,
+        root: Path,
+        path: Path,
+        scratch: Path,
+        *,
+        readable: Sequence[Path] = (),
+        read_only: Sequence[Path] = (),
+    ) -> None:
+        self.root = root
+        """The writable tree; `path` (the cwd of commands) is inside it."""
+        self.path = path
+        self.scratch = scratch
+        self._readable = [*bwrap.needed_host_paths(), *readable]
+        self._read_only = list(read_only)
+        probe = bwrap.probe()
+        self._bwrap = probe.reason if probe.available else None
+        self.isolation = "bubblewrap" if probe.available else "none"
+
+    def run(
+        self,
+        command: str,
+        timeout_s: float,
+        log_path: Path | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        network: bool = False,
+    ) -> Completed:
+        full_env = bwrap.sandbox_env(self.scratch) | dict(env or {})
+        if self._bwrap is None:
+            argv = ["/bin/sh", "-c", command]
+        else:
+            argv = bwrap.wrap(
+                self._bwrap,
+                command,
+                cwd=self.path,
+                writable=[self.root, self.scratch],
+                readable=self._readable,
+                read_only=self._read_only,
+                network=network,
+            )
+        return run_process(
+            argv, cwd=self.path, env=full_env, timeout_s=timeout_s, log_path=log_path
+        )
+
+    def read(self, relpath: str) -> str:
+        return resolve_inside(self.path, relpath).read_text(encoding="utf-8", errors="replace")
+
+    def write(self, relpath: str, content: str) -> None:
+        target = resolve_inside(self.path, relpath, writing=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content, encoding="utf-8")
