@@ -247,10 +247,16 @@ def _run_all_gates(
         return update
     failed = run.failed
     problems = run.problems
-    if not run.infrastructure and phase == "attempt" and ctx.policy.feedback.check_base:
+    checkable = not (run.infrastructure or run.flaky_blocked)
+    if checkable and phase == "attempt" and ctx.policy.feedback.check_base:
         gate = next(g for g in gates if g.name == failed.name)
+        started = time.monotonic()
         problems = ctx.base_failures.label(spec, gate, problems)
-    feedback = compact(problems, previous=previous, max_tokens=ctx.policy.feedback.max_tokens)
+        # Gate time too (the gate ran on the base), not harness overhead.
+        update["gates_s"] += time.monotonic() - started
+    feedback = compact(
+        problems, previous=previous, max_tokens=ctx.policy.feedback.max_tokens, attempt=attempt
+    )
     update |= {"problems": [p.model_dump() for p in problems], "feedback": feedback.model_dump()}
     if phase == "attempt" and feedback.fixed:
         update["fixed"] = {**state.get("fixed", {}), str(attempt): _one_liners(feedback.fixed)}
@@ -303,7 +309,7 @@ def feedback(state: TaskState, ctx: RunContext) -> Update:
     """Save what the next attempt will be told, so a reviewer can see exactly that."""
     spec = _spec(state)
     attempt = state.get("attempt", 0)
-    told = render_for_agent(Feedback.model_validate(state["feedback"]), attempt + 1)
+    told = render_for_agent(Feedback.model_validate(state["feedback"]), attempt)
     write_atomic(ctx.task_dir(spec.id) / f"feedback-{attempt}.md", told + "\n")
     return {}
 

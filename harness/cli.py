@@ -190,10 +190,16 @@ def check(
         for record in result.records:
             verdict = "pass" if record.passed else "FAIL"
             name = record.name if record.run == 1 else f"{record.name} (re-run)"
-            console.print(f"{verdict:<4}  {name:<16} {escape(record.command)}", highlight=False)
+            console.print(
+                f"{verdict:<4}  {name:<16} {escape(record.command)}",
+                highlight=False,
+                soft_wrap=True,
+            )
         if result.problems:
-            console.print(escape(render_for_agent(feedback, 1)), highlight=False)
-        console.print(f"logs: {check_dir}", highlight=False)
+            # soft_wrap: the feedback must reach a pipe or a CI log exactly as an agent gets it.
+            text = escape(render_for_agent(feedback, 1))
+            console.print(text, highlight=False, soft_wrap=True)
+        console.print(f"logs: {check_dir}", highlight=False, soft_wrap=True)
     raise typer.Exit(0 if result.passed else 1)
 
 

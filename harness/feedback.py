@@ -356,7 +356,9 @@ ADVICE = {
 def _advice(feedback: Feedback) -> list[str]:
     problems = feedback.problems
     kinds = {p.category for p in problems} | {
-        "tests" if p.test_id else "findings" for p in problems if p.category not in WHOLE
+        "tests" if p.test_id or p.type.endswith(("test-failure", "test-error")) else "findings"
+        for p in problems
+        if p.category not in WHOLE
     }
     kinds |= {"pre_existing"} if any(p.pre_existing for p in problems) else set()
     kinds |= {"truncated"} if feedback.truncated else set()

@@ -64,6 +64,11 @@ class GateRecord(BaseModel):
     """The tail of the output, for records (not the summary)."""
 
     @property
+    def ending(self) -> str:
+        """How the run ended, for records: "exit 1", "timed out"."""
+        return "timed out" if self.timed_out else f"exit {self.exit_code}"
+
+    @property
     def infrastructure_failure(self) -> bool:
         """Failures that are not the agent's doing and must not be charged to its budget."""
         return self.timed_out or self.killed or self.tool_missing

@@ -94,7 +94,8 @@ def render_markdown(problems: list[Problem]) -> str:
     for problem in problems:
         lines = [f"### {problem.title}"]
         if problem.command is not None:
-            lines.append(f"- command: `{problem.command}` (exit code {problem.exit_code})")
+            ending = "" if problem.exit_code is None else f" (exit code {problem.exit_code})"
+            lines.append(f"- command: `{problem.command}`{ending}")
         if problem.location is not None:
             lines.append(f"- at: `{problem.location}`")
         if problem.test_id is not None:

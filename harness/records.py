@@ -78,7 +78,7 @@ def pr_record(
     ]
     for number in range(1, attempts + 1):
         failed = failing_gate(gates, number)
-        verdict = f"failed gate `{failed.name}` (exit {failed.exit_code})" if failed else "passed"
+        verdict = f"failed gate `{failed.name}` ({failed.ending})" if failed else "passed"
         lines.append(f"- attempt {number}: {verdict}")
         lines += [f"  - fixed: {item}" for item in fixed.get(str(number), [])]
     if flaky:
@@ -123,7 +123,7 @@ def escalation_record(
         gate = failing_gate(gates, number)
         if gate is not None:
             lines += [
-                f"## Attempt {number}: gate `{gate.name}` failed (exit {gate.exit_code})",
+                f"## Attempt {number}: gate `{gate.name}` failed ({gate.ending})",
                 "",
                 f"`{gate.command}`",
                 "",

@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator, Sequence
@@ -77,6 +78,38 @@ def tree_hashes(root: Path, skip: Sequence[str] = (".git", "runs")) -> dict[str,
             else:
                 hashes[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
     return hashes
+
+
+def commit_files(repo: Path, files: dict[str, str], message: str = "more") -> None:
+    """Write `files` (relative path -> text) into `repo` and commit them."""
+    for relpath, text in files.items():
+        path = repo / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    git(repo, "add", "-A")
+    git(repo, *IDENTITY, "commit", "-q", "-m", message)
+
+
+# --- records ---------------------------------------------------------------------------------
+
+
+def escalation_problems(path: Path) -> list[dict[str, Any]]:
+    """The problem objects of an escalation record: one JSON array in the ```json block that
+    follows "As application/problem+json:"."""
+    record = path.read_text("utf-8")
+    match = re.search(r"As application/problem\+json:\n\n```json\n(.*?)\n```", record, re.DOTALL)
+    assert match, f"no problem JSON in {path}:\n{record}"
+    problems = json.loads(match.group(1))
+    assert isinstance(problems, list) and all(isinstance(p, dict) for p in problems), problems
+    return problems
+
+
+def section(record: str, heading: str) -> str:
+    """The body of the Markdown section whose `## ` heading starts with `heading` ("" if none)."""
+    for part in record.split("\n## ")[1:]:
+        if part.startswith(heading):
+            return part.split("\n", 1)[1] if "\n" in part else ""
+    return ""
 
 
 # --- the CLI, in-process ------------------------------------------------------------------------

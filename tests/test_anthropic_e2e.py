@@ -154,7 +154,14 @@ def test_fix_pagination_attempt_two_was_told_why_attempt_one_failed(demo: Anthro
     ]
     assert len(openers) == 2
     first, second = openers
-    assert "attempt: 1" in first and "previous attempt" not in first
-    assert "attempt: 2" in second and "Your previous attempt did not pass the gates" in second
+    assert first.splitlines()[1] == "attempt: 1" and "previous attempt" not in first
+    assert second.splitlines()[1] == "attempt: 2"
+    assert "Your previous attempt did not pass the gates" in second
+    # The feedback names the failing gate, each failing test by id at its file:line, and
+    # pytest's own message; and it is exactly what the run recorded as feedback-1.md.
     failed = [g for g in demo.task("fix-pagination")["gates"] if not g["passed"]]
-    assert failed and f"Gate '{failed[0]['name']}' failed" in second
+    assert failed and f"### {failed[0]['name']}: Test failed" in second
+    assert "tests/test_pagination.py::test_empty_listing_has_one_page" in second
+    assert "`tests/test_pagination.py:14`" in second and "assert 0 == 1" in second
+    told = (demo.run_dir / "tasks" / "fix-pagination" / "feedback-1.md").read_text("utf-8")
+    assert told.strip() in second

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import yaml
 from helpers import (
     FINISH,
     WRITE_DONE,
@@ -14,6 +16,7 @@ from helpers import (
     branch_exists,
     git,
     run_cli,
+    section,
     worktree_count,
 )
 
@@ -219,6 +222,12 @@ def test_protected_path_escalates_and_keeps_the_branch(tiny: TinyProject) -> Non
     assert git(tiny.repo, "show", "harness/r1/ci:.github/workflows/x.yml") == "x"
     record = (tiny.root / task["escalation"]).read_text("utf-8")
     assert "harness/r1/ci" in record
+    # The check runs in the guard node, right after the gates pass, before verification. A CI
+    # workflow is also a fake-green finding (gate_config_changed); protected is checked first.
+    nodes = [node for node, event in tiny.events("ci") if event == "enter"]
+    assert nodes == ["triage", "provision", "agent", "gates", "guard", "escalate", "teardown"]
+    assert task["reason"].startswith("touches protected paths")
+    assert "fake-green" not in task["reason"]
 
 
 def test_tier_not_in_auto_pr_tiers_escalates_after_verification(tiny: TinyProject) -> None:
@@ -251,8 +260,11 @@ def test_verify_reruns_gates_on_the_committed_tree(tiny: TinyProject) -> None:
     task = tiny.task("ignored")
     assert task["outcome"] == "escalated"
     assert task["reason"].startswith("verification failed")
+    # The gate is of kind test: its failure on verification is re-run once (the flaky check)
+    # and fails again, so verification fails.
     assert [(g["phase"], g["passed"]) for g in task["gates"]] == [
         ("attempt", True),
+        ("verify", False),
         ("verify", False),
     ]
     assert task["pr"] is None
@@ -283,9 +295,65 @@ def test_failing_gate_retries_with_feedback_then_verifies(tiny: TinyProject) -> 
         "feedback",
         "agent",
         "gates",
+        "guard",
         "verify",
         "publish",
         "teardown",
+    ]
+
+
+def test_feedback_files_name_the_attempt_they_report_on(tiny: TinyProject) -> None:
+    """feedback-<n>.md holds attempt n's gate results: its front matter says `attempt: n`, and
+    what attempt n fixed is "fixed since attempt n-1" (as harness.feedback.render_for_agent
+    documents its `attempt`: the attempt whose gate results these are)."""
+    tiny.write_policy(
+        gates=[
+            {"name": "notodo", "kind": "lint", "command": "! grep -rn TODO --include='*.txt' ."}
+        ],
+        budget={"max_attempts": 3, "max_steps": 20, "wall_clock_s": 120},
+    )
+
+    def write(path: str, content: str) -> dict[str, Any]:
+        return {"tool": "write_file", "args": {"path": path, "content": content}}
+
+    tiny.add_spec(
+        "three",
+        attempts=[
+            [write("a.txt", "TODO a\n"), write("b.txt", "TODO b\n"), FINISH],
+            [write("a.txt", "a\n"), FINISH],
+            [write("b.txt", "b\n"), FINISH],
+        ],
+    )
+    result = tiny.run()
+    assert result.exit_code == 0, result.stderr
+    task = tiny.task("three")
+    assert (task["outcome"], task["attempts"]) == ("verified", 3)
+
+    def read(n: int) -> tuple[dict[str, Any], str]:
+        text = (tiny.runs / "r1" / "tasks" / "three" / f"feedback-{n}.md").read_text("utf-8")
+        front, body = text.removeprefix("---\n").split("---\n", 1)
+        return yaml.safe_load(front), body
+
+    first, _ = read(1)
+    assert (first["attempt"], first["problems"], first["fixed"]) == (1, 2, 0)
+    second, body = read(2)
+    assert second == {
+        "attempt": 2,
+        "problems": 1,
+        "new": 0,
+        "still_failing": 1,
+        "fixed": 1,
+        "truncated": False,
+    }
+    assert "Fixed since attempt 1: a.txt:1" in body
+    assert "### notodo: Gate failed — b.txt (still failing)" in body
+    pr = (tiny.root / task["pr"]).read_text("utf-8")
+    assert section(pr, "Attempts").strip().splitlines() == [
+        "- attempt 1: failed gate `notodo` (exit 1)",
+        "- attempt 2: failed gate `notodo` (exit 1)",
+        "  - fixed: a.txt:1: TODO a",
+        "- attempt 3: passed",
+        "  - fixed: b.txt:1: TODO b",
     ]
 
 

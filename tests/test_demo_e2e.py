@@ -9,7 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import CliResult, branch_exists, git, make_demo_repo, run_cli, tree_hashes
+import yaml
+from helpers import (
+    CliResult,
+    branch_exists,
+    git,
+    make_demo_repo,
+    run_cli,
+    section,
+    tree_hashes,
+)
 
 RUN_ID = "e2e"
 SHOP = "examples/shop"
@@ -21,10 +30,10 @@ EXPECTED = {
     "migrate-payment-provider": ("escalated", 0),
 }
 NODES = {
-    "add-bulk-discount": ["triage", "provision", "agent", "gates", "verify", "publish"],
+    "add-bulk-discount": ["triage", "provision", "agent", "gates", "guard", "verify", "publish"],
     "fix-pagination": [
         *("triage", "provision", "agent", "gates", "feedback", "agent", "gates"),
-        *("verify", "publish"),
+        *("guard", "verify", "publish"),
     ],
     "round-tax-per-line": [
         *("triage", "provision", "agent", "gates", "feedback", "agent", "gates"),
@@ -117,8 +126,15 @@ def test_outcome_and_attempts(demo: DemoRun, spec_id: str) -> None:
 def test_gate_records_of_the_retried_task(demo: DemoRun) -> None:
     gates = demo.task("fix-pagination")["gates"]
     failed = [g for g in gates if not g["passed"]]
+    # The failing test gate is re-run once on the same tree (the flaky check); it fails again.
     assert [(g["name"], g["phase"], g["attempt"], g["exit_code"]) for g in failed] == [
-        ("tests", "attempt", 1, 1)
+        ("tests", "attempt", 1, 1),
+        ("tests", "attempt", 1, 1),
+    ]
+    assert [(g["phase"], g["attempt"], g["name"]) for g in gates] == [
+        *[("attempt", 1, name) for name in ("lint", "types", "tests", "tests")],
+        *[("attempt", 2, name) for name in ("lint", "types", "tests", "acceptance-1")],
+        *[("verify", 2, name) for name in ("lint", "types", "tests", "acceptance-1")],
     ]
     verify = [g["name"] for g in gates if g["phase"] == "verify"]
     assert verify == ["lint", "types", "tests", "acceptance-1"]
@@ -161,7 +177,13 @@ def test_pr_record_lists_every_gate_with_exit_codes_and_a_diffstat(
     assert "files changed" in record or "file changed" in record
     if spec_id == "fix-pagination":
         assert "| attempt | 1 | tests | `pytest -q` | 1 | FAIL |" in record
-        assert "shop/pagination.py" in record
+        assert "| attempt | 1 | tests (run 2) | `pytest -q` | 1 | FAIL |" in record
+        # Paths from the repository's top level, not from the spec's repo directory.
+        assert f"- `{SHOP}/shop/pagination.py`" in record
+        assert f" {SHOP}/shop/pagination.py " in record  # the diffstat
+        # Attempt 2 lists the problems of attempt 1 it fixed.
+        attempts = section(record, "Attempts")
+        assert "  - fixed: tests/test_pagination.py::test_empty_listing_has_one_page" in attempts
 
 
 def test_budget_exhausted_escalation_record(demo: DemoRun) -> None:
@@ -193,9 +215,17 @@ def test_tier_3_escalation_has_no_branch(demo: DemoRun) -> None:
 
 def test_feedback_file_holds_the_failing_test_output(demo: DemoRun) -> None:
     feedback = (demo.run_dir / "tasks" / "fix-pagination" / "feedback-1.md").read_text("utf-8")
-    assert "test_empty_listing_has_one_page" in feedback
-    assert "FAILED" in feedback
+    # YAML front matter with the counts, then what happened and what to do.
+    front, body = feedback.removeprefix("---\n").split("---\n", 1)
+    assert yaml.safe_load(front)["problems"] == 2
+    assert body.startswith("## What happened\n") and "\n## What to do\n" in body
+    # Each failing test by its id, at its file:line, with pytest's own assertion message and
+    # the source around the failing line.
+    assert "tests/test_pagination.py::test_empty_listing_has_one_page" in feedback
+    assert "tests/test_pagination.py::test_clamp_page" in feedback
+    assert "`tests/test_pagination.py:14`" in feedback
     assert "assert 0 == 1" in feedback
+    assert "> 14 |     assert page_count(0, 10) == 1" in feedback
     assert not (demo.run_dir / "tasks" / "fix-pagination" / "feedback-2.md").exists()
 
 

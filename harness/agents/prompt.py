@@ -52,7 +52,7 @@ def task_message(spec: Spec, number: int, feedback: Feedback | None) -> str:
             "",
             "Your earlier changes are still in the tree. The harness measured these problems:",
             "",
-            render_for_agent(feedback, number),
+            render_for_agent(feedback, number - 1),
         ]
     return "\n".join(lines)
 
