@@ -55,6 +55,8 @@ class TaskState(TypedDict, total=False):
     """What the next attempt is told: the problems compacted (a harness.feedback.Feedback)."""
     fixed: dict[str, list[str]]
     """Per attempt number, the problems of the attempt before that this one made go away."""
+    found: dict[str, list[str]]
+    """Per attempt number, its problems in one line each (for escalation records)."""
     flaky: Annotated[list[dict[str, Any]], operator.add]
     """Tests that failed and then passed on a re-run."""
     flagged: list[dict[str, Any]]
@@ -258,6 +260,8 @@ def _run_all_gates(
         problems, previous=previous, max_tokens=ctx.policy.feedback.max_tokens, attempt=attempt
     )
     update |= {"problems": [p.model_dump() for p in problems], "feedback": feedback.model_dump()}
+    if phase == "attempt":
+        update["found"] = {**state.get("found", {}), str(attempt): _one_liners(problems)}
     if phase == "attempt" and feedback.fixed:
         update["fixed"] = {**state.get("fixed", {}), str(attempt): _one_liners(feedback.fixed)}
     if failed.tool_missing:
@@ -394,6 +398,7 @@ def escalate(state: TaskState, ctx: RunContext) -> Update:
         reason=reason,
         gates=_gate_records(state),
         attempts=state.get("attempt", 0),
+        found=state.get("found", {}),
         problems=[Problem.model_validate(p) for p in state.get("problems", [])],
     )
     write_atomic(path, text)

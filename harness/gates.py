@@ -197,7 +197,7 @@ class GateRunner:
             instance=instance,
         )
         if not record.counts:  # machine formats (JSON) print no closing count line
-            record = record.model_copy(update={"counts": {"problems": len(problems)}})
+            record = record.model_copy(update={"counts": {"found": len(problems)}})
         return record, problems
 
 

@@ -108,8 +108,11 @@ def escalation_record(
     reason: str,
     gates: Sequence[GateRecord],
     attempts: int,
+    found: dict[str, list[str]],
     problems: list[Problem],
 ) -> str:
+    """`found`: per attempt, its problems one line each; the raw output's tail stands in for
+    an attempt whose output no parser understood."""
     lines = [f"# Escalated: {spec.title}", "", *_header(spec, run_id, agent, branch), ""]
     lines += [f"**Reason:** {reason}", ""]
     if branch:
@@ -125,13 +128,13 @@ def escalation_record(
             lines += [
                 f"## Attempt {number}: gate `{gate.name}` failed ({gate.ending})",
                 "",
-                f"`{gate.command}`",
-                "",
-                "```text",
-                gate.excerpt.rstrip() or "(no output)",
-                "```",
+                f"`{gate.command}` · full output: `{gate.log}`",
                 "",
             ]
+            if found.get(str(number)):
+                lines += [*(f"- {line}" for line in found[str(number)]), ""]
+            else:
+                lines += ["```text", gate.excerpt.rstrip() or "(no output)", "```", ""]
     if problems:
         lines += ["## Last problems", "", render_markdown(problems), ""]
         as_json = [p.model_dump(mode="json", exclude_none=True) for p in problems]

@@ -41,7 +41,7 @@ NODES = {
     ],
     "migrate-payment-provider": ["triage", "escalate"],
 }
-POLICY_GATES = ["ruff check .", "mypy .", "pytest -q"]
+POLICY_GATES = ["ruff check --output-format=json .", "mypy -O json .", "pytest -q"]
 
 
 @dataclass

@@ -36,7 +36,11 @@ def test_default_policy_loads() -> None:
     assert policy.agent.kind == "anthropic"
     assert policy.agent.model
     assert [g.name for g in policy.gates] == ["lint", "types", "tests"]
-    assert [g.command for g in policy.gates] == ["ruff check .", "mypy .", "pytest -q"]
+    assert [g.command for g in policy.gates] == [
+        "ruff check --output-format=json .",
+        "mypy -O json .",
+        "pytest -q",
+    ]
     assert policy.budget.max_attempts == 2
     assert policy.concurrency == 4
     assert policy.publish.auto_pr_tiers == [1, 2]
