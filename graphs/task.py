@@ -297,8 +297,10 @@ def _run_all_gates(
 def _one_liners(problems: list[Problem]) -> list[str]:
     def line(problem: Problem) -> str:
         where = problem.test_id or (str(problem.location) if problem.location else problem.gate)
-        code = f" {problem.code}" if problem.code else ""
-        return f"{where}{code}: {problem.detail.strip().splitlines()[0][:120]}"
+        first = problem.detail.strip().splitlines()[0][:120] if problem.detail.strip() else ""
+        # pytest's message already starts with the exception name that is the code.
+        code = f" {problem.code}" if problem.code and not first.startswith(problem.code) else ""
+        return f"{where}{code}: {first}"
 
     return [line(problem) for problem in problems]
 
