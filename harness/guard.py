@@ -45,20 +45,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
-from typing import Literal
 
 from harness.errors import InfrastructureError
+from harness.policy import GuardFindingKind
 from harness.problems import Location, Problem, problem_type
 
-FindingKind = Literal[
-    "test_file_removed",
-    "test_function_removed",
-    "skip_added",
-    "assertion_removed",
-    "suppression_added",
-    "coverage_lowered",
-    "gate_config_changed",
-]
+# The kinds are part of the policy (guard.allow names them), so the policy defines them.
+FindingKind = GuardFindingKind
 
 
 @dataclass(frozen=True)
