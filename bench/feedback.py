@@ -8,7 +8,8 @@ bubblewrap. The output goes through the real pipeline:
 
     parse_gate_output(...) -> compact(problems) (default budget) -> render_for_agent(feedback, 1)
 
-and the figures compare:
+(as harness.gates does, the parser gets the whole log when the in-memory output was cut to its
+head and tail and the log is at most PARSE_LIMIT_BYTES), and the figures compare:
 
 - raw: the tool's whole stdout+stderr (the gate's log), as a person or an agent running the
   gate's command would get it: the default text output of `ruff check .`, `mypy .`, `pytest -q`;
@@ -25,8 +26,9 @@ them; it cross-checks them against what the tools report (ruff and mypy JSON, th
 report, pytest's crash lines) and reports retention of the tool-reported set too.
 
 For ruff and mypy the machine format (`ruff check --output-format=json .`, `mypy -O json .`)
-is also run and fed to the parser, to show what each format yields; the feedback figures come
-from the text output, which is what the default policy's gates print.
+is also run and fed to the parser, to show what each format yields. The feedback figures come
+from the text output; the shipped policies run the JSON formats, and the problems / findings
+columns show whether the two parse to the same findings.
 
     .venv/bin/python bench/feedback.py [--only SCENARIO] [--json PATH] [--keep] [--show SCENARIO]
 
@@ -51,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.feedback import compact, estimate_tokens, render_for_agent
+from harness.gates import _output_to_parse
 from harness.parsers import parse_gate_output
 from harness.policy import GateConfig
 from harness.problems import Problem
@@ -425,7 +428,8 @@ class GateFigures:
     raw_bytes: int
     raw_tokens: int
     parser_input_bytes: int
-    """What harness hands the parser: the raw output capped to its head and tail."""
+    """What harness hands the parser: the whole log when the in-memory output was cut and the
+    log is at most harness.gates.PARSE_LIMIT_BYTES, else the output capped to head and tail."""
     output_cut_bytes: int
     problems: int
     findings: int
@@ -512,8 +516,11 @@ def run_gate(
             instance=f"bench/{scenario}/attempt-1/{gate.name}",
         )
 
-    problems = parse(done.output)
-    uncapped = parse(raw) if done.output_cut_bytes else problems
+    # What the gate runner parses: the whole log when the in-memory output was cut (up to
+    # harness.gates.PARSE_LIMIT_BYTES), else the capped output.
+    parser_input = _output_to_parse(done)
+    problems = parse(parser_input)
+    uncapped = problems if parser_input == raw or not done.output_cut_bytes else parse(raw)
     figures = GateFigures(
         gate=gate.name,
         command=gate.command,
@@ -521,7 +528,7 @@ def run_gate(
         duration_s=round(done.duration_s, 2),
         raw_bytes=len(raw.encode()),
         raw_tokens=estimate_tokens(raw),
-        parser_input_bytes=len(done.output.encode()),
+        parser_input_bytes=len(parser_input.encode()),
         output_cut_bytes=done.output_cut_bytes,
         problems=len(problems),
         findings=_findings(problems),
@@ -539,7 +546,7 @@ def run_gate(
         text = machine_log.read_text(encoding="utf-8", errors="replace")
         parsed = parse_gate_output(
             machine_gate,
-            other.output,
+            _output_to_parse(other),
             root=root,
             junit_xml=None,
             exit_code=other.exit_code,
@@ -681,9 +688,10 @@ def run_scenario(
         "elapsed_s": round(time.perf_counter() - started, 1),
         "feedback": rendered,
     }
-    if any(g.output_cut_bytes for g in gates):
+    if any(g.parser_input_bytes < g.raw_bytes for g in gates):
         # Diagnosis, not the measured pipeline: the same compaction fed the whole log instead
-        # of the capped output, to tell losses of the cap from losses of compaction.
+        # of the capped output (a log over PARSE_LIMIT_BYTES), to tell losses of the cap from
+        # losses of compaction.
         whole = render_for_agent(compact(uncapped), 1)
         kept = [x for x in seeded_locations if present(x, whole)]
         kept += [i for i in seeded_ids if i in whole]
@@ -833,12 +841,22 @@ def markdown(result: dict[str, Any]) -> str:
                 else ""
             ),
         ]
+        whole_logs = [
+            f"{g['gate']} {g['output_cut_bytes']:,} of {g['raw_bytes']:,} bytes"
+            for g in r["gates"]
+            if g["output_cut_bytes"] and g["parser_input_bytes"] >= g["raw_bytes"]
+        ]
+        if whole_logs:
+            lines.append(
+                f"- the output cap cut the middle of the in-memory output ({', '.join(whole_logs)})"
+                "; as the gate runner does, the parser got the whole log instead"
+            )
         if "uncapped" in r:
             u = r["uncapped"]
             cut = ", ".join(
                 f"{g['gate']} {g['output_cut_bytes']:,} of {g['raw_bytes']:,} bytes"
                 for g in r["gates"]
-                if g["output_cut_bytes"]
+                if g["parser_input_bytes"] < g["raw_bytes"]
             )
             lines.append(
                 f"- the output cap cut the middle of the output the parser gets ({cut}); "
