@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from helpers import (
     FINISH,
@@ -19,6 +20,8 @@ from helpers import (
     section,
     worktree_count,
 )
+
+from harness.sandbox import bubblewrap as bwrap
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -410,3 +413,18 @@ def test_runs_default_to_the_working_directory(demo_repo: Path) -> None:
         0,
     )
     assert (demo_repo / task["escalation"]).is_file()
+
+
+def test_without_bubblewrap_the_run_works_and_says_isolation_is_off(
+    tiny: TinyProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No bubblewrap (or one that cannot make namespaces): commands run unconfined, the run
+    still completes, stderr says so loudly and summary.json records it."""
+    off = bwrap.Isolation(False, "bubblewrap (bwrap) is not installed")
+    monkeypatch.setattr(bwrap, "probe", lambda: off)
+    tiny.add_spec("plain")
+    result = tiny.run()
+    assert result.exit_code == 0, result.stderr
+    assert "isolation is OFF" in result.stderr
+    assert tiny.task("plain")["outcome"] == "verified"
+    assert tiny.summary()["isolation"] == "none: bubblewrap (bwrap) is not installed"
