@@ -79,6 +79,7 @@ from typing import Any, Protocol
 
 import anthropic
 import host
+from stats import percentile
 
 SOURCE = Path(__file__).resolve().parent.parent
 # The fake Messages API is test code (tests/fake_anthropic.py), not part of the harness package:
@@ -476,15 +477,6 @@ def split_calls(
 
 
 # --- figures ---------------------------------------------------------------------------------
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (0..100), interpolating between closest ranks (numpy's default)."""
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def describe(values: list[float]) -> dict[str, float]:

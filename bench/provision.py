@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import host
+from stats import percentile
 
 from harness.gitrepo import GitRepository
 from harness.sandbox import bubblewrap as bwrap
@@ -60,17 +61,6 @@ class Sample:
     """Of provision_ms: the `git worktree add` call alone (checkout of every file)."""
     first_command_ms: float
     """sandbox.run("true"): bubblewrap namespaces, mounts, /bin/sh, wait, output capture."""
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (0..100), interpolating between closest ranks (numpy's default)."""
-    ordered = sorted(values)
-    if not ordered:
-        raise ValueError("no values")
-    rank = (len(ordered) - 1) * q / 100
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def describe(values: list[float]) -> dict[str, float]:
