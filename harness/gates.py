@@ -177,9 +177,11 @@ class GateRunner:
         stem = f"{phase}-{attempt}-{gate.name}" + (f"-run{run}" if run > 1 else "")
         log = self.log_dir / f"{stem}.log"
         # pytest writes a JUnit report wherever a gate runs it; the scratch dir is writable.
+        # xunit1 reports carry each test's file, which makes exact test ids.
         junit = self.sandbox.scratch / "reports" / f"{stem}.xml"
         junit.unlink(missing_ok=True)
-        env = {"PYTEST_ADDOPTS": f"{PYTEST_ADDOPTS} --junitxml={junit}"}
+        report = f"--junitxml={junit} -o junit_family=xunit1"
+        env = {"PYTEST_ADDOPTS": f"{PYTEST_ADDOPTS} {report}"}
         done = self.sandbox.run(gate.command, timeout_s=timeout, log_path=log, env=env)
         record = _record(gate, done, attempt=attempt, phase=phase, run=run)
         if record.passed:
