@@ -218,7 +218,7 @@ def _live_table(ledger: RunLedger) -> Table:
     now = time.monotonic()
     for status in ledger.snapshot():
         step = status.outcome or status.step
-        table.add_row(status.spec_id, str(status.attempt), step, f"{now - status.started:.1f}s")
+        table.add_row(status.spec_id, str(status.attempt), step, f"{status.elapsed(now):.1f}s")
     return table
 
 

@@ -77,6 +77,11 @@ class TaskStatus:
     step: str = "queued"
     started: float = field(default_factory=time.monotonic)
     outcome: str | None = None
+    finished: float | None = None
+
+    def elapsed(self, now: float) -> float:
+        """Seconds since the task started, frozen once it has an outcome."""
+        return (self.finished or now) - self.started
 
 
 class RunLedger:
@@ -104,6 +109,7 @@ class RunLedger:
             status.attempt = int(data.get("attempt", status.attempt))
             if "outcome" in data:
                 status.outcome = str(data["outcome"])
+                status.finished = status.finished or time.monotonic()
             if self.listener is not None:
                 self.listener(line)
 
