@@ -12,7 +12,6 @@ import json
 import os
 import random
 import time
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,13 @@ from anthropic.types import Message
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from harness.agents import AttemptContext, AttemptRecord, Usage
+from harness.agents.api_errors import (
+    CallFailed,
+    MalformedReply,
+    call_failed,
+    is_transient,
+    retry_after_s,
+)
 from harness.agents.fleet import Fleet
 from harness.agents.prompt import repo_instructions, system_prompt, task_message, tool_definitions
 from harness.agents.tools import SandboxTools
@@ -34,26 +40,6 @@ from harness.spec import Spec
 
 API_KEY_VARIABLE = "ANTHROPIC_API_KEY"
 BASE_URL_VARIABLE = "ANTHROPIC_BASE_URL"
-TRANSIENT_STATUS = {408, 409, 429, 500, 502, 503, 504, 529}
-
-
-class CallFailed(Exception):
-    """A model call that ended the attempt; `usage` is what was billed on the way."""
-
-    def __init__(self, problem: Problem, stop_reason: str, usage: Usage) -> None:
-        super().__init__(problem.detail)
-        self.problem = problem
-        self.stop_reason = stop_reason
-        self.usage = usage
-
-
-class MalformedReply(Exception):
-    """A 200 whose body did not parse as a Message: retried like a transient error. The call
-    was billed all the same; `usage` is what its body said, when it said anything."""
-
-    def __init__(self, message: str, usage: Usage) -> None:
-        super().__init__(message)
-        self.usage = usage
 
 
 class AnthropicAgent:
@@ -208,17 +194,17 @@ class AnthropicAgent:
 
         def wait(retry_state: RetryCallState) -> float:
             exc = retry_state.outcome.exception() if retry_state.outcome else None
-            asked = _retry_after_s(exc)
+            asked = retry_after_s(exc)
             if asked is not None:
                 return asked
             backoff = retries.initial_backoff_s * 2.0 ** (retry_state.attempt_number - 1)
             return min(retries.max_wait_s, backoff * random.uniform(0.8, 1.2))
 
         def transient(exc: BaseException) -> bool:
-            asked = _retry_after_s(exc)
+            asked = retry_after_s(exc)
             if asked is not None and asked > retries.max_wait_s:
                 return False  # not obeyed: it would stall the run; fails as infrastructure
-            return _is_transient(exc)
+            return is_transient(exc)
 
         try:
             for attempt in Retrying(
@@ -236,7 +222,7 @@ class AnthropicAgent:
                         raise
                     billed = billed + usage
         except (anthropic.APIError, MalformedReply, OSError) as exc:
-            raise self._failure(exc, billed, made - 1) from None
+            raise call_failed(exc, billed, made - 1, retries.max_wait_s) from None
         entry["retries"] = made - 1
         return message, billed, entry
 
@@ -293,36 +279,6 @@ class AnthropicAgent:
             cost_usd=cost,
         )
 
-    def _failure(self, exc: BaseException, billed: Usage, retries: int) -> CallFailed:
-        kind, message = _error_details(exc)
-        asked = _retry_after_s(exc)
-        if _is_transient(exc) or isinstance(exc, MalformedReply):
-            cap = self.config.retry.max_wait_s
-            if asked is not None and asked > cap:
-                why = f"the server asked to wait {asked:.0f} s, over the {cap:.0f} s cap"
-            else:
-                why = f"still failing after {retries} retries"
-            problem = Problem(
-                type=problem_type("model-api-unavailable"),
-                title="The model API is unavailable",
-                detail=f"{kind}: {message} ({why})",
-                status=getattr(exc, "status_code", None),
-                category="infrastructure",
-                retryable=True,
-                retry_after_s=asked,
-            )
-            return CallFailed(problem, "infrastructure", billed)
-        problem = Problem(
-            type=problem_type("model-api-refused"),
-            title="The model API refused the request",
-            detail=f"{kind}: {message}",
-            status=getattr(exc, "status_code", None),
-            category="infrastructure",
-            retryable=False,
-            owner_action_required=True,
-        )
-        return CallFailed(problem, "owner_action_required", billed)
-
     def _log(
         self, path: Path, context: AttemptContext, new_messages: list[Any], entry: dict[str, Any]
     ) -> None:
@@ -340,39 +296,6 @@ class AnthropicAgent:
 
 def _with_cache_breakpoint(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [*tools[:-1], {**tools[-1], "cache_control": {"type": "ephemeral"}}]
-
-
-def _is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, anthropic.APIConnectionError | MalformedReply):
-        return True
-    return isinstance(exc, anthropic.APIStatusError) and exc.status_code in TRANSIENT_STATUS
-
-
-def _retry_after_s(exc: BaseException | None) -> float | None:
-    """The wait a server asked for: retry-after-ms, else retry-after (seconds or a date)."""
-    if not isinstance(exc, anthropic.APIStatusError):
-        return None
-    headers = exc.response.headers
-    try:
-        if (ms := headers.get("retry-after-ms")) is not None:
-            return max(0.0, float(ms) / 1000)
-        if (value := headers.get("retry-after")) is not None:
-            try:
-                return max(0.0, float(value))
-            except ValueError:
-                return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
-    return None
-
-
-def _error_details(exc: BaseException) -> tuple[str, str]:
-    """The API's error type and message, or the exception's own."""
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        error = body["error"]
-        return str(error.get("type", type(exc).__name__)), str(error.get("message", exc))
-    return type(exc).__name__, str(exc)
 
 
 def _json_or_none(text: str) -> dict[str, Any] | None:
