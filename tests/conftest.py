@@ -6,6 +6,8 @@ Plain helpers (git, the CLI in-process, TinyProject) are in helpers.py.
 
 from __future__ import annotations
 
+import http.server
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,3 +52,16 @@ def sandbox(tiny: TinyProject, tiny_spec: Spec) -> Iterator[WorktreeSandbox]:
     )
     yield box
     box.teardown()
+
+
+@pytest.fixture
+def http_server() -> Iterator[int]:
+    """A real HTTP server on the host's loopback; yields its port."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -3,9 +3,6 @@ the "CLI agent" is a shell script, so what harness hands it and what it can reac
 
 from __future__ import annotations
 
-import http.server
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -56,18 +53,6 @@ def test_only_the_named_host_variables_reach_the_command_agent(
     assert "tok-kept-out-0002" not in seen
 
 
-@pytest.fixture
-def host_port() -> Iterator[int]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 PROBE = (
     "python3 -c \"import socket; socket.create_connection(('127.0.0.1', {port}), 2)\" "
     "&& echo reached > net.txt || echo refused > net.txt; echo made > done.txt"
@@ -76,9 +61,9 @@ PROBE = (
 
 @pytest.mark.parametrize(("network", "expected"), [(False, "refused"), (True, "reached")])
 def test_network_only_when_the_policy_grants_it(
-    tiny: TinyProject, host_port: int, network: bool, expected: str
+    tiny: TinyProject, http_server: int, network: bool, expected: str
 ) -> None:
-    tiny.write_policy(agent=command_agent(PROBE.format(port=host_port), network=network))
+    tiny.write_policy(agent=command_agent(PROBE.format(port=http_server), network=network))
     tiny.add_spec("net", replay=False)
     assert tiny.run().exit_code == 0
 

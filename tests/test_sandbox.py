@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import http.server
 import os
 import secrets
 import shutil
 import socket
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -84,18 +81,6 @@ def test_host_outside_tmp_is_read_only(sandbox: WorktreeSandbox) -> None:
     done = sandbox.run(f": >> {target}", timeout_s=30)
     assert done.exit_code != 0
     assert "Read-only file system" in done.output
-
-
-@pytest.fixture
-def http_server() -> Iterator[int]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_sandboxed_command_cannot_reach_the_host_network(
