@@ -234,8 +234,8 @@ def _run_all_gates(
         flaky=ctx.policy.flaky,
         deadline=_deadline(ctx, state, spec),
     )
-    gates = [*ctx.policy.gates, *acceptance_gates(spec.acceptance)]
-    run = runner.run_all(gates, attempt=attempt, phase=phase)
+    to_run = [*ctx.policy.gates, *acceptance_gates(spec.acceptance)]
+    run = runner.run_all(to_run, attempt=attempt, phase=phase)
     update: Update = {
         "gate_records": [r.model_dump() for r in run.records],
         "gates_s": state.get("gates_s", 0.0) + sum(r.duration_s for r in run.records),
@@ -251,7 +251,7 @@ def _run_all_gates(
     problems = run.problems
     checkable = not (run.infrastructure or run.flaky_blocked)
     if checkable and phase == "attempt" and ctx.policy.feedback.check_base:
-        gate = next(g for g in gates if g.name == failed.name)
+        gate = next(g for g in to_run if g.name == failed.name)
         started = time.monotonic()
         problems = ctx.base_failures.label(spec, gate, problems)
         # Gate time too (the gate ran on the base), not harness overhead.
@@ -262,8 +262,9 @@ def _run_all_gates(
     update |= {"problems": [p.model_dump() for p in problems], "feedback": feedback.model_dump()}
     if phase == "attempt":
         update["found"] = {**state.get("found", {}), str(attempt): _one_liners(problems)}
-    if phase == "attempt" and feedback.fixed:
-        update["fixed"] = {**state.get("fixed", {}), str(attempt): _one_liners(feedback.fixed)}
+        if feedback.fixed:
+            fixed = _one_liners(feedback.fixed)
+            update["fixed"] = {**state.get("fixed", {}), str(attempt): fixed}
     if failed.tool_missing:
         update |= {
             "outcome": "error",

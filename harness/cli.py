@@ -182,8 +182,8 @@ def check(
             "policy": str(policy),
             "passed": result.passed,
             "gates": [record.model_dump(exclude={"excerpt"}) for record in result.records],
-            "problems": [p.model_dump(mode="json", exclude_none=True) for p in result.problems],
-            "flaky": [p.model_dump(mode="json", exclude_none=True) for p in result.flaky],
+            "problems": [p.as_problem_json() for p in result.problems],
+            "flaky": [p.as_problem_json() for p in result.flaky],
         }
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
     else:

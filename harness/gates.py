@@ -156,7 +156,7 @@ class GateRunner:
             record, again = self.run_once(gate, attempt, phase, run=len(_runs(result, gate)) + 1)
             result.records.append(record)
             if record.infrastructure_failure:
-                return [*problems]  # the re-run proves nothing; judge on the first run
+                return problems  # the re-run proves nothing; judge on the first run
             if record.passed:
                 gone = problems
             else:

@@ -7,7 +7,7 @@ for the agent live in harness/feedback.py.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -73,9 +73,9 @@ class Problem(BaseModel):
         path = self.location.path if self.location else None
         return (self.type, self.gate, self.code, path, self.test_id, _normalised(self.detail))
 
-    def to_problem_json(self) -> str:
-        """application/problem+json."""
-        return self.model_dump_json(exclude_none=True, exclude_defaults=False, indent=2)
+    def as_problem_json(self) -> dict[str, Any]:
+        """The application/problem+json object (unset members left out)."""
+        return self.model_dump(mode="json", exclude_none=True)
 
 
 def _normalised(detail: str) -> str | None:

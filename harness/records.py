@@ -137,7 +137,7 @@ def escalation_record(
                 lines += ["```text", gate.excerpt.rstrip() or "(no output)", "```", ""]
     if problems:
         lines += ["## Last problems", "", render_markdown(problems), ""]
-        as_json = [p.model_dump(mode="json", exclude_none=True) for p in problems]
+        as_json = [p.as_problem_json() for p in problems]
         lines += ["As application/problem+json:", "", "```json", json.dumps(as_json, indent=2)]
         lines += ["```", ""]
     return "\n".join(lines)
