@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: setup demo test lint bench clean
 
 $(STAMP): pyproject.toml
-	@command -v bwrap >/dev/null 2>&1 || scripts/install-system-deps
+	@scripts/install-system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

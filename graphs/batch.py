@@ -1,38 +1,44 @@
-"""The batch graph: fan specs out to the per-task blueprint, then reduce outcomes to a summary.
+"""The batch graph: lanes take tasks from the store until none is left, then the summary.
 
-    START ─Send(spec) per spec─► task ─► summarize ─► END
+    START ─Send(lane), one per lane─► lane (claim a task, run the blueprint on it, repeat)
+                                        ─► summarize ─► END
 
 Parallelism is bounded by `max_concurrency`, a top-level config key (not under
-`configurable`): LangGraph runs at most that many task nodes at once.
+`configurable`): LangGraph runs at most that many lanes at once.
+
+A lane claims a task with a lease in the store, heartbeats it, and runs the per-task blueprint
+as the task's own checkpointed LangGraph thread (`<run-id>/<spec-id>`). The same graph serves
+`harness resume` and a second worker joining a run: a done task is never claimed again, and a
+claimed one whose worker died continues from its last checkpoint (invoked with input None:
+invoking with the original input would start the thread over).
 """
 
 from __future__ import annotations
 
-import operator
 import time
 import traceback
-from typing import Annotated, Any, TypedDict
+from typing import Any, TypedDict
 
 from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 
-from graphs.task import TaskState, build_task_graph
+from graphs.task import TaskGraph, TaskState, build_task_graph
 from harness.agents import Usage
+from harness.lease import LeaseKeeper
 from harness.ledger import GateSummary, RunSummary, TaskResult, utc_now, write_atomic
-from harness.run import RunContext
+from harness.run import LeaseLost, RunContext
 from harness.spec import Spec
-
-TASK_GRAPH = build_task_graph()
 
 
 class BatchState(TypedDict, total=False):
     specs: list[dict[str, Any]]
-    results: Annotated[list[dict[str, Any]], operator.add]
+    lanes: int
 
 
-class TaskInput(TypedDict):
-    spec: dict[str, Any]
+class LaneInput(TypedDict):
+    specs: list[dict[str, Any]]
 
 
 def _context(config: RunnableConfig) -> RunContext:
@@ -42,20 +48,60 @@ def _context(config: RunnableConfig) -> RunContext:
 
 
 def fan_out(state: BatchState) -> list[Send]:
-    return [Send("task", TaskInput(spec=spec)) for spec in state["specs"]]
+    return [Send("lane", LaneInput(specs=state["specs"])) for _ in range(state["lanes"])]
 
 
-def task(state: TaskInput, config: RunnableConfig) -> dict[str, Any]:
+def lane(state: LaneInput, config: RunnableConfig) -> dict[str, Any]:
     ctx = _context(config)
-    spec = Spec.model_validate(state["spec"])
-    started = time.monotonic()
-    initial: TaskState = {"spec": state["spec"], "started_at": time.time(), "attempt": 0}
-    # Each attempt is at most agent → gates → feedback; the rest of the path is short.
-    limit = 20 + 4 * ctx.budget(spec).max_attempts
+    graph: TaskGraph = config["configurable"]["task_graph"]
+    specs = {spec["id"]: spec for spec in state["specs"]}
+    lease_s = ctx.policy.store.lease_s
+    while True:
+        claimed = ctx.store.claim_task(ctx.run_id, ctx.worker, lease_s)
+        if claimed is not None:
+            run_task(ctx, graph, Spec.model_validate(specs[claimed.spec_id]))
+        elif _held_elsewhere(ctx):
+            # Another worker holds a task: wait for it to finish, or for its lease to lapse
+            # and the task to become ours to take over.
+            time.sleep(min(lease_s / 4, 2.0))
+        else:
+            return {}
+
+
+def _held_elsewhere(ctx: RunContext) -> bool:
+    return any(
+        task.status != "done" and task.owner != ctx.worker for task in ctx.store.tasks(ctx.run_id)
+    )
+
+
+def run_task(ctx: RunContext, graph: TaskGraph, spec: Spec) -> None:
+    """Run (or continue) one claimed task and record its result in the store, once."""
+    thread: RunnableConfig = {
+        "configurable": {"run": ctx, "thread_id": f"{ctx.run_id}/{spec.id}"},
+        # Each attempt is at most agent → gates → feedback; the rest of the path is short.
+        "recursion_limit": 20 + 4 * ctx.budget(spec).max_attempts,
+    }
+    initial: TaskState = {"spec": spec.model_dump(), "started_at": time.time(), "attempt": 0}
+    keeper = LeaseKeeper(
+        ctx.store,
+        ctx.run_id,
+        spec.id,
+        ctx.worker,
+        ctx.policy.store.lease_s,
+        on_lost=lambda: ctx.lost.add(spec.id),
+    )
     try:
-        final: dict[str, Any] = TASK_GRAPH.invoke(
-            initial, {"configurable": {"run": ctx}, "recursion_limit": limit}
-        )
+        with keeper:
+            saved = graph.get_state(thread)
+            if not saved.values:
+                final: dict[str, Any] = graph.invoke(initial, thread)
+            elif saved.next:
+                ctx.ledger.event(spec.id, "task", "resumed", next=list(saved.next))
+                final = graph.invoke(None, thread)
+            else:  # it ran to the end; the crash came before its result was recorded
+                final = dict(saved.values)
+    except LeaseLost:
+        return  # the task is another worker's now
     except Exception as exc:  # the blueprint guards its nodes; this guards the batch from it
         write_atomic(ctx.task_dir(spec.id) / "error.log", traceback.format_exc())
         final = {**initial, "outcome": "error", "reason": f"task graph failed: {exc}"}
@@ -71,21 +117,23 @@ def task(state: TaskInput, config: RunnableConfig) -> dict[str, Any]:
         pr=final.get("pr"),
         escalation=final.get("escalation"),
         gates=[GateSummary.model_validate(g) for g in final.get("gate_records", [])],
-        duration_s=round(time.monotonic() - started, 3),
+        duration_s=round(time.time() - final.get("started_at", initial["started_at"]), 3),
         agent_s=round(final.get("agent_s", 0.0), 3),
         gates_s=round(final.get("gates_s", 0.0), 3),
         usage=Usage.model_validate(final.get("usage", {})),
     )
-    return {"results": [result.model_dump()]}
+    ctx.store.complete_task(ctx.run_id, spec.id, ctx.worker, result.model_dump())
+
+
+def results(ctx: RunContext, specs: list[dict[str, Any]]) -> list[TaskResult]:
+    """The run's finished tasks, in spec order."""
+    done = {t.spec_id: t.result for t in ctx.store.tasks(ctx.run_id) if t.result is not None}
+    return [TaskResult.model_validate(done[s["id"]]) for s in specs if s["id"] in done]
 
 
 def summarize(state: BatchState, config: RunnableConfig) -> dict[str, Any]:
     ctx = _context(config)
-    order = {spec["id"]: n for n, spec in enumerate(state["specs"])}
-    tasks = sorted(
-        (TaskResult.model_validate(r) for r in state.get("results", [])),
-        key=lambda t: order[t.spec_id],
-    )
+    tasks = results(ctx, state["specs"])
     ctx.ledger.write_summary(
         RunSummary(
             run_id=ctx.run_id,
@@ -103,10 +151,10 @@ def summarize(state: BatchState, config: RunnableConfig) -> dict[str, Any]:
 
 def build_batch_graph() -> Any:
     graph = StateGraph(BatchState)
-    graph.add_node("task", task)
+    graph.add_node("lane", lane)
     graph.add_node("summarize", summarize)
-    graph.add_conditional_edges(START, fan_out, ["task"])
-    graph.add_edge("task", "summarize")
+    graph.add_conditional_edges(START, fan_out, ["lane"])
+    graph.add_edge("lane", "summarize")
     graph.add_edge("summarize", END)
     return graph.compile()
 
@@ -115,9 +163,15 @@ BATCH_GRAPH = build_batch_graph()
 
 
 def run_batch(ctx: RunContext, specs: list[Spec]) -> list[TaskResult]:
-    """Run every spec through the blueprint, at most `ctx.concurrency` at once."""
-    final = BATCH_GRAPH.invoke(
-        {"specs": [spec.model_dump() for spec in specs], "results": []},
-        {"configurable": {"run": ctx}, "max_concurrency": ctx.concurrency},
+    """Run the run's unfinished tasks through the blueprint, at most `ctx.concurrency` at once;
+    every task's steps are checkpointed in the store."""
+    checkpointer: BaseCheckpointSaver[Any] = ctx.store.checkpointer()
+    dumped = [spec.model_dump() for spec in specs]
+    BATCH_GRAPH.invoke(
+        {"specs": dumped, "lanes": max(1, min(ctx.concurrency, len(specs)))},
+        {
+            "configurable": {"run": ctx, "task_graph": build_task_graph(checkpointer)},
+            "max_concurrency": ctx.concurrency,
+        },
     )
-    return [TaskResult.model_validate(r) for r in final.get("results", [])]
+    return results(ctx, dumped)

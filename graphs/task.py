@@ -22,9 +22,11 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal, Protocol, TypedDict
 
 from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
+from harness import environments, failpoints
 from harness.agents import Agent, AttemptContext, AttemptRecord, Usage
 from harness.agents.select import AgentUnavailable, select_agent
 from harness.feedback import Feedback, compact, render_for_agent
@@ -34,7 +36,7 @@ from harness.ledger import write_atomic
 from harness.problems import Problem, problem_type
 from harness.records import escalation_record, pr_record
 from harness.redact import Redactor
-from harness.run import RunContext
+from harness.run import LeaseLost, RunContext
 from harness.sandbox.local import WorktreeSandbox
 from harness.spec import Spec
 
@@ -99,9 +101,14 @@ def node(name: str) -> Callable[[NodeBody], TaskNode]:
         def run(state: TaskState, config: RunnableConfig) -> Update:
             ctx = _context(config)
             spec_id = state["spec"]["id"]
+            if spec_id in ctx.lost:
+                # Another worker reclaimed the task: stop here, without touching its sandbox.
+                raise LeaseLost(f"{spec_id}: this worker's lease was taken over")
             # The agent node starts the next attempt; every other node works on the current one.
             attempt = state.get("attempt", 0) + (1 if name == "agent" else 0)
             ctx.ledger.event(spec_id, name, "enter", attempt=attempt)
+            failpoints.enter(name, spec_id)
+            failpoints.hit(f"{name}.before")
             try:
                 update = fn(state, ctx)
             except Exception as exc:
@@ -113,6 +120,7 @@ def node(name: str) -> Callable[[NodeBody], TaskNode]:
                 k: update[k] for k in ("outcome", "reason", "escalate_reason") if k in update
             }
             ctx.ledger.event(spec_id, name, "exit", **outcome)
+            failpoints.hit(f"{name}.after")  # done, and LangGraph has not saved it yet
             return update
 
         run.__name__ = run.__qualname__ = name
@@ -132,7 +140,25 @@ def _agent(ctx: RunContext, spec: Spec) -> Agent:
 
 
 def _sandbox(ctx: RunContext, spec: Spec) -> WorktreeSandbox:
-    sandbox = ctx.sandboxes[spec.id]
+    """The task's sandbox; a resumed task gets back the one its crashed worker had (adopted,
+    or re-made on the task branch: see harness.environments)."""
+    sandbox = ctx.sandboxes.get(spec.id)
+    if sandbox is None:
+        ttl = ctx.policy.ttl
+        sandbox = environments.acquire(
+            ctx.store,
+            ctx.ledger,
+            spec,
+            run_id=ctx.run_id,
+            owner=ctx.worker,
+            lease_s=ctx.policy.store.lease_s,
+            branch=ctx.branch(spec.id),
+            root=ctx.worktree_dir(spec.id),
+            scratch=ctx.scratch_dir(spec.id),
+            ttl_s=ttl.sandbox,
+            retain_s={"verified": ttl.verified, "escalated": ttl.escalated},
+        )
+        ctx.keep_sandbox(spec.id, sandbox)
     assert isinstance(sandbox, WorktreeSandbox)
     return sandbox
 
@@ -166,12 +192,8 @@ def triage(state: TaskState, ctx: RunContext) -> Update:
 @node("provision")
 def provision(state: TaskState, ctx: RunContext) -> Update:
     spec = _spec(state)
-    branch = ctx.branch(spec.id)
-    sandbox = WorktreeSandbox.provision(
-        spec, branch, ctx.worktree_dir(spec.id), ctx.scratch_dir(spec.id)
-    )
-    ctx.keep_sandbox(spec.id, sandbox)
-    return {"branch": branch}
+    _sandbox(ctx, spec)
+    return {"branch": ctx.branch(spec.id)}
 
 
 @node("agent")
@@ -190,12 +212,24 @@ def agent(state: TaskState, ctx: RunContext) -> Update:
         log_dir=ctx.task_dir(spec.id) / "agent" / f"attempt-{number}",
         trajectory=ctx.task_dir(spec.id) / "trajectory.jsonl",
     )
-    record: AttemptRecord = runner.attempt(spec, sandbox, feedback, context)
-    # Tool results quote files, which may hold secrets: the record on disk is redacted.
-    redacted = Redactor.from_environment().value(record.model_dump(mode="json"))
-    write_atomic(ctx.task_dir(spec.id) / f"attempt-{number}.json", json.dumps(redacted, indent=2))
-    # Every attempt's work is committed at once: nothing the agent did (or was paid for) is lost.
-    sandbox.worktree.commit_all(f"harness: attempt {number} by the {runner.name} agent")
+    saved = ctx.task_dir(spec.id) / f"attempt-{number}.json"
+    key = ctx.effect_key(spec.id, "commit", number)
+    if _committed(ctx, sandbox, key) and saved.exists():
+        # A resumed task whose attempt was done and committed before the crash: not paid for
+        # twice. (Its record was redacted on disk; what follows needs no secrets.)
+        record = AttemptRecord.model_validate_json(saved.read_text(encoding="utf-8"))
+        ctx.ledger.event(spec.id, "agent", "reused", attempt=number)
+    else:
+        record = runner.attempt(spec, sandbox, feedback, context)
+        # Tool results quote files, which may hold secrets: the record on disk is redacted.
+        redacted = Redactor.from_environment().value(record.model_dump(mode="json"))
+        write_atomic(saved, json.dumps(redacted, indent=2))
+        # Every attempt's work is committed at once: nothing the agent did (or was paid for)
+        # is lost. The key in the message makes the commit recognisable after a crash.
+        ctx.store.begin_effect(key, "commit")
+        message = f"harness: attempt {number} by the {runner.name} agent\n\n{KEY_TRAILER}{key}"
+        sha = sandbox.worktree.commit_all(message)
+        ctx.store.finish_effect(key, {"sha": sha})
     update: Update = {
         "attempt": number,
         "attempt_records": [record.model_dump()],
@@ -209,6 +243,21 @@ def agent(state: TaskState, ctx: RunContext) -> Update:
         if record.problem is not None:
             update["problems"] = [record.problem.model_dump()]
     return update
+
+
+KEY_TRAILER = "Harness-Key: "
+
+
+def _committed(ctx: RunContext, sandbox: WorktreeSandbox, key: str) -> bool:
+    """Whether the commit with idempotency key `key` was made (recorded, or found at HEAD
+    when a crash came between the commit and its record)."""
+    effect = ctx.store.get_effect(key)
+    if effect is not None and effect.status == "done":
+        return True
+    if effect is not None and f"{KEY_TRAILER}{key}" in sandbox.worktree.head_message():
+        ctx.store.finish_effect(key, {"sha": sandbox.worktree.head()})
+        return True
+    return False
 
 
 # Attempts that end this way escalate at once, whatever attempts are left.
@@ -308,7 +357,16 @@ def _one_liners(problems: list[Problem]) -> list[str]:
 
 @node("gates")
 def gates(state: TaskState, ctx: RunContext) -> Update:
-    return _run_all_gates(state, ctx, "attempt")
+    return _validating(state, ctx, "attempt")
+
+
+def _validating(state: TaskState, ctx: RunContext, phase: Literal["attempt", "verify"]) -> Update:
+    """Gates run with the environment recorded as validating."""
+    spec_id = state["spec"]["id"]
+    environments.mark(ctx.store, spec_id, ctx.run_id, "validating")
+    update = _run_all_gates(state, ctx, phase)
+    environments.mark(ctx.store, spec_id, ctx.run_id, "ready")
+    return update
 
 
 @node("feedback")
@@ -350,7 +408,7 @@ def guard(state: TaskState, ctx: RunContext) -> Update:
 def verify(state: TaskState, ctx: RunContext) -> Update:
     """All gates again on exactly the committed tree: the agent's word is never the verdict."""
     _sandbox(ctx, _spec(state)).worktree.reset_to_head()
-    return _run_all_gates(state, ctx, "verify")
+    return _validating(state, ctx, "verify")
 
 
 @node("publish")
@@ -365,6 +423,10 @@ def publish(state: TaskState, ctx: RunContext) -> Update:
             "escalate_reason": f"verified, but tier {spec.tier} is not in "
             "publish.auto_pr_tiers: a human reviews the branch"
         }
+    key = ctx.effect_key(spec.id, "publish", state.get("attempt", 0))
+    effect = ctx.store.begin_effect(key, "publish")
+    if effect.status == "done":  # published before a crash: never a second PR
+        return {"outcome": "verified", "pr": effect.value["pr"]}
     expected = set(worktree.changed_files(spec.base_commit, spec.paths)) if spec.paths else None
     path = ctx.run_dir / "prs" / f"{spec.id}.md"
     text = pr_record(
@@ -382,6 +444,7 @@ def publish(state: TaskState, ctx: RunContext) -> Update:
         flagged=[Problem.model_validate(p) for p in state.get("flagged", [])],
     )
     write_atomic(path, text)
+    ctx.store.finish_effect(key, {"pr": ctx.relative(path)})
     return {"outcome": "verified", "pr": ctx.relative(path)}
 
 
@@ -389,9 +452,12 @@ def publish(state: TaskState, ctx: RunContext) -> Update:
 def escalate(state: TaskState, ctx: RunContext) -> Update:
     spec = _spec(state)
     reason = state.get("escalate_reason") or "escalated"
-    sandbox = ctx.sandboxes.get(spec.id)
-    if isinstance(sandbox, WorktreeSandbox):
-        sandbox.worktree.commit_all(f"harness: work in progress, escalated: {reason}")
+    key = ctx.effect_key(spec.id, "escalate", state.get("attempt", 0))
+    effect = ctx.store.begin_effect(key, "escalate")
+    if effect.status == "done":  # escalated before a crash: one escalation record
+        return {"outcome": "escalated", "reason": reason, "escalation": effect.value["path"]}
+    if state.get("branch"):  # provisioned: the work in progress goes on the branch
+        _sandbox(ctx, spec).worktree.commit_all(f"harness: work in progress, escalated: {reason}")
     path = ctx.run_dir / "escalations" / f"{spec.id}.md"
     text = escalation_record(
         spec,
@@ -405,6 +471,7 @@ def escalate(state: TaskState, ctx: RunContext) -> Update:
         problems=[Problem.model_validate(p) for p in state.get("problems", [])],
     )
     write_atomic(path, text)
+    ctx.store.finish_effect(key, {"path": ctx.relative(path)})
     return {"outcome": "escalated", "reason": reason, "escalation": ctx.relative(path)}
 
 
@@ -413,7 +480,23 @@ def teardown(state: TaskState, ctx: RunContext) -> Update:
     spec_id = state["spec"]["id"]
     ctx.agents.pop(spec_id, None)
     sandbox = ctx.release_sandbox(spec_id)
-    if sandbox is not None:
+    assert sandbox is None or isinstance(sandbox, WorktreeSandbox)
+    # The branch outlives the sandbox: a verified task's as its PR's head, any other's as the
+    # work in progress a person picks up. gc deletes it when this retention ends.
+    ttl = ctx.policy.ttl
+    retain = ttl.verified if state.get("outcome") == "verified" else ttl.escalated
+    for env in environments.task_envs(ctx.store, ctx.run_id, spec_id):
+        if env.status != "deleted":
+            environments.teardown(
+                ctx.store,
+                env,
+                owner=ctx.worker,
+                lease_s=ctx.policy.store.lease_s,
+                retain_s=retain,
+                sandbox=sandbox,
+            )
+            sandbox = None
+    if sandbox is not None:  # not recorded (a sandbox made outside the store)
         sandbox.teardown()
     if state.get("outcome") is None:
         return {"outcome": "error", "reason": "the task ended without an outcome"}
@@ -441,7 +524,11 @@ def _after_gates(state: TaskState) -> str:
     return _next("guard" if state.get("gates_passed") else "feedback")(state)
 
 
-def build_task_graph() -> CompiledStateGraph[TaskState, None, TaskState, TaskState]:
+TaskGraph = CompiledStateGraph[TaskState, None, TaskState, TaskState]
+
+
+def build_task_graph(checkpointer: BaseCheckpointSaver[Any] | None = None) -> TaskGraph:
+    """The blueprint, checkpointed after every node when given a checkpointer."""
     graph = StateGraph(TaskState)
     for name, fn in [
         ("triage", triage),
@@ -469,4 +556,4 @@ def build_task_graph() -> CompiledStateGraph[TaskState, None, TaskState, TaskSta
     graph.add_conditional_edges("publish", _next("teardown"), ["teardown", "escalate"])
     graph.add_edge("escalate", "teardown")
     graph.add_edge("teardown", END)
-    return graph.compile()
+    return graph.compile(checkpointer=checkpointer)

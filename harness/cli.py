@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -21,12 +23,14 @@ from harness.baseline import BaseFailures
 from harness.errors import InputError
 from harness.feedback import compact, render_for_agent
 from harness.gates import GateRunner
+from harness.gc import collect
 from harness.ledger import RunLedger, TaskResult
-from harness.policy import AgentKind, load_policy
+from harness.policy import AgentKind, Policy, load_policy, parse_policy, policy_changes
 from harness.run import RunContext, create_run_dir, new_run_id
 from harness.sandbox import bubblewrap as bwrap
 from harness.sandbox.snapshot import SnapshotSandbox
 from harness.spec import Spec, load_specs
+from harness.store import RunRecord, Store, open_store, redact_url, worker_id
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 console = Console()
@@ -68,6 +72,25 @@ def _load_workflow(reference: str) -> BatchRunner:
     return runner  # type: ignore[no-any-return]
 
 
+StoreOption = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        help="Store URL (sqlite:///… or postgresql://…). Default: $HARNESS_STORE_URL, the "
+        "policy's store.url, then sqlite under --runs-dir.",
+    ),
+]
+
+
+def _store_url(option: str | None, policy: Policy | None, runs_dir: Path) -> str:
+    return (
+        option
+        or os.environ.get("HARNESS_STORE_URL")
+        or (policy.store.url if policy else None)
+        or f"sqlite:///{(runs_dir / 'harness.db').resolve()}"
+    )
+
+
 @app.command()
 def run(
     specs: Annotated[list[Path], typer.Argument(help="Spec files or directories of specs.")],
@@ -76,6 +99,7 @@ def run(
     run_id: Annotated[str | None, typer.Option(help="Default: a timestamp.")] = None,
     agent: Annotated[AgentKind | None, typer.Option(help="Override the policy's agent.")] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where runs are recorded.")] = Path("runs"),
+    store: StoreOption = None,
     workflow: Annotated[str, typer.Option(hidden=True)] = DEFAULT_WORKFLOW,
 ) -> None:
     """Run specs through the validation loop; each ends verified (a PR record) or escalated."""
@@ -92,10 +116,110 @@ def run(
     if not spec_set.specs:
         raise _fail("no spec could be loaded; nothing was run")
     try:
+        # The store first: one that does not connect stops the run before anything is made.
+        state = open_store(_store_url(store, loaded_policy, runs_dir))
         run_id, run_dir = create_run_dir(runs_dir, run_id, loaded_policy, spec_set.specs)
+        state.create_run(
+            RunRecord(
+                run_id=run_id,
+                run_dir=str(run_dir),
+                policy_path=str(policy.resolve()),
+                policy_text=policy.read_text(encoding="utf-8"),
+                options={"agent": agent_kind, "concurrency": concurrency, "workflow": workflow},
+                specs=[spec.model_dump() for spec in spec_set.specs],
+                input_errors=spec_set.errors,
+            ),
+            [spec.id for spec in spec_set.specs],
+        )
     except InputError as exc:
         raise _fail(str(exc)) from None
+    ctx = _context(
+        state, run_id, run_dir, loaded_policy, policy, agent_kind, concurrency, spec_set.errors
+    )
+    _execute(ctx, runner, spec_set.specs, "run")
+    if spec_set.errors:
+        raise typer.Exit(2)
+    raise typer.Exit(1 if any(r.outcome == "error" for r in _results(ctx)) else 0)
 
+
+@app.command()
+def resume(
+    run_id: Annotated[str, typer.Argument(help="The run to continue (its runs/ directory name).")],
+    force: Annotated[
+        bool, typer.Option(help="Resume even though the policy file changed since the start.")
+    ] = False,
+    concurrency: Annotated[int | None, typer.Option(help="Tasks at once.", min=1)] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where runs are recorded.")] = Path("runs"),
+    store: StoreOption = None,
+) -> None:
+    """Continue a run a crash interrupted, or join it as another worker: finished tasks are
+    not redone; an in-flight one continues from its last completed step."""
+    try:
+        state = open_store(_store_url(store, None, runs_dir))
+        record = state.get_run(run_id)
+        if record is None:
+            raise InputError(
+                f"resume: no run {run_id!r} in the store {redact_url(state.url)}; list runs with "
+                f"`ls {runs_dir}`, or pass --store if it used another store"
+            )
+        loaded_policy = _policy_for_resume(record, force)
+        runner = _load_workflow(record.options.get("workflow", DEFAULT_WORKFLOW))
+    except InputError as exc:
+        raise _fail(str(exc)) from None
+    specs = [Spec.model_validate(spec) for spec in record.specs]
+    ctx = _context(
+        state,
+        run_id,
+        Path(record.run_dir),
+        loaded_policy,
+        Path(record.policy_path),
+        record.options["agent"],
+        concurrency or record.options.get("concurrency"),
+        record.input_errors,
+    )
+    ctx.started_at = datetime.fromtimestamp(record.created_at, UTC).isoformat(
+        timespec="milliseconds"
+    )
+    done = sum(task.status == "done" for task in state.tasks(run_id))
+    console.print(f"resume [bold]{run_id}[/bold]: {done} of {len(specs)} task(s) already done")
+    _execute(ctx, runner, specs, "resume")
+    raise typer.Exit(1 if any(r.outcome == "error" for r in _results(ctx)) else 0)
+
+
+def _policy_for_resume(record: RunRecord, force: bool) -> Policy:
+    """The run's policy: its file as it was at the start. If the file changed since, resuming
+    is refused unless forced (then the file's current version is used)."""
+    path = Path(record.policy_path)
+    try:
+        current = path.read_text(encoding="utf-8")
+    except OSError:
+        current = None
+    if current is not None and current != record.policy_text:
+        changes = policy_changes(record.policy_text, current)
+        if not force:
+            raise InputError(
+                f"resume: policy {path} changed since run {record.run_id} started "
+                f"({'; '.join(changes)}); restore it, or pass --force to resume with the new one"
+            )
+        return load_policy(path)
+    if current is None and not force:
+        raise InputError(
+            f"resume: policy {path} no longer exists; restore it, or pass --force to resume "
+            "with the policy recorded when the run started"
+        )
+    return parse_policy(record.policy_text, path)
+
+
+def _context(
+    store: Store,
+    run_id: str,
+    run_dir: Path,
+    policy: Policy,
+    policy_path: Path,
+    agent_kind: AgentKind,
+    concurrency: int | None,
+    input_errors: list[str],
+) -> RunContext:
     isolation = bwrap.probe()
     if not isolation.available:
         err.print(
@@ -104,45 +228,81 @@ def run(
             "bubblewrap) to confine them.[/bold red]"
         )
     # A terminal gets a live table; a log (CI, a pipe) gets one line per step instead.
-    live = console.is_terminal
-    ledger = RunLedger(run_dir, run_id, listener=None if live else _print_step)
-    ctx = RunContext(
+    ledger = RunLedger(run_dir, run_id, listener=None if console.is_terminal else _print_step)
+    return RunContext(
         run_id=run_id,
         run_dir=run_dir,
-        policy=loaded_policy,
-        policy_path=policy,
+        policy=policy,
+        policy_path=policy_path,
         agent_kind=agent_kind,
-        concurrency=concurrency or loaded_policy.concurrency,
+        concurrency=concurrency or policy.concurrency,
         ledger=ledger,
         isolation=isolation,
-        fleet=Fleet.for_policy(loaded_policy),
+        fleet=Fleet.for_policy(policy),
         base_failures=BaseFailures(run_dir),
-        input_errors=spec_set.errors,
+        store=store,
+        input_errors=input_errors,
     )
+
+
+def _execute(ctx: RunContext, runner: BatchRunner, specs: list[Spec], verb: str) -> None:
     console.print(
-        f"run [bold]{run_id}[/bold]: {len(spec_set.specs)} task(s), concurrency "
+        f"{verb} [bold]{ctx.run_id}[/bold]: {len(specs)} task(s), concurrency "
         f"{ctx.concurrency}, agent {ctx.agent_kind}, isolation "
-        f"{'bubblewrap' if isolation.available else 'OFF'}",
+        f"{'bubblewrap' if ctx.isolation.available else 'OFF'}, store {redact_url(ctx.store.url)}",
         soft_wrap=True,
     )
     started = time.monotonic()
     try:
         with Live(
-            get_renderable=lambda: _live_table(ledger),
+            get_renderable=lambda: _live_table(ctx.ledger),
             console=console,
             transient=True,
-            auto_refresh=live,
+            auto_refresh=console.is_terminal,
         ):
-            results = runner(ctx, spec_set.specs)
+            runner(ctx, specs)
     finally:
-        ledger.close()
-    console.print(_summary_table(results))
+        ctx.ledger.close()
+    console.print(_summary_table(_results(ctx)))
     console.print(
-        f"finished in {time.monotonic() - started:.1f}s · summary: {run_dir}/summary.json"
+        f"finished in {time.monotonic() - started:.1f}s · summary: {ctx.run_dir}/summary.json"
     )
-    if spec_set.errors:
-        raise typer.Exit(2)
-    raise typer.Exit(1 if any(r.outcome == "error" for r in results) else 0)
+
+
+def _results(ctx: RunContext) -> list[TaskResult]:
+    """Every finished task of the run (this worker's and others'), from the store."""
+    done = [task.result for task in ctx.store.tasks(ctx.run_id) if task.result is not None]
+    return [TaskResult.model_validate(result) for result in done]
+
+
+@app.command()
+def gc(
+    dry_run: Annotated[bool, typer.Option(help="Say what would be removed; remove nothing.")] = (
+        False
+    ),
+    runs_dir: Annotated[Path, typer.Option(help="Where runs are recorded.")] = Path("runs"),
+    store: StoreOption = None,
+) -> None:
+    """Tear down expired and orphaned environments (a crashed worker's), delete branches whose
+    retention ended, and remove worktrees and sandbox processes no live record owns."""
+    try:
+        state = open_store(_store_url(store, None, runs_dir))
+    except InputError as exc:
+        raise _fail(str(exc)) from None
+    try:
+        actions = collect(state, runs_dir, owner=worker_id(), dry_run=dry_run)
+    finally:
+        state.close()
+    verb = "would" if dry_run else "did"
+    for action in actions:
+        mark = "" if action.done or dry_run else " (skipped: another holder has it)"
+        console.print(
+            f"{action.kind:<11} {escape(action.target)}  ({escape(action.why)}){mark}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    count = sum(a.done for a in actions) if not dry_run else len(actions)
+    console.print(f"gc: {verb} {count} action(s)")
 
 
 @app.command()

@@ -74,6 +74,32 @@ class GitRepository:
         with _lock_for(self.toplevel):
             self._run("worktree", "add", "--quiet", *where, str(path), commit)
 
+    def attach_worktree(self, path: Path, branch: str) -> None:
+        """Check an existing `branch` out in a new worktree at `path` (a resumed task: its
+        branch holds the work so far). A stale worktree left at `path` is removed first."""
+        with _lock_for(self.toplevel):
+            if path.exists():
+                with contextlib.suppress(InfrastructureError):
+                    self._run("worktree", "remove", "--force", str(path))
+                shutil.rmtree(path, ignore_errors=True)
+            self._run("worktree", "prune")
+            self._run("worktree", "add", "--quiet", str(path), branch)
+
+    def prune_worktrees(self) -> None:
+        """Forget worktrees whose directories are gone."""
+        with _lock_for(self.toplevel):
+            self._run("worktree", "prune")
+
+    def refs(self, prefix: str) -> list[str]:
+        """Full ref names under `prefix` (e.g. refs/heads/harness/<run-id>/)."""
+        out = self._run("for-each-ref", "--format=%(refname)", prefix)
+        return [line for line in out.splitlines() if line]
+
+    def delete_ref(self, ref: str) -> None:
+        """Delete a branch or other ref; one already gone is not an error (gc is idempotent)."""
+        with _lock_for(self.toplevel), contextlib.suppress(InfrastructureError):
+            self._run("update-ref", "-d", ref)
+
     def remove_worktree(self, path: Path) -> None:
         """Remove a worktree (its branch stays); a leftover directory git forgot is deleted."""
         with _lock_for(self.toplevel):
@@ -144,6 +170,28 @@ class Worktree:
 
     def head(self) -> str:
         return self._run("rev-parse", "HEAD").strip()
+
+    def branch(self) -> str:
+        """The checked-out branch's short name ('HEAD' when detached)."""
+        return self._run("rev-parse", "--abbrev-ref", "HEAD").strip()
+
+    def head_message(self) -> str:
+        return self._run("log", "-1", "--format=%B", "HEAD")
+
+    def keep_uncommitted(self, ref_prefix: str) -> str | None:
+        """Move uncommitted work aside: commit it, point `<ref_prefix>/<sha>` at that commit,
+        and put the branch and tree back where they were. For a node that a crash
+        interrupted: it runs again from its start, and what it had half done is kept."""
+        before = self.head()
+        saved = self.commit_all("harness: interrupted work, kept when the task resumed")
+        if saved is None:
+            self.reset_to_head()  # ignored files (caches) only: nothing of value
+            return None
+        ref = f"{ref_prefix}/{saved[:12]}"
+        self._run("update-ref", ref, saved)
+        self._run("reset", "--quiet", "--hard", before)
+        self._run("clean", "-ffdxq", ":/")
+        return ref
 
     def reset_to_head(self) -> None:
         """Make the tree exactly the committed tree, so gates judge only what was committed."""

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator
 
 from harness.errors import InputError
+from harness.services.config import IntegrationConfig
 from harness.validation import StrictModel, describe_validation_error
 
 AgentKind = Literal["anthropic", "command", "replay"]
@@ -170,6 +172,46 @@ class RunBudget(StrictModel):
     """Spend cap for the whole run; when reached, running agents stop and their tasks escalate."""
 
 
+def _seconds(value: object) -> object:
+    """`90`, `"45s"`, `"30m"`, `"6h"`, `"7d"` → seconds; anything else is left to fail."""
+    if isinstance(value, str):
+        number, unit = value[:-1].strip(), value[-1:]
+        scale = {"s": 1, "m": 60, "h": 3600, "d": 86400}.get(unit)
+        if scale is not None:
+            try:
+                return float(number) * scale
+            except ValueError:
+                pass
+        raise ValueError(f"{value!r} is not a duration; write e.g. 90, 45s, 30m, 6h or 7d")
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+Duration = Annotated[float, BeforeValidator(_seconds), Field(ge=0)]
+
+
+class StoreConfig(StrictModel):
+    """Where run state lives. HARNESS_STORE_URL, then `--store`, override `url`."""
+
+    url: str | None = None
+    """sqlite:///path.db (default: <runs-dir>/harness.db) or postgresql://user@host/db (shared
+    by many workers)."""
+    lease_s: float = Field(default=60, ge=1)
+    """A worker's claim on a task lasts this long unless heartbeated (every third of it); a
+    lapsed lease lets another worker take the task over."""
+
+
+class TTLConfig(StrictModel):
+    """How long each kind of environment may live; expires_at is set from these at allocation.
+    Past it, `harness gc` tears it down (or removes what it retained)."""
+
+    sandbox: Duration = 6 * 3600
+    """A task's sandbox (worktree, processes) while it runs."""
+    escalated: Duration = 7 * 86400
+    """The branch holding an escalated (or failed) task's work in progress, after teardown."""
+    verified: Duration = 30 * 86400
+    """The branch of a verified task (its PR's head), after teardown."""
+
+
 class Policy(StrictModel):
     agent: AgentConfig = AgentConfig()
     gates: list[GateConfig] = Field(min_length=1)
@@ -185,6 +227,10 @@ class Policy(StrictModel):
     concurrency: int = Field(default=4, ge=1)
     """Tasks run at once; `harness run --concurrency` overrides it."""
     publish: PublishConfig = PublishConfig()
+    store: StoreConfig = StoreConfig()
+    ttl: TTLConfig = TTLConfig()
+    integration: IntegrationConfig = IntegrationConfig()
+    """Integration gates' services, routing and backend (local or kubernetes)."""
 
     @field_validator("gates")
     @classmethod
@@ -216,11 +262,18 @@ class Policy(StrictModel):
 def load_policy(path: Path) -> Policy:
     """Read and validate a policy file; every problem is an InputError naming file and field."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InputError(f"{path}: policy file not found (pass --policy FILE)") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read policy: {exc}") from None
+    return parse_policy(text, path)
+
+
+def parse_policy(text: str, path: Path) -> Policy:
+    """Validate a policy's YAML text; `path` is only named in errors."""
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise InputError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(raw, dict):
@@ -229,3 +282,33 @@ def load_policy(path: Path) -> Policy:
         return Policy.model_validate(raw)
     except ValidationError as exc:
         raise InputError(describe_validation_error(path, exc)) from None
+
+
+def policy_changes(old_text: str, new_text: str) -> list[str]:
+    """What differs between two versions of a policy file, one `field: old → new` each (at
+    most five), or `comments or formatting only` when the YAML means the same."""
+    try:
+        old, new = yaml.safe_load(old_text), yaml.safe_load(new_text)
+    except yaml.YAMLError:
+        return ["the file is no longer valid YAML"]
+    changes: list[str] = []
+
+    def walk(before: object, after: object, where: str) -> None:
+        if isinstance(before, dict) and isinstance(after, dict):
+            for key in sorted(set(before) | set(after), key=str):
+                walk(before.get(key), after.get(key), f"{where}.{key}" if where else str(key))
+        elif isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+            for n, (b, a) in enumerate(zip(before, after, strict=True)):
+                walk(b, a, f"{where}[{n}]")
+        elif before != after:
+            changes.append(f"{where or 'policy'}: {_short(before)} → {_short(after)}")
+
+    walk(old, new, "")
+    if not changes:
+        return ["comments or formatting only"]
+    return changes[:5] + ([f"and {len(changes) - 5} more"] if len(changes) > 5 else [])
+
+
+def _short(value: object) -> str:
+    text = "(absent)" if value is None else json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."

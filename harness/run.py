@@ -23,8 +23,14 @@ from harness.policy import AgentKind, Budget, Policy
 from harness.sandbox import Sandbox
 from harness.sandbox import bubblewrap as bwrap
 from harness.spec import Spec
+from harness.store import Store, worker_id
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class LeaseLost(RuntimeError):
+    """This worker no longer holds the task: another one reclaimed it after its lease lapsed.
+    Raised through the graph (not turned into an outcome), so the task is left to its holder."""
 
 
 def new_run_id() -> str:
@@ -45,11 +51,17 @@ class RunContext:
     """What every task's model calls share: the request limiter and the run's spend."""
     base_failures: BaseFailures
     """Failing gates run once on the base commit, to label pre-existing failures."""
+    store: Store
+    """Run, task and environment records, leases, idempotency keys, checkpoints."""
+    worker: str = field(default_factory=worker_id)
+    """This process, as the holder of task leases and environment records."""
     started_at: str = field(default_factory=utc_now)
     input_errors: list[str] = field(default_factory=list)
     """Specs that could not be loaded; reported in the summary, not run."""
     sandboxes: dict[str, Sandbox] = field(default_factory=dict)
     agents: dict[str, Agent] = field(default_factory=dict)
+    lost: set[str] = field(default_factory=set)
+    """Tasks whose lease this worker lost (another worker reclaimed them): left alone."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def budget(self, spec: Spec) -> Budget:
@@ -69,6 +81,10 @@ class RunContext:
 
     def scratch_dir(self, spec_id: str) -> Path:
         return self.run_dir / "scratch" / spec_id
+
+    def effect_key(self, spec_id: str, kind: str, attempt: int) -> str:
+        """The idempotency key of a side effect: it happens once per run, task and attempt."""
+        return f"{self.run_id}/{spec_id}/{kind}/{attempt}"
 
     def relative(self, path: Path) -> str:
         """Paths in records are relative to the runs/ parent, e.g. runs/<id>/prs/x.md."""

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from harness import failpoints
 from harness.agents import ToolCall
 from harness.sandbox import PathOutsideSandbox, Sandbox, resolve_inside
 
@@ -202,6 +203,7 @@ class SandboxTools:
 
     def _write_file(self, args: WriteFileArgs) -> str:
         self.sandbox.write(args.path, args.content)
+        failpoints.during()  # fault-injection tests: the harness dies mid-attempt
         return f"wrote {args.path} ({len(args.content)} characters)"
 
     def _edit_file(self, args: EditFileArgs) -> str:

@@ -51,6 +51,21 @@ class WorktreeSandbox(ConfinedDirectory):
         scratch.mkdir(parents=True, exist_ok=True)
         return cls(repository, root, root / spec.subdir, scratch, keeps_work=branch is not None)
 
+    @classmethod
+    def reattach(cls, spec: Spec, branch: str, root: Path, scratch: Path) -> WorktreeSandbox:
+        """A new worktree at `root` on the existing `branch`: its work so far, not the base."""
+        repository = GitRepository(Path(spec.git_toplevel))
+        root.parent.mkdir(parents=True, exist_ok=True)
+        repository.attach_worktree(root, branch)
+        scratch.mkdir(parents=True, exist_ok=True)
+        return cls(repository, root, root / spec.subdir, scratch)
+
+    @classmethod
+    def adopt(cls, spec: Spec, root: Path, scratch: Path) -> WorktreeSandbox:
+        """The worktree a crashed process left at `root`, taken over as it is."""
+        scratch.mkdir(parents=True, exist_ok=True)
+        return cls(GitRepository(Path(spec.git_toplevel)), root, root / spec.subdir, scratch)
+
     def teardown(self) -> None:
         """Commit anything uncommitted (work is never thrown away), then remove the worktree."""
         if self.root.exists():

@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from harness import failpoints
 from harness.sandbox import Completed
 
 HEAD_BYTES = 16_000
@@ -63,6 +64,7 @@ def run_process(
 
         timer = threading.Timer(timeout_s, expire)
         timer.start()
+        failpoints.during()  # fault-injection tests: the harness dies while this runs
         proc.wait()
         timer.cancel()
         timed_out = expired.is_set()

@@ -1,0 +1,197 @@
+"""Task environments as store records: every sandbox is allocated with an owner, a lease and
+an expiry before anything exists on disk, moves through checked statuses, and is torn down
+once, under the teardown lock, by its worker or by `harness gc`.
+
+A resumed task gets its sandbox back by `acquire`: the worktree a crashed process left is
+adopted when the record says ready and the worktree is intact; otherwise a new worktree is
+made on the task's branch, which holds every committed attempt. Nothing starts over from the
+base while the branch exists, and half-done work found in an adopted worktree is kept on a
+ref (refs/harness/recovered/...) before the interrupted node runs again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+from harness.errors import InfrastructureError
+from harness.gitrepo import GitRepository, Worktree
+from harness.ledger import RunLedger
+from harness.sandbox.local import WorktreeSandbox
+from harness.spec import Spec
+from harness.store import EnvRecord, Store
+
+KIND = "worktree"
+RECOVERED_REFS = "refs/harness/recovered"
+
+
+def task_envs(store: Store, run_id: str, spec_id: str) -> list[EnvRecord]:
+    return [env for env in store.envs(run_id=run_id) if env.spec_id == spec_id]
+
+
+def acquire(
+    store: Store,
+    ledger: RunLedger,
+    spec: Spec,
+    *,
+    run_id: str,
+    owner: str,
+    lease_s: float,
+    branch: str,
+    root: Path,
+    scratch: Path,
+    ttl_s: float,
+    retain_s: dict[str, float],
+) -> WorktreeSandbox:
+    """The task's sandbox: adopted, re-made on its branch, or provisioned new at the base."""
+    envs = task_envs(store, run_id, spec.id)
+    live = next((env for env in envs if env.status != "deleted"), None)
+    if live is not None and live.status in ("ready", "validating"):
+        sandbox = _adopt(spec, live, root, scratch)
+        if sandbox is not None:
+            kept = sandbox.worktree.keep_uncommitted(f"{RECOVERED_REFS}/{run_id}/{spec.id}")
+            if live.status == "validating":  # the gates a crash interrupted run again
+                store.transition(live.env_id, "ready")
+            ledger.event(spec.id, "provision", "adopted", env_id=live.env_id, kept=kept)
+            return sandbox
+        # Its worktree is gone or not to be trusted: the record says what happened to it.
+        store.transition(live.env_id, "failed", artifacts={"lost": "worktree missing"})
+        teardown(store, live, owner=owner, lease_s=lease_s, retain_s=0)
+        live = None
+    elif live is not None and live.status in ("failed", "tearing_down"):
+        teardown(store, live, owner=owner, lease_s=lease_s, retain_s=0)
+        live = None
+
+    now = time.time()
+    env = live or store.allocate_env(
+        EnvRecord(
+            env_id=f"{run_id}/{spec.id}/{len(envs) + 1}",
+            run_id=run_id,
+            spec_id=spec.id,
+            kind=KIND,
+            config={"base": spec.base_commit, "retain_s": retain_s},
+            expires_at=now + ttl_s,
+            owner=owner,
+            lease_expires_at=now + lease_s,
+        )
+    )
+    artifacts = {
+        "repo": spec.git_toplevel,
+        "branch": branch,
+        "worktree": str(root),
+        "scratch": str(scratch),
+    }
+    if env.status == "allocating":
+        store.transition(env.env_id, "provisioning", artifacts=artifacts)
+    repository = GitRepository(Path(spec.git_toplevel))
+    if repository.branch_exists(branch):
+        # A resumed task (or a provision a crash interrupted): the branch is the work so far.
+        sandbox = WorktreeSandbox.reattach(spec, branch, root, scratch)
+        ledger.event(spec.id, "provision", "reattached", env_id=env.env_id, branch=branch)
+    else:
+        sandbox = WorktreeSandbox.provision(spec, branch, root, scratch)
+    store.transition(env.env_id, "ready")
+    return sandbox
+
+
+def _adopt(spec: Spec, env: EnvRecord, root: Path, scratch: Path) -> WorktreeSandbox | None:
+    """The recorded worktree if it is intact: present, linked to the spec's repository, on
+    the recorded branch. None otherwise."""
+    if env.artifacts.get("worktree") != str(root) or not (root / ".git").is_file():
+        return None
+    try:
+        sandbox = WorktreeSandbox.adopt(spec, root, scratch)
+        common = sandbox.repository.common_dir()
+        on_branch = sandbox.worktree.branch() == env.artifacts.get("branch")
+    except InfrastructureError:
+        return None
+    if not sandbox.worktree.git_dir.is_relative_to(common / "worktrees") or not on_branch:
+        return None
+    return sandbox
+
+
+def mark(store: Store, spec_id: str, run_id: str, status: str) -> None:
+    """ready ⇄ validating around gate runs, on the task's live environment."""
+    for env in task_envs(store, run_id, spec_id):
+        if env.status in ("ready", "validating") and env.status != status:
+            store.transition(env.env_id, status)  # type: ignore[arg-type]
+
+
+def teardown(
+    store: Store,
+    env: EnvRecord,
+    *,
+    owner: str,
+    lease_s: float,
+    retain_s: float,
+    sandbox: WorktreeSandbox | None = None,
+    spec: Spec | None = None,
+) -> bool:
+    """Tear `env` down once: under its teardown lock, committing work in progress, killing
+    processes left in its worktree, removing the worktree. The branch is retained for
+    `retain_s` (expires_at), after which gc deletes it. False if another holder has the
+    lock, or it is already deleted."""
+    if not store.lock_teardown(env.env_id, owner, lease_s):
+        return False
+    try:
+        current = store.get_env(env.env_id)
+        if current is None or current.status == "deleted":
+            return False
+        if current.status != "tearing_down":
+            store.transition(env.env_id, "tearing_down")
+        worktree = current.artifacts.get("worktree")
+        scratch = current.artifacts.get("scratch")
+        if scratch:
+            kill_sandbox_processes(Path(scratch))
+        if sandbox is not None:
+            sandbox.teardown()
+        elif worktree:
+            remove_worktree(current)
+        store.transition(env.env_id, "deleted", expires_at=time.time() + retain_s)
+        return True
+    finally:
+        store.unlock_teardown(env.env_id, owner)
+
+
+def remove_worktree(env: EnvRecord) -> None:
+    """Without a sandbox object (gc, or a worker that did not make it): commit what the
+    worktree holds, then remove it. Git is run with the repository's own record of the
+    worktree, never one found inside it."""
+    repo = env.artifacts.get("repo")
+    root = Path(env.artifacts["worktree"])
+    if repo and Path(repo).is_dir():
+        repository = GitRepository(Path(repo))
+        git_dir = repository.common_dir() / "worktrees" / root.name
+        if root.exists() and (git_dir / "HEAD").exists() and env.artifacts.get("branch"):
+            with contextlib.suppress(InfrastructureError):
+                Worktree(root, root, git_dir).commit_all("harness: work in progress at gc")
+        repository.remove_worktree(root)
+    scratch = env.artifacts.get("scratch")
+    for path in (root, Path(scratch) if scratch else None):
+        if path is not None and path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def kill_sandbox_processes(scratch: Path) -> list[int]:
+    """Kill every process a sandbox started that is still running: what a crashed worker's
+    commands may have left behind. They are known by the environment harness gave them
+    (TMPDIR is the sandbox's scratch directory), so nothing else on the host (a user's shell
+    sitting in the worktree, say) is ever touched. Returns their pids."""
+    marker = f"TMPDIR={scratch}".encode()
+    killed = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if marker in environ:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed.append(int(entry.name))
+    return killed

@@ -1,0 +1,44 @@
+"""Crash points for fault-injection tests: the process kills itself (SIGKILL, no clean-up) at
+a named point, so tests can prove a run resumes from any node boundary.
+
+    HARNESS_FAILPOINTS=provision.after@fix-pagination,gates.during
+
+`<node>.before` and `<node>.after` fire around a graph node's body (`after` is once the node's
+work is done and before LangGraph saves its checkpoint); `<node>.during` fires inside it, when
+a sandboxed process has started or the agent has written a file. `@<spec-id>` limits a point
+to one task. Unset (always, outside tests), every call is a dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+ENV = "HARNESS_FAILPOINTS"
+
+_where = threading.local()
+
+
+def enter(node: str, spec_id: str) -> None:
+    """Note which node of which task this thread is running, for `during` points."""
+    _where.node, _where.spec_id = node, spec_id
+
+
+def hit(point: str, spec_id: str | None = None) -> None:
+    """Die here if `point` (for this task) is armed."""
+    armed = os.environ.get(ENV)
+    if not armed:
+        return
+    spec_id = spec_id or getattr(_where, "spec_id", None)
+    for item in armed.split(","):
+        name, _, only = item.strip().partition("@")
+        if name == point and (not only or only == spec_id):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def during() -> None:
+    """A point inside the current node's work: `<node>.during`."""
+    node = getattr(_where, "node", None)
+    if node is not None:
+        hit(f"{node}.during")

@@ -1,0 +1,102 @@
+"""`harness gc`: tear down what no live worker owns, and what has outlived its TTL.
+
+Three sweeps, each idempotent and safe to run beside workers and other gc runs:
+1. live environments that expired, or whose owner's lease lapsed (an orphan of a crashed
+   worker): torn down under the teardown lock, committing their work in progress first;
+2. deleted environments past their retention: the task branch and any recovered-work refs
+   are deleted (an escalation's WIP branch lives until then);
+3. what is on disk with no live record: worktrees and scratch directories under runs/, and
+   sandbox processes still running in them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import environments
+from harness.gitrepo import GitRepository
+from harness.store import EnvRecord, Store, owner_is_gone
+
+# How long gc may hold a teardown lock before another gc may take it over.
+LOCK_S = 300.0
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str
+    """teardown, delete-ref, remove-dir or kill."""
+    target: str
+    why: str
+    done: bool
+    """False on a dry run, or when another holder was already doing it."""
+
+
+def collect(
+    store: Store, runs_root: Path, *, owner: str, dry_run: bool, now: float | None = None
+) -> list[Action]:
+    now = time.time() if now is None else now
+    actions = [*_orphans(store, owner, dry_run, now), *_retained(store, dry_run, now)]
+    return [*actions, *_on_disk(store, runs_root, dry_run)]
+
+
+def _why_reap(env: EnvRecord, now: float) -> str | None:
+    if env.expires_at <= now:
+        return "expired (ttl)"
+    if env.lease_expires_at is not None and env.lease_expires_at <= now:
+        return f"orphaned: owner {env.owner} let its lease lapse"
+    if owner_is_gone(env.owner):
+        return f"orphaned: owner {env.owner} is no longer running"
+    return None
+
+
+def _orphans(store: Store, owner: str, dry_run: bool, now: float) -> list[Action]:
+    actions = []
+    for env in store.envs(live=True):
+        why = _why_reap(env, now)
+        if why is None:
+            continue
+        done = False
+        if not dry_run:
+            retain = float(env.config.get("retain_s", {}).get("escalated", 0.0))
+            done = environments.teardown(store, env, owner=owner, lease_s=LOCK_S, retain_s=retain)
+        actions.append(Action("teardown", env.env_id, why, done))
+    return actions
+
+
+def _retained(store: Store, dry_run: bool, now: float) -> list[Action]:
+    actions = []
+    for env in store.envs(live=False):
+        repo, branch = env.artifacts.get("repo"), env.artifacts.get("branch")
+        if env.expires_at > now or not repo or not branch or not Path(repo).is_dir():
+            continue
+        repository = GitRepository(Path(repo))
+        refs = repository.refs(f"refs/heads/{branch}")
+        refs += repository.refs(f"{environments.RECOVERED_REFS}/{env.run_id}/{env.spec_id}/")
+        for ref in refs:
+            if not dry_run:
+                repository.delete_ref(ref)
+            actions.append(Action("delete-ref", f"{repo}: {ref}", "retention ended", not dry_run))
+    return actions
+
+
+def _on_disk(store: Store, runs_root: Path, dry_run: bool) -> list[Action]:
+    live = store.envs(live=True)
+    kept = {env.artifacts.get(name) for env in live for name in ("worktree", "scratch")}
+    actions = []
+    for path in sorted([*runs_root.glob("*/worktrees/*"), *runs_root.glob("*/scratch/*")]):
+        if str(path.resolve()) in kept:
+            continue
+        if path.parent.name == "scratch":
+            for pid in [] if dry_run else environments.kill_sandbox_processes(path.resolve()):
+                actions.append(Action("kill", str(pid), f"sandbox process of {path}", True))
+        if not dry_run:
+            shutil.rmtree(path, ignore_errors=True)
+        actions.append(Action("remove-dir", str(path), "no live environment", not dry_run))
+    repos = {env.artifacts.get("repo") for env in store.envs()}
+    for repo in sorted(r for r in repos if r and Path(r).is_dir()):
+        if not dry_run:
+            GitRepository(Path(repo)).prune_worktrees()
+    return actions
