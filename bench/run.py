@@ -2,10 +2,11 @@
 
     .venv/bin/python bench/run.py [--only NAME]... [--quick]      (or: make bench)
 
-NAME: provision, overhead, feedback, model_calls.
+NAME: provision, overhead, feedback, model_calls, store.
 
 Figures, never pass/fail: the exit code is non-zero only when a benchmark could not run.
-`--quick` runs fewer iterations (10 provisions, 1 batch) to check the benchmarks themselves.
+`--quick` runs fewer iterations (10 provisions, 1 batch, 50 store tasks) to check the benchmarks
+themselves.
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ import host
 import model_calls
 import overhead
 import provision
+import store_latency
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the harness benchmarks.")
-    names = ["provision", "overhead", "feedback", "model_calls"]
+    names = ["provision", "overhead", "feedback", "model_calls", "store"]
     parser.add_argument("--only", choices=names, action="append")
     parser.add_argument("--quick", action="store_true", help="fewer iterations")
     args = parser.parse_args(argv)
@@ -55,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         result = model_calls.run(repeats=1, baseline=5) if args.quick else model_calls.run()
         report["results"]["model_calls"] = result
         sections.append(model_calls.markdown(result))
+    if "store" in chosen:
+        result = store_latency.run(iterations=50 if args.quick else 500)
+        report["results"]["store"] = result
+        sections.append(store_latency.markdown(result))
     report["elapsed_s"] = round(time.perf_counter() - started, 1)
 
     RESULTS.mkdir(exist_ok=True)

@@ -26,13 +26,15 @@ from harness.gates import GateRunner
 from harness.gc import collect
 from harness.ledger import RunLedger, TaskResult
 from harness.policy import AgentKind, Policy, load_policy, parse_policy, policy_changes
-from harness.run import RunContext, create_run_dir, new_run_id
+from harness.run import RunContext, check_run_id, create_run_dir, new_run_id
 from harness.sandbox import bubblewrap as bwrap
 from harness.sandbox.snapshot import SnapshotSandbox
+from harness.sandbox_cli import sandbox_app
 from harness.spec import Spec, load_specs
 from harness.store import RunRecord, Store, open_store, redact_url, worker_id
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app.add_typer(sandbox_app, name="sandbox")
 console = Console()
 err = Console(stderr=True)
 
@@ -116,7 +118,8 @@ def run(
     if not spec_set.specs:
         raise _fail("no spec could be loaded; nothing was run")
     try:
-        # The store first: one that does not connect stops the run before anything is made.
+        run_id, _ = check_run_id(runs_dir, run_id, loaded_policy, spec_set.specs)
+        # Then the store: one that does not connect stops the run before anything is made.
         state = open_store(_store_url(store, loaded_policy, runs_dir))
         run_id, run_dir = create_run_dir(runs_dir, run_id, loaded_policy, spec_set.specs)
         state.create_run(
@@ -180,6 +183,11 @@ def resume(
     ctx.started_at = datetime.fromtimestamp(record.created_at, UTC).isoformat(
         timespec="milliseconds"
     )
+    # The run-wide spend cap counts what finished tasks already spent. (What an interrupted
+    # task spent before the crash counts toward its own budget, from its checkpoint, but not
+    # toward the run's.)
+    for result in _results(ctx):
+        ctx.fleet.spend.add(result.usage)
     done = sum(task.status == "done" for task in state.tasks(run_id))
     console.print(f"resume [bold]{run_id}[/bold]: {done} of {len(specs)} task(s) already done")
     _execute(ctx, runner, specs, "resume")

@@ -190,7 +190,7 @@ Duration = Annotated[float, BeforeValidator(_seconds), Field(ge=0)]
 
 
 class StoreConfig(StrictModel):
-    """Where run state lives. HARNESS_STORE_URL, then `--store`, override `url`."""
+    """Where run state lives. `--store`, then HARNESS_STORE_URL, override `url`."""
 
     url: str | None = None
     """sqlite:///path.db (default: <runs-dir>/harness.db) or postgresql://user@host/db (shared

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from helpers import TinyProject, make_demo_repo, make_tiny_repo
+from pg import PostgresServer, create_database, drop_database
 
 from harness.sandbox.local import WorktreeSandbox
 from harness.spec import Spec, load_spec
@@ -65,3 +66,34 @@ def http_server() -> Iterator[int]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+# --- the store: a real PostgreSQL server, and a fresh store URL per backend -------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """PostgreSQL from Debian's packages on 127.0.0.1; yields its DSN (superuser `postgres`,
+    database `postgres`). Missing binaries fail the test, never skip it."""
+    try:
+        server = PostgresServer.start()
+    except RuntimeError as error:
+        pytest.fail(f"cannot start PostgreSQL: {error}")
+    try:
+        yield server.dsn
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty store URL: a SQLite file in tmp_path, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store' / 'harness.db'}"
+        return
+    dsn: str = request.getfixturevalue("postgres_server")
+    url = create_database(dsn)
+    try:
+        yield url
+    finally:
+        drop_database(dsn, url)

@@ -16,7 +16,7 @@ import os
 import socket
 import time
 from typing import Any, Literal, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from pydantic import BaseModel, Field
@@ -202,12 +202,22 @@ def owner_is_gone(owner: str | None) -> bool:
 
 
 def redact_url(url: str) -> str:
-    """A store URL fit to print: any password replaced."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """A store URL fit to print: any password (user:password@ or ?password=) replaced."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unbalanced [ in the host: print nothing of it
+        return "<unparsable store url>"
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}" if at and ":" in userinfo else None
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if netloc is None and all(key != "password" for key, _ in query):
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    return urlunsplit(
+        parts._replace(
+            netloc=netloc or parts.netloc,
+            query=urlencode([(k, "***" if k == "password" else v) for k, v in query], safe="*"),
+        )
+    )
 
 
 def dumps(value: Any) -> str:
@@ -225,6 +235,6 @@ def open_store(url: str) -> Store:
 
         return PostgresStore.open(url)
     raise InputError(
-        f"store url {url!r}: unknown scheme; use sqlite:///path/to/harness.db or "
+        f"store url {redact_url(url)!r}: unknown scheme; use sqlite:///path/to/harness.db or "
         "postgresql://user@host:port/dbname"
     )
