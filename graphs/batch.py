@@ -10,7 +10,9 @@ A lane claims a task with a lease in the store, heartbeats it, and runs the per-
 as the task's own checkpointed LangGraph thread (`<run-id>/<spec-id>`). The same graph serves
 `harness resume` and a second worker joining a run: a done task is never claimed again, and a
 claimed one whose worker died continues from its last checkpoint (invoked with input None:
-invoking with the original input would start the thread over).
+invoking with the original input would start the thread over). Checkpoints are written with
+durability "sync": a node's result is saved before the next node starts, so no node's side
+effects can run ahead of the record of what came before it.
 """
 
 from __future__ import annotations
@@ -94,10 +96,14 @@ def run_task(ctx: RunContext, graph: TaskGraph, spec: Spec) -> None:
         with keeper:
             saved = graph.get_state(thread)
             if not saved.values:
-                final: dict[str, Any] = graph.invoke(initial, thread)
-            elif saved.next:
-                ctx.ledger.event(spec.id, "task", "resumed", next=list(saved.next))
-                final = graph.invoke(None, thread)
+                final: dict[str, Any] = graph.invoke(initial, thread, durability="sync")
+            elif saved.next or saved.tasks:
+                # `next` leaves out a step's nodes whose writes were saved before the step's
+                # own checkpoint was (LangGraph saves checkpoints in the background, so a kill
+                # can come in between): they are still pending, and `tasks` has them.
+                pending = [task.name for task in saved.tasks]
+                ctx.ledger.event(spec.id, "task", "resumed", next=pending)
+                final = graph.invoke(None, thread, durability="sync")
             else:  # it ran to the end; the crash came before its result was recorded
                 final = dict(saved.values)
     except LeaseLost:

@@ -38,6 +38,7 @@ from harness.records import escalation_record, pr_record
 from harness.redact import Redactor
 from harness.run import LeaseLost, RunContext
 from harness.sandbox.local import WorktreeSandbox
+from harness.services.gate import IntegrationGates
 from harness.spec import Spec
 
 
@@ -275,6 +276,15 @@ def _run_all_gates(
 ) -> Update:
     spec = _spec(state)
     attempt = state.get("attempt", 0)
+    integration = IntegrationGates(
+        ctx.services,
+        spec,
+        _sandbox(ctx, spec),
+        ctx.policy.integration,
+        run_id=ctx.run_id,
+        run_dir=ctx.run_dir,
+        log_dir=ctx.task_dir(spec.id) / "services",
+    )
     runner = GateRunner(
         _sandbox(ctx, spec),
         log_dir=ctx.task_dir(spec.id) / "gates",
@@ -282,8 +292,9 @@ def _run_all_gates(
         infrastructure=ctx.policy.infrastructure,
         flaky=ctx.policy.flaky,
         deadline=_deadline(ctx, state, spec),
+        prepare=integration.prepare,
     )
-    to_run = [*ctx.policy.gates, *acceptance_gates(spec.acceptance)]
+    to_run = [*integration.gates(ctx.policy.gates), *acceptance_gates(spec.acceptance)]
     run = runner.run_all(to_run, attempt=attempt, phase=phase)
     update: Update = {
         "gate_records": [r.model_dump() for r in run.records],
@@ -298,7 +309,8 @@ def _run_all_gates(
         return update
     failed = run.failed
     problems = run.problems
-    checkable = not (run.infrastructure or run.flaky_blocked)
+    # An integration gate on the bare base would run without its services: it proves nothing.
+    checkable = not (run.infrastructure or run.flaky_blocked or failed.kind == "integration")
     if checkable and phase == "attempt" and ctx.policy.feedback.check_base:
         gate = next(g for g in to_run if g.name == failed.name)
         started = time.monotonic()
@@ -327,8 +339,11 @@ def _run_all_gates(
         )
     elif run.infrastructure:
         what = "timed out" if failed.timed_out else "was killed (out of memory?)"
+        what = f"{what} on every try"
+        if failed.setup_failure:
+            what = f"could not be set up: {failed.setup_failure}"
         update["escalate_reason"] = (
-            f"infrastructure: gate {failed.name!r} {what} on every try "
+            f"infrastructure: gate {failed.name!r} {what} "
             "(not charged to the agent; a person must act)"
         )
     elif phase == "verify":
@@ -479,6 +494,7 @@ def escalate(state: TaskState, ctx: RunContext) -> Update:
 def teardown(state: TaskState, ctx: RunContext) -> Update:
     spec_id = state["spec"]["id"]
     ctx.agents.pop(spec_id, None)
+    ctx.services.release(spec_id)  # the task's sandboxed services; the baseline keeps running
     sandbox = ctx.release_sandbox(spec_id)
     assert sandbox is None or isinstance(sandbox, WorktreeSandbox)
     # The branch outlives the sandbox: a verified task's as its PR's head, any other's as the

@@ -270,6 +270,7 @@ def _execute(ctx: RunContext, runner: BatchRunner, specs: list[Spec], verb: str)
         ):
             runner(ctx, specs)
     finally:
+        ctx.services.stop()  # integration baselines and sandboxes: processes, worktrees
         ctx.ledger.close()
     console.print(_summary_table(_results(ctx)))
     console.print(
@@ -303,7 +304,7 @@ def gc(
         state.close()
     verb = "would" if dry_run else "did"
     for action in actions:
-        mark = "" if action.done or dry_run else " (skipped: another holder has it)"
+        mark = "" if action.done or dry_run else " (not done)"
         console.print(
             f"{action.kind:<11} {escape(action.target)}  ({escape(action.why)}){mark}",
             highlight=False,
@@ -340,7 +341,9 @@ def check(
             infrastructure=loaded_policy.infrastructure,
             flaky=loaded_policy.flaky,
         )
-        result = runner.run_all(loaded_policy.gates, attempt=0, phase="check")
+        # Integration gates need a run's services (a baseline, the changed services): not here.
+        gates = [gate for gate in loaded_policy.gates if gate.kind != "integration"]
+        result = runner.run_all(gates, attempt=0, phase="check")
     finally:
         sandbox.teardown()
     feedback = compact(result.problems, max_tokens=loaded_policy.feedback.max_tokens)

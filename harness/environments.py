@@ -178,9 +178,10 @@ def remove_worktree(env: EnvRecord) -> None:
 
 def kill_sandbox_processes(scratch: Path) -> list[int]:
     """Kill every process a sandbox started that is still running: what a crashed worker's
-    commands may have left behind. They are known by the environment harness gave them
-    (TMPDIR is the sandbox's scratch directory), so nothing else on the host (a user's shell
-    sitting in the worktree, say) is ever touched. Returns their pids."""
+    commands (or services) may have left behind. They are known by the environment harness
+    gave them (TMPDIR is the sandbox's scratch directory, or one inside `scratch`), so nothing
+    else on the host (a user's shell sitting in the worktree, say) is ever touched. Returns
+    their pids."""
     marker = f"TMPDIR={scratch}".encode()
     killed = []
     for entry in Path("/proc").iterdir():
@@ -190,7 +191,7 @@ def kill_sandbox_processes(scratch: Path) -> list[int]:
             environ = (entry / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if marker in environ:
+        if any(var == marker or var.startswith(marker + b"/") for var in environ):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(int(entry.name), signal.SIGKILL)
                 killed.append(int(entry.name))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import signal
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -62,16 +63,64 @@ class GateRecord(BaseModel):
     log: str | None = None
     excerpt: str = ""
     """The tail of the output, for records (not the summary)."""
+    not_applicable: str | None = None
+    """Why the gate did not apply to this task (it passed without running), e.g. an
+    integration gate for a repository without a service map."""
+    setup_failure: str | None = None
+    """Why what the gate runs against could not be made ready (a service exited or never
+    answered its health check); the command did not run. Infrastructure."""
+    setup_s: float = 0.0
+    """Of `duration_s`, the time spent making the gate's environment ready (its services)."""
 
     @property
     def ending(self) -> str:
         """How the run ended, for records: "exit 1", "timed out"."""
+        if self.not_applicable is not None:
+            return "not applicable"
+        if self.setup_failure is not None:
+            return "setup failed"
         return "timed out" if self.timed_out else f"exit {self.exit_code}"
 
     @property
     def infrastructure_failure(self) -> bool:
         """Failures that are not the agent's doing and must not be charged to its budget."""
-        return self.timed_out or self.killed or self.tool_missing
+        return self.timed_out or self.killed or self.tool_missing or self.setup_failure is not None
+
+
+@dataclass(frozen=True)
+class GateEnvironment:
+    """What one run of a gate needs beyond the sandbox, made ready just before it runs."""
+
+    env: Mapping[str, str] = field(default_factory=dict)
+    """Added to the sandbox's environment (an integration gate's routing key and URLs)."""
+    network: bool = False
+    """Keep the host's network: the gate calls services listening on the host's loopback."""
+    not_applicable: str | None = None
+    """Set when the gate does not apply: it passes without running, and the record says why."""
+
+
+class GateSetupError(Exception):
+    """The gate's environment could not be made ready: infrastructure, not the agent's."""
+
+    def __init__(self, title: str, detail: str, todo: str, log: Path | None = None) -> None:
+        super().__init__(title)
+        self.title = title
+        self.detail = detail
+        self.todo = todo
+        """What a person must do about it."""
+        self.log = log
+
+
+GatePrepare = Callable[[GateConfig], GateEnvironment]
+"""Called before every run of every gate; raises GateSetupError when it cannot prepare."""
+
+
+def no_services(gate: GateConfig) -> GateEnvironment:
+    """The default preparation: none. Integration gates need a run's services (the task
+    graph prepares them), so without them they do not apply rather than run blind."""
+    if gate.kind == "integration":
+        return GateEnvironment(not_applicable="no services were started for integration gates")
+    return GateEnvironment()
 
 
 @dataclass
@@ -117,6 +166,8 @@ class GateRunner:
     flaky: FlakyConfig = field(default_factory=FlakyConfig)
     deadline: float | None = None
     """time.monotonic() past which no gate may run (the task's wall-clock budget)."""
+    prepare: GatePrepare = no_services
+    """Makes each gate run's environment ready (e.g. an integration gate's services)."""
 
     def run_all(self, gates: list[GateConfig], *, attempt: int, phase: Phase) -> GateRun:
         """Gates in order; the first that fails for good stops the rest."""
@@ -171,6 +222,17 @@ class GateRunner:
     def run_once(
         self, gate: GateConfig, attempt: int, phase: Phase, run: int = 1
     ) -> tuple[GateRecord, list[Problem]]:
+        started = time.monotonic()
+        instance = f"{self.instance}/{phase}-{attempt}/{gate.name}"
+        try:
+            setup = self.prepare(gate)
+        except GateSetupError as exc:
+            return _setup_failed(gate, exc, attempt, phase, run, instance, started)
+        if setup.not_applicable is not None:
+            why = setup.not_applicable
+            record = _not_run(gate, attempt, phase, run, started, passed=True, not_applicable=why)
+            return record.model_copy(update={"excerpt": f"not applicable: {why}"}), []
+        setup_s = time.monotonic() - started
         timeout = gate.timeout_s
         if self.deadline is not None:
             timeout = max(1.0, min(timeout, self.deadline - time.monotonic()))
@@ -181,12 +243,13 @@ class GateRunner:
         junit = self.sandbox.scratch / "reports" / f"{stem}.xml"
         junit.unlink(missing_ok=True)
         report = f"--junitxml={junit} -o junit_family=xunit1"
-        env = {"PYTEST_ADDOPTS": f"{PYTEST_ADDOPTS} {report}"}
-        done = self.sandbox.run(gate.command, timeout_s=timeout, log_path=log, env=env)
-        record = _record(gate, done, attempt=attempt, phase=phase, run=run)
+        env = {**setup.env, "PYTEST_ADDOPTS": f"{PYTEST_ADDOPTS} {report}"}
+        done = self.sandbox.run(
+            gate.command, timeout_s=timeout, log_path=log, env=env, network=setup.network
+        )
+        record = _record(gate, done, attempt=attempt, phase=phase, run=run, setup_s=setup_s)
         if record.passed:
             return record, []
-        instance = f"{self.instance}/{phase}-{attempt}/{gate.name}"
         if record.infrastructure_failure:
             return record, [infrastructure_problem(record, instance)]
         problems = parse_gate_output(
@@ -203,6 +266,60 @@ class GateRunner:
         return record, problems
 
 
+def _setup_failed(
+    gate: GateConfig,
+    error: GateSetupError,
+    attempt: int,
+    phase: Phase,
+    run: int,
+    instance: str,
+    started: float,
+) -> tuple[GateRecord, list[Problem]]:
+    log = str(error.log) if error.log else None
+    record = _not_run(gate, attempt, phase, run, started, passed=False, setup_failure=error.title)
+    record = record.model_copy(update={"log": log, "excerpt": excerpt(error.detail)})
+    problem = Problem(
+        type=problem_type("gate-setup-failed"),
+        title=f"Gate {gate.name!r} could not be set up: {error.title}",
+        detail=f"{error.detail}\n\nA person must act: {error.todo}.",
+        instance=instance,
+        gate=gate.name,
+        command=gate.command,
+        category="infrastructure",
+        retryable=True,
+        owner_action_required=True,
+        log=log,
+    )
+    return record, [problem]
+
+
+def _not_run(
+    gate: GateConfig,
+    attempt: int,
+    phase: Phase,
+    run: int,
+    started: float,
+    *,
+    passed: bool,
+    not_applicable: str | None = None,
+    setup_failure: str | None = None,
+) -> GateRecord:
+    """The record of a gate run whose command never ran."""
+    return GateRecord(
+        name=gate.name,
+        kind=gate.kind,
+        command=gate.command,
+        attempt=attempt,
+        phase=phase,
+        run=run,
+        exit_code=None,
+        duration_s=round(time.monotonic() - started, 3),
+        passed=passed,
+        not_applicable=not_applicable,
+        setup_failure=setup_failure,
+    )
+
+
 def _output_to_parse(done: Completed) -> str:
     """The whole output when it was cut in memory but is not huge: findings in the middle of a
     long report (say, 300 lint violations as JSON) must not be lost to the head-and-tail cap."""
@@ -217,7 +334,7 @@ def _runs(result: GateRun, gate: GateConfig) -> list[GateRecord]:
 
 
 def _record(
-    gate: GateConfig, done: Completed, *, attempt: int, phase: Phase, run: int
+    gate: GateConfig, done: Completed, *, attempt: int, phase: Phase, run: int, setup_s: float = 0
 ) -> GateRecord:
     # sh reports 127 for "command not found" and 126 for "found but not executable".
     missing = _MISSING_TOOL.search(done.output[-2000:]) if done.exit_code in (126, 127) else None
@@ -229,7 +346,8 @@ def _record(
         phase=phase,
         run=run,
         exit_code=None if done.timed_out else done.exit_code,
-        duration_s=round(done.duration_s, 3),
+        duration_s=round(done.duration_s + setup_s, 3),
+        setup_s=round(setup_s, 3),
         passed=done.exit_code == 0 and not done.timed_out,
         timed_out=done.timed_out,
         killed=not done.timed_out and done.exit_code in _KILLED_EXIT_CODES,

@@ -6,7 +6,8 @@ Three sweeps, each idempotent and safe to run beside workers and other gc runs:
 2. deleted environments past their retention: the task branch and any recovered-work refs
    are deleted (an escalation's WIP branch lives until then);
 3. what is on disk with no live record: worktrees and scratch directories under runs/, and
-   sandbox processes still running in them.
+   sandbox processes still running in them; a finished or dead run's integration services;
+4. Kubernetes sandboxes of runs no worker is running any more (by their labels).
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import environments
+from harness.errors import InfrastructureError, InputError
 from harness.gitrepo import GitRepository
+from harness.policy import parse_policy
+from harness.services import kubernetes
 from harness.store import EnvRecord, Store, owner_is_gone
 
 # How long gc may hold a teardown lock before another gc may take it over.
@@ -27,7 +31,7 @@ LOCK_S = 300.0
 @dataclass(frozen=True)
 class Action:
     kind: str
-    """teardown, delete-ref, remove-dir or kill."""
+    """teardown, delete-ref, remove-dir, kill or kubernetes."""
     target: str
     why: str
     done: bool
@@ -37,9 +41,11 @@ class Action:
 def collect(
     store: Store, runs_root: Path, *, owner: str, dry_run: bool, now: float | None = None
 ) -> list[Action]:
-    now = time.time() if now is None else now
-    actions = [*_orphans(store, owner, dry_run, now), *_retained(store, dry_run, now)]
-    return [*actions, *_on_disk(store, runs_root, dry_run)]
+    actions = _orphans(store, owner, dry_run, time.time() if now is None else now)
+    # The clock is read again: what the first sweep just tore down with no retention left
+    # (ttl 0) is due now, not at the next gc.
+    actions += _retained(store, dry_run, time.time() if now is None else now)
+    return [*actions, *_on_disk(store, runs_root, dry_run), *_kubernetes(store, dry_run)]
 
 
 def _why_reap(env: EnvRecord, now: float) -> str | None:
@@ -62,8 +68,43 @@ def _orphans(store: Store, owner: str, dry_run: bool, now: float) -> list[Action
         if not dry_run:
             retain = float(env.config.get("retain_s", {}).get("escalated", 0.0))
             done = environments.teardown(store, env, owner=owner, lease_s=LOCK_S, retain_s=retain)
+        if not done and not dry_run:
+            why += "; another gc or worker holds its teardown lock"
         actions.append(Action("teardown", env.env_id, why, done))
     return actions
+
+
+def _kubernetes(store: Store, dry_run: bool) -> list[Action]:
+    """Kubernetes sandboxes (forks, routes, Jobs) of runs no worker is running any more, found
+    by their harness.dev/run label in the namespaces the run's policy allowlisted."""
+    actions = []
+    for run_id in sorted({env.run_id for env in store.envs()}):
+        record = store.get_run(run_id)
+        if record is None or _run_is_live(store, run_id):
+            continue
+        try:
+            policy = parse_policy(record.policy_text, Path(record.policy_path))
+            if policy.integration.backend != "kubernetes":
+                continue
+            lines = kubernetes.reap(
+                policy.integration, run_id, dry_run=dry_run, source=record.policy_path
+            )
+        except (InputError, InfrastructureError) as exc:
+            actions.append(Action("kubernetes", run_id, f"not reaped: {exc}", False))
+            continue
+        actions += [Action("kubernetes", line, f"run {run_id}", not dry_run) for line in lines]
+    return actions
+
+
+def _run_is_live(store: Store, run_id: str) -> bool:
+    """Whether a worker holds one of the run's tasks now (a live, unlapsed lease)."""
+    now = time.time()
+    return any(
+        task.status == "claimed"
+        and (task.lease_expires_at or 0) > now
+        and not owner_is_gone(task.owner)
+        for task in store.tasks(run_id)
+    )
 
 
 def _retained(store: Store, dry_run: bool, now: float) -> list[Action]:
@@ -95,6 +136,18 @@ def _on_disk(store: Store, runs_root: Path, dry_run: bool) -> list[Action]:
         if not dry_run:
             shutil.rmtree(path, ignore_errors=True)
         actions.append(Action("remove-dir", str(path), "no live environment", not dry_run))
+    for services in sorted(runs_root.glob("*/services")):
+        # Integration services (a baseline, tasks' sandboxed services) of a run no worker
+        # is running any more: their processes and the baseline's worktree.
+        if _run_is_live(store, services.parent.name):
+            continue
+        for pid in [] if dry_run else environments.kill_sandbox_processes(services.resolve()):
+            actions.append(Action("kill", str(pid), f"service process of {services}", True))
+        if not dry_run:
+            shutil.rmtree(services, ignore_errors=True)
+        actions.append(
+            Action("remove-dir", str(services), "its run has no live worker", not dry_run)
+        )
     repos = {env.artifacts.get("repo") for env in store.envs()}
     for repo in sorted(r for r in repos if r and Path(r).is_dir()):
         if not dry_run:

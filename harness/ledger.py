@@ -29,6 +29,10 @@ class GateSummary(BaseModel):
     duration_s: float
     passed: bool
     counts: dict[str, int] = {}
+    not_applicable: str | None = None
+    """Why the gate did not run for this task (it passed without running)."""
+    setup_failure: str | None = None
+    """Why its environment (an integration gate's services) could not be made ready."""
 
 
 class TaskResult(BaseModel):

@@ -21,7 +21,11 @@ def gate_table(gates: Sequence[GateRecord]) -> str:
     for gate in gates:
         counts = ", ".join(f"{v} {k}" for k, v in gate.counts.items()) or "-"
         exit_code = "timeout" if gate.timed_out else str(gate.exit_code)
+        if gate.not_applicable or gate.setup_failure:
+            exit_code = "not run"
         result = "pass" if gate.passed else "FAIL"
+        if gate.not_applicable:
+            result = f"n/a: {gate.not_applicable}"
         name = gate.name if gate.run == 1 else f"{gate.name} (run {gate.run})"
         rows.append(
             f"| {gate.phase} | {gate.attempt} | {name} | `{gate.command}` | {exit_code} "

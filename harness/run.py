@@ -22,6 +22,7 @@ from harness.ledger import RunLedger, utc_now
 from harness.policy import AgentKind, Budget, Policy
 from harness.sandbox import Sandbox
 from harness.sandbox import bubblewrap as bwrap
+from harness.services.local import LocalServices
 from harness.spec import Spec
 from harness.store import Store, worker_id
 
@@ -60,6 +61,9 @@ class RunContext:
     """Specs that could not be loaded; reported in the summary, not run."""
     sandboxes: dict[str, Sandbox] = field(default_factory=dict)
     agents: dict[str, Agent] = field(default_factory=dict)
+    services: LocalServices = field(default_factory=LocalServices)
+    """Integration gates' services: the shared baseline (started on first use) and each task's
+    sandboxed services. Stopped at the run's end: `ctx.services.stop()`."""
     lost: set[str] = field(default_factory=set)
     """Tasks whose lease this worker lost (another worker reclaimed them): left alone."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -102,11 +106,12 @@ class RunContext:
             return self.sandboxes.pop(spec_id, None)
 
 
-def create_run_dir(
+def check_run_id(
     runs_root: Path, run_id: str | None, policy: Policy, specs: list[Spec]
 ) -> tuple[str, Path]:
-    """A fresh directory for the run; a run id already used (a run directory or a task branch
-    in a target repository) is refused rather than overwritten or mixed with the old run."""
+    """The run's id and directory, before anything is made: an id already used (a run
+    directory or a task branch in a target repository) is refused rather than overwritten or
+    mixed with the old run."""
     run_id = run_id or new_run_id()
     if not RUN_ID_PATTERN.match(run_id):
         raise InputError(
@@ -120,8 +125,18 @@ def create_run_dir(
                 "pick another run id"
             )
     run_dir = runs_root / run_id
+    if run_dir.exists():
+        raise InputError(f"--run-id: {run_dir} already exists; pick another run id")
+    return run_id, run_dir.resolve()
+
+
+def create_run_dir(
+    runs_root: Path, run_id: str | None, policy: Policy, specs: list[Spec]
+) -> tuple[str, Path]:
+    """check_run_id, then the directory made (never an existing one)."""
+    run_id, run_dir = check_run_id(runs_root, run_id, policy, specs)
     try:
         run_dir.mkdir(parents=True, exist_ok=False)
     except FileExistsError:
         raise InputError(f"--run-id: {run_dir} already exists; pick another run id") from None
-    return run_id, run_dir.resolve()
+    return run_id, run_dir

@@ -30,6 +30,9 @@ class SpecFrontMatter(StrictModel):
     """Branch, tag or commit to start from; default: the repository's HEAD."""
     acceptance: list[str] = []
     """Extra gate commands, run after the policy's gates."""
+    integration: list[str] = []
+    """Integration test commands for the policy's integration gate (default: the service map's
+    `tests`); run against the task's sandboxed services and the shared baseline."""
     paths: list[str] = []
     """Where the change is expected (git glob pathspecs relative to `repo`)."""
     budget: BudgetOverride | None = None

@@ -28,6 +28,7 @@ EXPECTED = {
     "fix-pagination": ("verified", 2),
     "round-tax-per-line": ("escalated", 2),
     "migrate-payment-provider": ("escalated", 0),
+    "price-bulk-orders": ("verified", 1),  # integration-gated: examples/mesh has a service map
 }
 NODES = {
     "add-bulk-discount": ["triage", "provision", "agent", "gates", "guard", "verify", "publish"],
@@ -40,6 +41,7 @@ NODES = {
         "escalate",
     ],
     "migrate-payment-provider": ["triage", "escalate"],
+    "price-bulk-orders": ["triage", "provision", "agent", "gates", "guard", "verify", "publish"],
 }
 POLICY_GATES = ["ruff check --output-format=json .", "mypy -O json .", "pytest -q"]
 
@@ -131,13 +133,15 @@ def test_gate_records_of_the_retried_task(demo: DemoRun) -> None:
         ("tests", "attempt", 1, 1),
         ("tests", "attempt", 1, 1),
     ]
+    # integration: not applicable to the shop (no service map), recorded all the same.
+    every = ("lint", "types", "tests", "integration", "acceptance-1")
     assert [(g["phase"], g["attempt"], g["name"]) for g in gates] == [
         *[("attempt", 1, name) for name in ("lint", "types", "tests", "tests")],
-        *[("attempt", 2, name) for name in ("lint", "types", "tests", "acceptance-1")],
-        *[("verify", 2, name) for name in ("lint", "types", "tests", "acceptance-1")],
+        *[("attempt", 2, name) for name in every],
+        *[("verify", 2, name) for name in every],
     ]
     verify = [g["name"] for g in gates if g["phase"] == "verify"]
-    assert verify == ["lint", "types", "tests", "acceptance-1"]
+    assert verify == list(every)
     assert all(g["passed"] for g in gates if g["phase"] == "verify")
 
 
@@ -184,6 +188,37 @@ def test_pr_record_lists_every_gate_with_exit_codes_and_a_diffstat(
         # Attempt 2 lists the problems of attempt 1 it fixed.
         attempts = section(record, "Attempts")
         assert "  - fixed: tests/test_pagination.py::test_empty_listing_has_one_page" in attempts
+
+
+def test_the_integration_gate_ran_for_the_mesh_and_did_not_apply_to_the_shop(
+    demo: DemoRun,
+) -> None:
+    gates = demo.task("price-bulk-orders")["gates"]
+    ran = [g for g in gates if g["name"] == "integration"]
+    assert [(g["phase"], g["exit_code"], g["passed"]) for g in ran] == [
+        ("attempt", 0, True),
+        ("verify", 0, True),
+    ]
+    # The mesh's own routing tests and the spec's bulk-pricing test, through the routing key.
+    assert all(g["counts"] == {"passed": 3} for g in ran)
+    logs = demo.run_dir / "tasks" / "price-bulk-orders"
+    assert sorted(p.name for p in (logs / "services").iterdir()) == [
+        "pricing-1.log",
+        "pricing-2.log",
+    ]
+    verify_log = (logs / "gates" / "verify-1-integration.log").read_text("utf-8")
+    assert "3 passed" in verify_log
+    pricing = git(
+        demo.repo, "show", f"harness/{RUN_ID}/price-bulk-orders:examples/mesh/mesh/pricing.py"
+    )
+    assert "BULK_PERCENT = 5" in pricing
+    # A shop task's integration gate did not run: no command, no log.
+    shop = [g for g in demo.task("add-bulk-discount")["gates"] if g["name"] == "integration"]
+    assert [(g["exit_code"], g["passed"], g["duration_s"]) for g in shop] == [
+        (None, True, 0.0),
+        (None, True, 0.0),
+    ]
+    assert not list((demo.run_dir / "tasks" / "add-bulk-discount" / "gates").glob("*integration*"))
 
 
 def test_budget_exhausted_escalation_record(demo: DemoRun) -> None:

@@ -110,5 +110,5 @@ class IntegrationConfig(StrictModel):
     @model_validator(mode="after")
     def _one_service_map(self) -> Self:
         if self.services is not None and self.services_file is not None:
-            raise ValueError("give the service map inline (`services`) or `services_file`, not both")
+            raise ValueError("give the service map inline (`services`) or services_file, not both")
         return self

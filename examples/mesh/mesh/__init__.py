@@ -1,0 +1,1 @@
+"""front, catalog and pricing: HTTP services propagating W3C trace context and baggage."""

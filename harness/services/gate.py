@@ -1,0 +1,101 @@
+"""The integration gate of one task: the commands it runs, and what each run is prepared with.
+
+A `kind: integration` gate runs the spec's `integration:` commands, else the service map's
+`tests`, else its own command. Before each run the task's changed services are (re)started in
+its sandbox over the shared baseline, and the command gets the routing key, the headers that
+carry it and the routing layer's URL of every service. A repository without a service map has
+nothing to integrate: the gate passes as not applicable, and its record says so.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.gates import GateEnvironment, GateSetupError
+from harness.policy import GateConfig
+from harness.sandbox.local import WorktreeSandbox
+from harness.services.baggage import routing_key
+from harness.services.changes import changed_services
+from harness.services.config import IntegrationConfig
+from harness.services.local import LocalServices
+from harness.services.processes import ServiceNotReady
+from harness.services.servicemap import load_service_map
+from harness.spec import Spec
+
+
+class IntegrationGates:
+    def __init__(
+        self,
+        services: LocalServices,
+        spec: Spec,
+        sandbox: WorktreeSandbox,
+        config: IntegrationConfig,
+        *,
+        run_id: str,
+        run_dir: Path,
+        log_dir: Path,
+    ) -> None:
+        self.services = services
+        self.spec = spec
+        self.sandbox = sandbox
+        self.config = config
+        self.key = routing_key(run_id, spec.id)
+        self.run_dir = run_dir
+        self.log_dir = log_dir
+        """Where the sandboxed services' logs go (one file per service and start)."""
+        self.service_map = load_service_map(spec, config)
+
+    def gates(self, gates: list[GateConfig]) -> list[GateConfig]:
+        """`gates` with each integration gate given its test commands (one gate per command,
+        suffixed -1, -2… when there are several)."""
+        commands = self.spec.integration or (self.service_map.tests if self.service_map else [])
+        expanded: list[GateConfig] = []
+        for gate in gates:
+            if gate.kind != "integration" or self.service_map is None or not commands:
+                expanded.append(gate)
+            elif len(commands) == 1:
+                expanded.append(gate.model_copy(update={"command": commands[0]}))
+            else:
+                expanded += [
+                    gate.model_copy(update={"name": f"{gate.name}-{n}", "command": command})
+                    for n, command in enumerate(commands, start=1)
+                ]
+        return expanded
+
+    def prepare(self, gate: GateConfig) -> GateEnvironment:
+        """For an integration gate: the sandbox's services restarted from the task's committed
+        tree, and the environment its tests need. Other gates need nothing."""
+        if gate.kind != "integration":
+            return GateEnvironment()
+        if self.service_map is None:
+            return GateEnvironment(not_applicable=self._no_map())
+        if self.config.backend != "local":
+            raise GateSetupError(
+                f"integration.backend {self.config.backend!r} is not run by this task graph",
+                "The local backend is the one `harness run` starts services with.",
+                "set integration.backend: local, or run the Kubernetes backend's sandbox",
+            )
+        try:
+            task = self.services.sandbox(
+                self.spec, self.service_map, self.config, key=self.key, run_dir=self.run_dir
+            )
+            base = self.spec.base_commit
+            changed = changed_services(self.service_map, self.sandbox.worktree, base)
+            task.restart(changed, self.sandbox.path, self.log_dir)
+        except ServiceNotReady as exc:
+            raise GateSetupError(
+                str(exc),
+                f"The last lines of its log ({exc.log}):\n\n{exc.tail or '(empty)'}",
+                "read the service's log; fix the service, its `command` or `health` in the "
+                "service map, or raise integration.ready_timeout_s",
+                exc.log,
+            ) from exc
+        return GateEnvironment(env=task.gate_env(), network=True)
+
+    def _no_map(self) -> str:
+        if self.config.services_file is None:
+            return "the policy names no service map (integration.services or services_file)"
+        return (
+            f"{self.spec.repo} has no service map ({self.config.services_file} is not in its "
+            f"base commit {self.spec.base_commit[:12]}): it has no services to integrate"
+        )

@@ -1,0 +1,53 @@
+"""Which service map applies to a spec: the policy's inline one, or the repository's own file.
+
+A `services_file` is read at the spec's base commit, the tree the baseline runs, so the map and
+the baseline always agree (and an agent editing the file cannot change how its own work is
+tested). A repository without the file has no service map: its integration gates do not apply.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+import git
+import yaml
+from pydantic import ValidationError
+
+from harness.errors import InputError
+from harness.services.config import IntegrationConfig, ServiceMap
+from harness.spec import Spec
+from harness.validation import describe_validation_error
+
+
+def load_service_map(spec: Spec, config: IntegrationConfig) -> ServiceMap | None:
+    """The spec's service map, or None when its repository has none."""
+    if config.services is not None:
+        return config.services
+    if config.services_file is None:
+        return None
+    relpath = PurePosixPath(spec.subdir.as_posix(), config.services_file)
+    where = f"{spec.repo_dir}/{config.services_file} (at base {spec.base_commit[:12]})"
+    text = _read_at(spec.git_toplevel, spec.base_commit, str(relpath))
+    if text is None:
+        return None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InputError(f"{where}: not valid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"{where}: a service map is a YAML mapping with `services:`")
+    try:
+        return ServiceMap.model_validate(raw)
+    except ValidationError as exc:
+        raise InputError(describe_validation_error(where, exc)) from None
+
+
+def _read_at(toplevel: str, commit: str, relpath: str) -> str | None:
+    """A file's text in `commit`, or None when the commit has no such file."""
+    runner = git.Git(toplevel)
+    try:
+        # `cat-file -e` first: a missing file is an answer here, not an error to parse.
+        runner.execute(["git", "cat-file", "-e", f"{commit}:{relpath}"])
+    except git.GitCommandError:
+        return None
+    return str(runner.execute(["git", "show", f"{commit}:{relpath}"]))
