@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BeforeValidator, Field, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, field_validator
 
 from harness.errors import InputError
 from harness.services.config import IntegrationConfig
-from harness.validation import StrictModel, describe_validation_error
+from harness.validation import StrictModel, parse_yaml_mapping
 
 AgentKind = Literal["anthropic", "command", "replay"]
 GateKind = Literal["lint", "type", "test", "integration", "custom"]
@@ -272,16 +272,7 @@ def load_policy(path: Path) -> Policy:
 
 def parse_policy(text: str, path: Path) -> Policy:
     """Validate a policy's YAML text; `path` is only named in errors."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
-    if not isinstance(raw, dict):
-        raise InputError(f"{path}: a policy must be a YAML mapping with at least `gates:`")
-    try:
-        return Policy.model_validate(raw)
-    except ValidationError as exc:
-        raise InputError(describe_validation_error(path, exc)) from None
+    return parse_yaml_mapping(text, path, Policy, "with at least `gates:` (a policy)")
 
 
 def policy_changes(old_text: str, new_text: str) -> list[str]:

@@ -30,6 +30,7 @@ EXPECTED = {
     "fix-pagination": ("verified", 2, None),
     "round-tax-per-line": ("escalated", 2, "budget exhausted"),
     "migrate-payment-provider": ("escalated", 0, "tier 3"),
+    "price-bulk-orders": ("verified", 1, None),  # integration-gated (examples/mesh)
 }
 RAN = [spec_id for spec_id, (_, attempts, _) in EXPECTED.items() if attempts]
 
@@ -80,7 +81,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnthropicDemo]:
         yield AnthropicDemo(repo, result, server)
 
 
-def test_exit_code_and_the_four_outcomes(demo: AnthropicDemo) -> None:
+def test_exit_code_and_the_five_outcomes(demo: AnthropicDemo) -> None:
     assert demo.result.exit_code == 0, demo.result.stdout + demo.result.stderr
     outcomes = {t["spec_id"]: (t["outcome"], t["attempts"]) for t in demo.summary["tasks"]}
     assert outcomes == {spec_id: (o, a) for spec_id, (o, a, _) in EXPECTED.items()}

@@ -50,8 +50,9 @@ def test_default_policy_loads() -> None:
 def test_demo_policy_loads() -> None:
     policy = load_policy(REPO_ROOT / "policies" / "demo.yaml")
     assert policy.agent.kind == "replay"
-    assert [g.name for g in policy.gates] == ["lint", "types", "tests"]
-    assert [g.kind for g in policy.gates] == ["lint", "type", "test"]
+    assert [g.name for g in policy.gates] == ["lint", "types", "tests", "integration"]
+    assert [g.kind for g in policy.gates] == ["lint", "type", "test", "integration"]
+    assert policy.integration.services_file == "harness-services.yaml"
     assert policy.budget.max_attempts == 2
     assert policy.budget.max_steps == 40
     assert "migrations/**" in policy.publish.protected_paths

@@ -99,10 +99,12 @@ def test_the_demo_specs_load() -> None:
         "add-bulk-discount",
         "fix-pagination",
         "migrate-payment-provider",
+        "price-bulk-orders",
         "round-tax-per-line",
     ]
     for spec in spec_set.specs:
-        assert spec.subdir == Path("examples/shop")
+        expected = "examples/mesh" if spec.id == "price-bulk-orders" else "examples/shop"
+        assert spec.subdir == Path(expected)
 
 
 def test_missing_id(tiny: TinyProject) -> None:

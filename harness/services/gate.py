@@ -3,7 +3,9 @@
 A `kind: integration` gate runs the spec's `integration:` commands, else the service map's
 `tests`, else its own command. Before each run the task's changed services are (re)started in
 its sandbox over the shared baseline, and the command gets the routing key, the headers that
-carry it and the routing layer's URL of every service. A repository without a service map has
+carry it and the routing layer's URL of every service. With `integration.backend: kubernetes`
+the changed services are forked in the cluster instead and the command runs there as a Job
+(harness.services.kubernetes_gate). A repository without a service map has
 nothing to integrate: the gate passes as not applicable, and its record says so.
 """
 
@@ -16,7 +18,8 @@ from harness.policy import GateConfig
 from harness.sandbox.local import WorktreeSandbox
 from harness.services.baggage import routing_key
 from harness.services.changes import changed_services
-from harness.services.config import IntegrationConfig
+from harness.services.config import IntegrationConfig, ServiceMap
+from harness.services.kubernetes_manifests import SandboxIdentity
 from harness.services.local import LocalServices
 from harness.services.processes import ServiceNotReady
 from harness.services.servicemap import load_service_map
@@ -39,6 +42,7 @@ class IntegrationGates:
         self.spec = spec
         self.sandbox = sandbox
         self.config = config
+        self.run_id = run_id
         self.key = routing_key(run_id, spec.id)
         self.run_dir = run_dir
         self.log_dir = log_dir
@@ -64,17 +68,14 @@ class IntegrationGates:
 
     def prepare(self, gate: GateConfig) -> GateEnvironment:
         """For an integration gate: the sandbox's services restarted from the task's committed
-        tree, and the environment its tests need. Other gates need nothing."""
+        tree, and the environment its tests need (on Kubernetes: the tests' outcome, run as a
+        Job). Other gates need nothing."""
         if gate.kind != "integration":
             return GateEnvironment()
         if self.service_map is None:
             return GateEnvironment(not_applicable=self._no_map())
-        if self.config.backend != "local":
-            raise GateSetupError(
-                f"integration.backend {self.config.backend!r} is not run by this task graph",
-                "The local backend is the one `harness run` starts services with.",
-                "set integration.backend: local, or run the Kubernetes backend's sandbox",
-            )
+        if self.config.backend == "kubernetes":
+            return self._on_kubernetes(gate, self.service_map)
         try:
             task = self.services.sandbox(
                 self.spec, self.service_map, self.config, key=self.key, run_dir=self.run_dir
@@ -91,6 +92,24 @@ class IntegrationGates:
                 exc.log,
             ) from exc
         return GateEnvironment(env=task.gate_env(), network=True)
+
+    def _on_kubernetes(self, gate: GateConfig, service_map: ServiceMap) -> GateEnvironment:
+        """The changed services forked in the cluster and the gate's command run as a Job
+        (see harness.services.kubernetes_gate); torn down by `services.release`."""
+        changed = changed_services(service_map, self.sandbox.worktree, self.spec.base_commit)
+        commands = self.spec.integration or service_map.tests
+        return self.services.kubernetes.run_gate(
+            gate,
+            integration=self.config,
+            service_map=service_map,
+            identity=SandboxIdentity(self.run_id, self.spec.id, self.key),
+            changed=[service.name for service in changed],
+            commit=self.sandbox.worktree.head(),
+            # Every integration command of the task, so one applied sandbox serves each gate;
+            # a gate keeping its own command (no list to expand it from) gets its own.
+            tests=commands if gate.command in commands else [gate.command],
+            log_dir=self.log_dir,
+        )
 
     def _no_map(self) -> str:
         if self.config.services_file is None:

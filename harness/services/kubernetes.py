@@ -3,7 +3,7 @@ Deployment, a Service for it and an Istio route on the routing key, all owned by
 per namespace so that deleting it cascades; test runners as Jobs; teardown and reaping by label.
 
 Entry points: `plan_for` (manifests, no writes), `open_sandbox` (apply), `KubernetesSandbox`
-(`wait_ready`, `run_tests`, `teardown`) and `reap` (for `harness gc`)."""
+(`wait_ready`, `run_tests`, `run_test`, `teardown`) and `reap` (for `harness gc`)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,13 @@ from harness.services import kubernetes_manifests as m
 from harness.services.config import IntegrationConfig, ServiceMap
 from harness.services.kubernetes_api import ClusterApi
 from harness.services.kubernetes_plan import SandboxPlan, plan_sandbox, read_baselines, sandboxed
-from harness.services.kubernetes_readiness import run_test_jobs, wait_for_rollout
+from harness.services.kubernetes_readiness import (
+    JobRun,
+    job_command,
+    job_problem,
+    run_test_job,
+    wait_for_rollout,
+)
 from harness.services.kubernetes_routes import install_route, remove_routes
 
 Manifest = m.Manifest
@@ -90,9 +96,20 @@ class KubernetesSandbox:
 
     def run_tests(self, poll_s: float = 1.0) -> list[Problem]:
         """Run the integration test Jobs one after the other; a problem for each that fails."""
-        if not self.plan.jobs:
-            return []
-        namespace = self.plan.jobs[0]["metadata"]["namespace"]
+        runs = [self._run_job(job, poll_s) for job in self.plan.jobs]
+        return [problem for run in runs if (problem := job_problem(run)) is not None]
+
+    def run_test(self, command: str, poll_s: float = 1.0) -> JobRun:
+        """Run the Job of one of the plan's test commands (an integration gate runs one)."""
+        job = next((j for j in self.plan.jobs if job_command(j) == command), None)
+        if job is None:
+            planned = ", ".join(repr(job_command(j)) for j in self.plan.jobs) or "none"
+            raise ValueError(f"no test Job for {command!r} in this sandbox's plan ({planned})")
+        return self._run_job(job, poll_s)
+
+    def _run_job(self, job: Manifest, poll_s: float) -> JobRun:
+        """A fresh Job (generateName) owned by the sandbox's owner in the Job's namespace."""
+        namespace = job["metadata"]["namespace"]
         owner = next(o for o in self.plan.owners if o["metadata"]["namespace"] == namespace)
         created = self.api.get("ConfigMap", namespace, owner["metadata"]["name"])
         if created is None:
@@ -100,8 +117,7 @@ class KubernetesSandbox:
                 f"sandbox owner {namespace}/{owner['metadata']['name']} is gone"
             )
         reference = m.owner_reference(self.plan.identity, created["metadata"]["uid"])
-        jobs = [_with_owner(job, reference) for job in self.plan.jobs]
-        return run_test_jobs(self.api, jobs, poll_s)
+        return run_test_job(self.api, _with_owner(job, reference), poll_s)
 
     def teardown(self) -> list[str]:
         identity = self.plan.identity

@@ -5,6 +5,7 @@ the real runtime error, not just "not ready"."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from harness.problems import Problem, problem_type
@@ -12,6 +13,8 @@ from harness.services.kubernetes_api import ClusterApi
 from harness.services.kubernetes_manifests import LABEL_FORK, Manifest
 
 LOG_LINES = 40
+GATE_LOG_LINES = 2000
+"""How much of a test Job's log an integration gate records and parses (its failures)."""
 FAILING_WAIT_REASONS = frozenset(
     {
         "ImagePullBackOff",
@@ -136,45 +139,109 @@ def _job_outcome(job: Manifest) -> tuple[str, str] | None:
     return None
 
 
+@dataclass(frozen=True)
+class JobRun:
+    """One integration test Job, once its controller decided (or harness stopped waiting)."""
+
+    namespace: str
+    name: str
+    command: str
+    outcome: str
+    """Complete or Failed."""
+    reason: str
+    """The condition's reason: BackoffLimitExceeded (the tests failed), DeadlineExceeded, …"""
+    exit_code: int | None
+    """The test container's exit code, when it terminated."""
+    pod: str | None
+    log: str | None
+    """The last GATE_LOG_LINES lines of the test container's log; None when it has none."""
+    duration_s: float
+    deadline_s: int
+    """The Job's activeDeadlineSeconds."""
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome == "Complete"
+
+    @property
+    def tests_failed(self) -> bool:
+        """The tests ran and failed (a result for the change), not the Job machinery."""
+        return self.reason == "BackoffLimitExceeded"
+
+
+def job_command(job: Manifest) -> str:
+    """The shell command a test Job runs (`/bin/sh -c COMMAND`)."""
+    return str(job["spec"]["template"]["spec"]["containers"][0]["command"][-1])
+
+
+def run_test_job(api: ClusterApi, manifest: Manifest, poll_s: float = 1.0) -> JobRun:
+    """Create one test Job and wait for its Complete or Failed condition (at most its
+    activeDeadlineSeconds plus JOB_SLACK_S); its pod's exit code and log."""
+    started = time.monotonic()
+    created = api.create(manifest)
+    namespace, name = created["metadata"]["namespace"], created["metadata"]["name"]
+    wait_s = manifest["spec"]["activeDeadlineSeconds"] + JOB_SLACK_S
+    deadline = started + wait_s
+    outcome = _job_outcome(created)
+    while outcome is None and time.monotonic() < deadline:
+        time.sleep(poll_s)
+        job = api.get("Job", namespace, name)
+        outcome = _job_outcome(job) if job is not None else ("Failed", "JobDeleted")
+    kind, reason = outcome or ("Failed", f"NoOutcomeAfter{wait_s}s")
+    pods = api.list_objects("Pod", namespace, f"job-name={name}")
+    exit_codes = [
+        s["state"]["terminated"].get("exitCode")
+        for pod in pods[:1]
+        for s in _container_statuses(pod)
+        if "terminated" in s.get("state", {})
+    ]
+    pod = pods[0]["metadata"]["name"] if pods else None
+    log = api.pod_log(namespace, pod, "tests", GATE_LOG_LINES, False) if pod else None
+    return JobRun(
+        namespace=namespace,
+        name=name,
+        command=job_command(manifest),
+        outcome=kind,
+        reason=reason,
+        exit_code=exit_codes[0] if exit_codes else None,
+        pod=pod,
+        log=log,
+        duration_s=round(time.monotonic() - started, 3),
+        deadline_s=manifest["spec"]["activeDeadlineSeconds"],
+    )
+
+
+def job_log_section(run: JobRun) -> str:
+    """The last LOG_LINES lines of a Job's test container, headed like a pod's log section."""
+    if run.pod is None:
+        return f"(no pod of Job {run.name} was found)"
+    if not run.log:
+        return f"(no log from pod {run.pod}, container tests: it has not run)"
+    lines = run.log.rstrip("\n").splitlines()[-LOG_LINES:]
+    return f"last {len(lines)} log lines of pod {run.pod}, container tests:\n" + "\n".join(lines)
+
+
+def job_problem(run: JobRun) -> Problem | None:
+    """None for a Complete Job. A failed test is the change's problem (agent_fixable); a
+    deadline or a Job nobody finishes is infrastructure."""
+    if run.passed:
+        return None
+    failed_test = run.tests_failed
+    return Problem(
+        type=problem_type("integration-test-failed" if failed_test else "integration-job"),
+        title="Integration test failed" if failed_test else "Integration test Job did not finish",
+        detail="\n\n".join(
+            [f"Job {run.namespace}/{run.name}: {run.outcome}: {run.reason}", job_log_section(run)]
+        ),
+        command=run.command,
+        exit_code=run.exit_code,
+        code=run.reason,
+        category="agent_fixable" if failed_test else "infrastructure",
+        instance=f"kubernetes/{run.namespace}/jobs/{run.name}",
+    )
+
+
 def run_test_jobs(api: ClusterApi, jobs: list[Manifest], poll_s: float = 1.0) -> list[Problem]:
-    """Create each test Job in turn and wait for it; a failed test is the change's problem
-    (agent_fixable), a deadline or a Job nobody finishes is infrastructure."""
-    problems: list[Problem] = []
-    for manifest in jobs:
-        created = api.create(manifest)
-        namespace, name = created["metadata"]["namespace"], created["metadata"]["name"]
-        command = manifest["spec"]["template"]["spec"]["containers"][0]["command"][-1]
-        wait_s = manifest["spec"]["activeDeadlineSeconds"] + JOB_SLACK_S
-        deadline = time.monotonic() + wait_s
-        outcome = _job_outcome(created)
-        while outcome is None and time.monotonic() < deadline:
-            time.sleep(poll_s)
-            job = api.get("Job", namespace, name)
-            outcome = _job_outcome(job) if job is not None else ("Failed", "JobDeleted")
-        if outcome is not None and outcome[0] == "Complete":
-            continue
-        kind, reason = outcome or ("Failed", f"NoOutcomeAfter{wait_s}s")
-        pods = api.list_objects("Pod", namespace, f"job-name={name}")
-        logs = [_log_section(api, pod, "tests", previous=False) for pod in pods[:1]]
-        exit_codes = [
-            s["state"]["terminated"].get("exitCode")
-            for pod in pods[:1]
-            for s in _container_statuses(pod)
-            if "terminated" in s.get("state", {})
-        ]
-        failed_test = reason == "BackoffLimitExceeded"
-        problems.append(
-            Problem(
-                type=problem_type("integration-test-failed" if failed_test else "integration-job"),
-                title="Integration test failed"
-                if failed_test
-                else "Integration test Job did not finish",
-                detail="\n\n".join([f"Job {namespace}/{name}: {kind}: {reason}", *logs]),
-                command=command,
-                exit_code=exit_codes[0] if exit_codes else None,
-                code=reason,
-                category="agent_fixable" if failed_test else "infrastructure",
-                instance=f"kubernetes/{namespace}/jobs/{name}",
-            )
-        )
-    return problems
+    """Create each test Job in turn and wait for it; a problem for each that fails."""
+    runs = [run_test_job(api, manifest, poll_s) for manifest in jobs]
+    return [problem for run in runs if (problem := job_problem(run)) is not None]

@@ -19,6 +19,7 @@ from pathlib import Path
 from harness.gitrepo import GitRepository
 from harness.services.baggage import routing_headers
 from harness.services.config import IntegrationConfig, ServiceConfig, ServiceMap
+from harness.services.kubernetes_gate import KubernetesServices
 from harness.services.processes import Launcher, ServiceNotReady, ServiceProcess, reserve_port
 from harness.services.routing import RoutingLayer
 from harness.spec import Spec
@@ -168,9 +169,14 @@ class TaskServices:
 
 class LocalServices:
     """A run's service stacks: baselines (one per repository, base and map), started on first
-    use and shared by every task, and each task's sandbox. Safe to use from many tasks."""
+    use and shared by every task, and each task's sandbox. Safe to use from many tasks.
+
+    It also holds the run's Kubernetes sandboxes (`kubernetes`, for integration.backend:
+    kubernetes), so that a task's teardown (`release`) and the run's end (`stop`) are one call
+    whichever backend its integration gates used."""
 
     def __init__(self) -> None:
+        self.kubernetes = KubernetesServices()
         self._lock = threading.Lock()
         self._baselines: dict[str, Baseline] = {}
         self._failed: dict[str, ServiceNotReady] = {}
@@ -200,7 +206,9 @@ class LocalServices:
             return task
 
     def release(self, spec_id: str) -> None:
-        """Stop a task's services and drop its routes (teardown); the baseline keeps running."""
+        """Stop a task's services and drop its routes (teardown); the baseline keeps running.
+        Its Kubernetes sandbox, if it has one, is torn down."""
+        self.kubernetes.release(spec_id)
         with self._lock:
             task = self._tasks.pop(spec_id, None)
         if task is not None:
@@ -208,6 +216,7 @@ class LocalServices:
 
     def stop(self) -> None:
         """Stop every sandbox and baseline and remove their worktrees (the run's end)."""
+        self.kubernetes.stop()
         with self._lock:
             self._stopped = True
             tasks, self._tasks = list(self._tasks.values()), {}

@@ -10,13 +10,10 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 
 import git
-import yaml
-from pydantic import ValidationError
 
-from harness.errors import InputError
 from harness.services.config import IntegrationConfig, ServiceMap
 from harness.spec import Spec
-from harness.validation import describe_validation_error
+from harness.validation import parse_yaml_mapping
 
 
 def load_service_map(spec: Spec, config: IntegrationConfig) -> ServiceMap | None:
@@ -30,16 +27,7 @@ def load_service_map(spec: Spec, config: IntegrationConfig) -> ServiceMap | None
     text = _read_at(spec.git_toplevel, spec.base_commit, str(relpath))
     if text is None:
         return None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InputError(f"{where}: not valid YAML: {' '.join(str(exc).split())}") from None
-    if not isinstance(raw, dict):
-        raise InputError(f"{where}: a service map is a YAML mapping with `services:`")
-    try:
-        return ServiceMap.model_validate(raw)
-    except ValidationError as exc:
-        raise InputError(describe_validation_error(where, exc)) from None
+    return parse_yaml_mapping(text, where, ServiceMap, "with `services:` (a service map)")
 
 
 def _read_at(toplevel: str, commit: str, relpath: str) -> str | None:
