@@ -84,6 +84,7 @@ def run_task(ctx: RunContext, graph: TaskGraph, spec: Spec) -> None:
         "recursion_limit": 20 + 4 * ctx.budget(spec).max_attempts,
     }
     initial: TaskState = {"spec": spec.model_dump(), "started_at": time.time(), "attempt": 0}
+    ctx.lost.discard(spec.id)  # claimed again after it was lost once: ours now
     keeper = LeaseKeeper(
         ctx.store,
         ctx.run_id,

@@ -37,6 +37,10 @@ class LeaseKeeper:
                 return
 
     def __enter__(self) -> LeaseKeeper:
+        # At once, not a third of a lease from now: a resumed task's environments still name
+        # the crashed worker as owner, and gc would take them for orphans until this runs.
+        if not self._store.heartbeat(*self._task, self._owner, self._lease_s):
+            self._on_lost()
         self._thread.start()
         return self
 
