@@ -2,11 +2,11 @@
 
     .venv/bin/python bench/run.py [--only NAME]... [--quick]      (or: make bench)
 
-NAME: provision, overhead, feedback, model_calls, store, services.
+NAME: provision, overhead, feedback, model_calls, store, services, resume.
 
 Figures, never pass/fail: the exit code is non-zero only when a benchmark could not run.
-`--quick` runs fewer iterations (10 provisions, 1 batch, 50 store tasks, 5 service sandboxes)
-to check the benchmarks themselves.
+`--quick` runs fewer iterations (10 provisions, 1 batch, 50 store tasks, 5 service sandboxes,
+1 crashed run per store) to check the benchmarks themselves.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import host
 import model_calls
 import overhead
 import provision
+import resume
 import services
 import store_latency
 
@@ -32,7 +33,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the harness benchmarks.")
-    names = ["provision", "overhead", "feedback", "model_calls", "store", "services"]
+    names = ["provision", "overhead", "feedback", "model_calls", "store", "services", "resume"]
     parser.add_argument("--only", choices=names, action="append")
     parser.add_argument("--quick", action="store_true", help="fewer iterations")
     args = parser.parse_args(argv)
@@ -66,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         result = services.run(iterations=5, sandboxes=5) if args.quick else services.run()
         report["results"]["services"] = result
         sections.append(services.markdown(result))
+    if "resume" in chosen:
+        result = resume.run(repeats=1 if args.quick else 3)
+        report["results"]["resume"] = result
+        sections.append(resume.markdown(result))
     report["elapsed_s"] = round(time.perf_counter() - started, 1)
 
     RESULTS.mkdir(exist_ok=True)

@@ -1,6 +1,6 @@
 """A small Kubernetes API server emulator on 127.0.0.1, for the Kubernetes backend's tests.
 
-Why not kmock (installed): it ignores label selectors (reaping by label could not fail), applies
+Why not kmock: it ignores label selectors (reaping by label could not fail), applies
 every PATCH as a naive dict merge (harness sends RFC 6902 JSON patches with `test` ops to
 VirtualServices), has no garbage collector (ownerReference cascades could not be observed), no
 pod log endpoint, and runs in an asyncio loop the synchronous official client would have to be

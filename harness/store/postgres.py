@@ -23,6 +23,7 @@ from harness.store.sql import Dialect, SqlStore, Tx, first_line
 
 CONNECT_TIMEOUT_S = 5
 """Fail fast on an unreachable server instead of libpq's default of waiting forever."""
+IDLE_IN_TRANSACTION_MS = 30_000
 POOL_SIZE = 8
 SCHEMA_LOCK = 0x6861726E  # "harn": serialises concurrent CREATE TABLE IF NOT EXISTS (racy in PG)
 
@@ -89,7 +90,14 @@ class PostgresStore(SqlStore):
             ) from None
         pool: ConnectionPool[Any] = ConnectionPool(
             url,
-            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
+            kwargs={
+                "autocommit": True,
+                "connect_timeout": CONNECT_TIMEOUT_S,
+                # A worker frozen inside a transaction (stopped, swapped out) would keep its
+                # row locks, and SKIP LOCKED would pass its task over for ever: the server
+                # ends such a session, and its locks, after this long.
+                "options": f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}",
+            },
             min_size=1,
             max_size=POOL_SIZE,
             check=ConnectionPool.check_connection,

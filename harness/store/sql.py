@@ -212,11 +212,14 @@ class SqlStore(ABC):
             )
             gone = [row["owner"] for row in holders if owner_is_gone(row["owner"])]
             gone_clause = f" OR owner IN ({', '.join('?' * len(gone))})" if gone else ""
+            # Never a task the caller holds itself: a late heartbeat must not let another of
+            # its own lanes start the task a second time beside the first.
             rows = tx.rows(
                 f"SELECT spec_id FROM harness_tasks WHERE run_id = ? AND (status = 'pending'"
-                f" OR (status = 'claimed' AND (lease_expires_at IS NULL OR lease_expires_at < ?"
-                f"{gone_clause}))) ORDER BY seq LIMIT 1{self.dialect.skip_locked}",
-                (run_id, now, *gone),
+                f" OR (status = 'claimed' AND owner <> ? AND (lease_expires_at IS NULL"
+                f" OR lease_expires_at < ?{gone_clause}))) ORDER BY seq LIMIT 1"
+                f"{self.dialect.skip_locked}",
+                (run_id, owner, now, *gone),
             )
             if not rows:
                 return None
