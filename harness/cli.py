@@ -343,6 +343,7 @@ def check(
         )
         # Integration gates need a run's services (a baseline, the changed services): not here.
         gates = [gate for gate in loaded_policy.gates if gate.kind != "integration"]
+        skipped = [gate.name for gate in loaded_policy.gates if gate.kind == "integration"]
         result = runner.run_all(gates, attempt=0, phase="check")
     finally:
         sandbox.teardown()
@@ -355,6 +356,7 @@ def check(
             "gates": [record.model_dump(exclude={"excerpt"}) for record in result.records],
             "problems": [p.as_problem_json() for p in result.problems],
             "flaky": [p.as_problem_json() for p in result.flaky],
+            "skipped": skipped,
         }
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
     else:
@@ -365,6 +367,11 @@ def check(
                 f"{verdict:<4}  {name:<16} {escape(record.command)}",
                 highlight=False,
                 soft_wrap=True,
+            )
+        for name in skipped:
+            console.print(
+                f"skip  {name:<16} integration gates run in `harness run`, with the services",
+                highlight=False,
             )
         if result.problems:
             # soft_wrap: the feedback must reach a pipe or a CI log exactly as an agent gets it.
