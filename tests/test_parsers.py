@@ -414,6 +414,32 @@ def test_site_packages_frames_inside_root_are_skipped(tmp_path: Path) -> None:
     ]
 
 
+def test_a_script_that_crashes_is_one_problem_at_its_innermost_repo_frame(tmp_path: Path) -> None:
+    # A real crash of a real script, in a custom gate: Python's own (native) traceback.
+    (tmp_path / "tool").mkdir()
+    (tmp_path / "tool" / "table.py").write_text("def load():\n    return {}['rate']\n")
+    (tmp_path / "check.py").write_text("import json\nfrom tool.table import load\nload()\n")
+    done = subprocess.run(
+        [sys.executable, "check.py"], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    [problem] = _parse(tmp_path, "starting checks\n" + done.stderr, exit_code=done.returncode)
+    assert problem.title == "Uncaught exception" and problem.category == "agent_fixable"
+    assert problem.code == "KeyError" and "'rate'" in problem.detail
+    assert problem.location is not None
+    assert (problem.location.path, problem.location.line) == ("tool/table.py", 2)
+    assert "check.py:3" in problem.detail  # the caller's frame is listed too
+
+
+def test_a_traceback_entirely_outside_the_repo_is_not_located(tmp_path: Path) -> None:
+    text = (
+        "Traceback (most recent call last):\n"
+        '  File "/usr/lib/python3.11/json/decoder.py", line 355, in raw_decode\n'
+        "json.decoder.JSONDecodeError: Expecting value: line 1 column 1 (char 0)\n"
+    )
+    [problem] = _parse(tmp_path, text)
+    assert problem.title == "Gate failed" and problem.location is None
+
+
 # --- robustness -------------------------------------------------------------------------------
 
 

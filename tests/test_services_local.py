@@ -551,34 +551,59 @@ def test_the_integration_gate_runs_the_map_tests_and_reports_failures_as_problem
     assert problems[0].category == "agent_fixable" and "474" in problems[0].detail
 
 
-def test_a_service_that_crashes_is_an_infrastructure_problem_with_its_log(mesh: Mesh) -> None:
+def test_a_changed_service_that_crashes_fails_the_gate_with_its_traceback(mesh: Mesh) -> None:
+    """The baseline runs pricing fine from the base commit; the task's pricing exits at start.
+    The change broke it: the gate fails (charged to the attempt) with the traceback as
+    problems the agent can act on, not an infrastructure escalation."""
     spec = mesh.spec("crash")
     crash = ("UNIT_CENTS = {", 'raise RuntimeError("pricing table unreadable")\nUNIT_CENTS = {')
     box = mesh.sandbox(spec, {PRICING: crash})
     services = LocalServices()
     try:
         gates = gates_for(services, mesh, spec, box)
-        with pytest.raises(GateSetupError) as caught:
-            gates.prepare(INTEGRATION)
-        assert (
-            "service 'pricing'" in caught.value.title and "exited with code 1" in caught.value.title
-        )
-        assert "RuntimeError: pricing table unreadable" in caught.value.detail
-        # Through the gate runner: a failed record that never ran its command, one problem.
         runner = GateRunner(box, log_dir=mesh.root / "logs", instance="t", prepare=gates.prepare)
-        record, [problem] = runner.run_once(INTEGRATION, attempt=1, phase="attempt")
-        assert not record.passed and record.exit_code is None and record.infrastructure_failure
-        assert record.setup_failure and "pricing" in record.setup_failure
-        assert record.ending == "setup failed"
-        assert "pricing table unreadable" in record.excerpt
-        assert (problem.category, problem.owner_action_required) == ("infrastructure", True)
-        assert "pricing table unreadable" in problem.detail
-        assert problem.log and Path(problem.log).name == "pricing-2.log"
-        assert not (mesh.root / "logs" / "attempt-1-integration.log").exists()  # never ran
+        record, problems = runner.run_once(INTEGRATION, attempt=1, phase="attempt")
+        assert not record.passed and record.exit_code == 1
+        assert not record.infrastructure_failure and record.setup_failure is None
+        assert problems and all(p.category == "agent_fixable" for p in problems)
+        assert any("pricing table unreadable" in p.detail for p in problems)
+        [problem] = problems
+        assert (problem.code, problem.location and problem.location.path) == (
+            "RuntimeError",
+            "mesh/pricing.py",
+        )
+        assert problem.location.line == 8
+        # The service's output is the gate's log, like any gate's.
+        log = (mesh.root / "logs" / "attempt-1-integration.log").read_text(encoding="utf-8")
+        assert "service 'pricing'" in log and "exited with code 1" in log
+        assert "RuntimeError: pricing table unreadable" in log
         # The baseline is untouched and still serves.
         [baseline] = services.baselines()
         assert get(baseline.routing.url("front") + "/quote/MUG")["total_cents"] == 1250
         assert task_of(services, "crash").processes == {}
+    finally:
+        services.stop()
+        box.teardown()
+
+
+def test_a_baseline_service_that_crashes_is_an_infrastructure_problem(mesh: Mesh) -> None:
+    """The same crash at the base commit: nothing the agent did; a person must act."""
+    text = (mesh.repo / PRICING).read_text(encoding="utf-8")
+    broken = text.replace("UNIT_CENTS = {", 'raise RuntimeError("no table")\nUNIT_CENTS = {', 1)
+    commit_files(mesh.repo, {PRICING: broken}, "break pricing at base")
+    spec = mesh.spec("base-crash")
+    box = mesh.sandbox(spec)
+    services = LocalServices()
+    try:
+        gates = gates_for(services, mesh, spec, box)
+        with pytest.raises(GateSetupError) as caught:
+            gates.prepare(INTEGRATION)
+        assert "(baseline)" in caught.value.title and "exited with code 1" in caught.value.title
+        assert "RuntimeError: no table" in caught.value.detail
+        runner = GateRunner(box, log_dir=mesh.root / "logs", instance="t", prepare=gates.prepare)
+        record, [problem] = runner.run_once(INTEGRATION, attempt=1, phase="attempt")
+        assert record.infrastructure_failure and record.ending == "setup failed"
+        assert (problem.category, problem.owner_action_required) == ("infrastructure", True)
     finally:
         services.stop()
         box.teardown()

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from harness.parsers import generic, mypy, pytest, ruff
+from harness.parsers import generic, mypy, pytest, ruff, tracebacks
 from harness.parsers.builder import ProblemBuilder
 from harness.parsers.context import source_context
 from harness.policy import GateConfig
@@ -51,6 +51,8 @@ def parse_gate_output(
         problems = _collect(_specific(gate, text, builder, junit_xml))
         if not problems:
             problems = _collect([lambda: generic.parse(text, builder)])
+        if not problems:
+            problems = _collect([lambda: tracebacks.parse_uncaught(text, builder)])
     except Exception:  # a bug here must not hide the gate's failure from the agent
         _log_parser_error()
         problems = []

@@ -16,6 +16,7 @@ TITLES = {
     "test-failure": "Test failed",
     "test-error": "Test error",
     "gate-failed": "Gate failed",
+    "uncaught-exception": "Uncaught exception",
 }
 CONTEXT_RADIUS = 3
 # Lines of a file kept for context; many findings in one file then read it once.

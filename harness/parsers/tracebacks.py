@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 from harness.parsers.builder import ProblemBuilder
+from harness.problems import Problem
 
 MAX_FRAMES = 8
 MAX_MESSAGE_LINES = 20
@@ -62,6 +63,28 @@ def repo_frames(text: str, builder: ProblemBuilder) -> list[Frame]:
         if not frames or frames[-1] != frame:  # recursion repeats frames
             frames.append(frame)
     return frames[-MAX_FRAMES:]
+
+
+def parse_uncaught(text: str, builder: ProblemBuilder) -> list[Problem]:
+    """A native traceback in any gate's output (a script or service that crashed): one
+    problem at its innermost frame in the repository, with the exception and the frames."""
+    if "Traceback (most recent call last)" not in text:
+        return []
+    frames = repo_frames(text, builder)
+    tail = text[text.rindex("Traceback (most recent call last)") :].splitlines()
+    message = next((line for line in reversed(tail) if _EXCEPTION.match(line)), None)
+    if not frames or message is None:
+        return []
+    where = frames[-1]
+    return [
+        builder.problem(
+            "uncaught-exception",
+            compact_detail(message, frames),
+            code=exception_name(text, message),
+            path=where.path,
+            line=where.line,
+        )
+    ]
 
 
 def _long_frame(chunk: list[str]) -> tuple[str | None, str | None]:

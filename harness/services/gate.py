@@ -15,13 +15,14 @@ from pathlib import Path
 
 from harness.gates import GateEnvironment, GateSetupError
 from harness.policy import GateConfig
+from harness.sandbox import Completed
 from harness.sandbox.local import WorktreeSandbox
 from harness.services.baggage import routing_key
 from harness.services.changes import changed_services
 from harness.services.config import IntegrationConfig, ServiceMap
 from harness.services.kubernetes_manifests import SandboxIdentity
 from harness.services.local import LocalServices
-from harness.services.processes import ServiceNotReady
+from harness.services.processes import BASELINE, ServiceNotReady
 from harness.services.servicemap import load_service_map
 from harness.spec import Spec
 
@@ -84,6 +85,8 @@ class IntegrationGates:
             changed = changed_services(self.service_map, self.sandbox.worktree, base)
             task.restart(changed, self.sandbox.path, self.log_dir)
         except ServiceNotReady as exc:
+            if exc.exit_code is not None and exc.instance != BASELINE:
+                return GateEnvironment(ran=_broken_by_the_change(exc))
             raise GateSetupError(
                 str(exc),
                 f"The last lines of its log ({exc.log}):\n\n{exc.tail or '(empty)'}",
@@ -118,3 +121,12 @@ class IntegrationGates:
             f"{self.spec.repo} has no service map ({self.config.services_file} is not in its "
             f"base commit {self.spec.base_commit[:12]}): it has no services to integrate"
         )
+
+
+def _broken_by_the_change(exc: ServiceNotReady) -> Completed:
+    """A changed service that exits at start while the baseline runs the same service fine
+    from the base commit: the change broke it, so the gate fails with the service's own output
+    (its traceback becomes problems the agent can act on), charged to the attempt. A service
+    that never answers its health check stays infrastructure: that may be the machine."""
+    output = f"{exc}\nThe last lines of its log ({exc.log}):\n{exc.tail or '(empty)'}\n"
+    return Completed(exit_code=exc.exit_code or 1, output=output, duration_s=0.0)

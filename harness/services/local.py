@@ -20,7 +20,13 @@ from harness.gitrepo import GitRepository
 from harness.services.baggage import routing_headers
 from harness.services.config import IntegrationConfig, ServiceConfig, ServiceMap
 from harness.services.kubernetes_gate import KubernetesServices
-from harness.services.processes import Launcher, ServiceNotReady, ServiceProcess, reserve_port
+from harness.services.processes import (
+    BASELINE,
+    Launcher,
+    ServiceNotReady,
+    ServiceProcess,
+    reserve_port,
+)
 from harness.services.routing import RoutingLayer
 from harness.spec import Spec
 
@@ -90,7 +96,7 @@ class Baseline:
             launcher,
             self.services.services,
             self.routing,
-            instance="baseline",
+            instance=BASELINE,
             project=self.tree / self.spec.subdir,
             scratch=self.where / "scratch",
             logs={s.name: self.where / "logs" / f"{s.name}.log" for s in self.services.services},

@@ -27,16 +27,30 @@ HEALTH_TIMEOUT_S = 2.0
 STOP_TIMEOUT_S = 5.0
 
 
+BASELINE = "baseline"
+"""The instance name of a service in the shared baseline (a task's are named by its key)."""
+
+
 class ServiceNotReady(Exception):
     """A service exited, or did not answer its health check in time; carries its log's tail."""
 
-    def __init__(self, service: str, instance: str, why: str, log: Path, tail: str) -> None:
+    def __init__(
+        self,
+        service: str,
+        instance: str,
+        why: str,
+        log: Path,
+        tail: str,
+        exit_code: int | None = None,
+    ) -> None:
         super().__init__(f"service {service!r} ({instance}) {why}")
         self.service = service
         self.instance = instance
         self.why = why
         self.log = log
         self.tail = tail
+        self.exit_code = exit_code
+        """Set when the process exited (rather than never answering its health check)."""
 
 
 class Launcher:
@@ -146,7 +160,8 @@ class ServiceProcess:
         while True:
             code = self.process.poll()
             if code is not None:
-                raise self._not_ready(f"exited with code {code} before answering {health}")
+                why = f"exited with code {code} before answering {health}"
+                raise self._not_ready(why, exit_code=code)
             if _answers(self.port, health):
                 self.ready_s = time.monotonic() - self.started
                 return self.ready_s
@@ -185,9 +200,9 @@ class ServiceProcess:
             return ""
         return "\n".join(text.rstrip().splitlines()[-lines:])
 
-    def _not_ready(self, why: str) -> ServiceNotReady:
+    def _not_ready(self, why: str, exit_code: int | None = None) -> ServiceNotReady:
         self.stop()  # a hung service must not outlive the failure it caused
-        return ServiceNotReady(self.name, self.instance, why, self.log, self.tail())
+        return ServiceNotReady(self.name, self.instance, why, self.log, self.tail(), exit_code)
 
 
 def _parents() -> dict[int, int]:
