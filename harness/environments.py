@@ -23,7 +23,7 @@ from harness.gitrepo import GitRepository, Worktree
 from harness.ledger import RunLedger
 from harness.sandbox.local import WorktreeSandbox
 from harness.spec import Spec
-from harness.store import EnvRecord, Store
+from harness.store import EnvRecord, EnvStatus, Store
 
 KIND = "worktree"
 RECOVERED_REFS = "refs/harness/recovered"
@@ -59,10 +59,9 @@ def acquire(
             ledger.event(spec.id, "provision", "adopted", env_id=live.env_id, kept=kept)
             return sandbox
         # Its worktree is gone or not to be trusted: the record says what happened to it.
-        store.transition(live.env_id, "failed", artifacts={"lost": "worktree missing"})
-        teardown(store, live, owner=owner, lease_s=lease_s, retain_s=0)
-        live = None
-    elif live is not None and live.status in ("failed", "tearing_down"):
+        live = store.transition(live.env_id, "failed", artifacts={"lost": "worktree missing"})
+    if live is not None and live.status in ("failed", "tearing_down"):
+        # Its branch lives on in the environment made next, which protects it from gc.
         teardown(store, live, owner=owner, lease_s=lease_s, retain_s=0)
         live = None
 
@@ -114,11 +113,11 @@ def _adopt(spec: Spec, env: EnvRecord, root: Path, scratch: Path) -> WorktreeSan
     return sandbox
 
 
-def mark(store: Store, spec_id: str, run_id: str, status: str) -> None:
+def mark(store: Store, spec_id: str, run_id: str, status: EnvStatus) -> None:
     """ready ⇄ validating around gate runs, on the task's live environment."""
     for env in task_envs(store, run_id, spec_id):
         if env.status in ("ready", "validating") and env.status != status:
-            store.transition(env.env_id, status)  # type: ignore[arg-type]
+            store.transition(env.env_id, status)
 
 
 def teardown(
@@ -129,10 +128,9 @@ def teardown(
     lease_s: float,
     retain_s: float,
     sandbox: WorktreeSandbox | None = None,
-    spec: Spec | None = None,
 ) -> bool:
-    """Tear `env` down once: under its teardown lock, committing work in progress, killing
-    processes left in its worktree, removing the worktree. The branch is retained for
+    """Tear `env` down once: under its teardown lock, killing processes its sandbox left
+    running, committing work in progress, removing the worktree. The branch is retained for
     `retain_s` (expires_at), after which gc deletes it. False if another holder has the
     lock, or it is already deleted."""
     if not store.lock_teardown(env.env_id, owner, lease_s):

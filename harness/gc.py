@@ -108,10 +108,20 @@ def _run_is_live(store: Store, run_id: str) -> bool:
 
 
 def _retained(store: Store, dry_run: bool, now: float) -> list[Action]:
+    envs = store.envs()
+    # A branch outlives one environment when a resumed task re-made its sandbox on it: it is
+    # kept while any environment naming it is live or still within its retention.
+    kept = {
+        (env.artifacts.get("repo"), env.artifacts.get("branch"))
+        for env in envs
+        if env.status != "deleted" or env.expires_at > now
+    }
     actions = []
-    for env in store.envs(live=False):
+    for env in envs:
         repo, branch = env.artifacts.get("repo"), env.artifacts.get("branch")
-        if env.expires_at > now or not repo or not branch or not Path(repo).is_dir():
+        if env.status != "deleted" or env.expires_at > now or (repo, branch) in kept:
+            continue
+        if not repo or not branch or not Path(repo).is_dir():
             continue
         repository = GitRepository(Path(repo))
         refs = repository.refs(f"refs/heads/{branch}")

@@ -170,6 +170,38 @@ def test_kill_at_node_boundary_then_resume(
     assert_clean(demo, RUN)
 
 
+def test_resume_after_the_worktree_was_lost_remakes_it_on_the_task_branch(
+    baseline: Baseline, tmp_path: Path
+) -> None:
+    """The record says ready but the worktree is gone (a disk wiped, a person's rm -rf): the
+    sandbox is made anew on the task branch, which holds attempt 1, never from the base."""
+    demo = make_fast_demo(tmp_path, f"sqlite:///{tmp_path / 'harness.db'}")
+    crashed(demo.run(RUN, failpoints="gates.during@fix-pagination"))
+    worktree = demo.runs / RUN / "worktrees" / "fix-pagination"
+    assert (worktree / ".git").is_file()
+    subprocess.run(["rm", "-rf", str(worktree)], check=True)
+
+    ok(demo.resume(RUN))
+    assert demo.outcomes(RUN) == baseline.outcomes
+    assert_ended_once(demo, RUN)
+    events = [e for e in demo.events(RUN) if e["spec_id"] == "fix-pagination"]
+    assert ("provision", "reattached") in {(e["node"], e["event"]) for e in events}
+    # Attempt 1 ran once: it was committed on the branch before the crash, and reused.
+    assert (
+        sum((e["node"], e["event"], e.get("attempt")) == ("agent", "enter", 1) for e in events) == 1
+    )
+    with demo.store() as store:
+        envs = sorted(
+            (e for e in store.envs(run_id=RUN) if e.spec_id == "fix-pagination"),
+            key=lambda e: e.env_id,
+        )
+        assert [e.status for e in envs] == ["deleted", "deleted"]
+        lost = [(ev["from"], ev["to"]) for ev in store.env_events(envs[0].env_id)]
+        assert ("validating", "failed") in lost or ("ready", "failed") in lost
+        assert envs[0].artifacts.get("lost") == "worktree missing"
+    assert_clean(demo, RUN)
+
+
 # --- 2 and 3. gc after a crash: a dry run, then two gc runs at once --------------------------
 
 
