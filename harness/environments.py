@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from harness.errors import InfrastructureError
@@ -51,15 +52,26 @@ def acquire(
     envs = task_envs(store, run_id, spec.id)
     live = next((env for env in envs if env.status != "deleted"), None)
     if live is not None and live.status in ("ready", "validating"):
-        sandbox = _adopt(spec, live, root, scratch)
-        if sandbox is not None:
-            kept = sandbox.worktree.keep_uncommitted(f"{RECOVERED_REFS}/{run_id}/{spec.id}")
-            if live.status == "validating":  # the gates a crash interrupted run again
-                store.transition(live.env_id, "ready")
-            ledger.event(spec.id, "provision", "adopted", env_id=live.env_id, kept=kept)
-            return sandbox
-        # Its worktree is gone or not to be trusted: the record says what happened to it.
-        live = store.transition(live.env_id, "failed", artifacts={"lost": "worktree missing"})
+        # Under the teardown lock, so gc cannot start tearing it down while it is adopted
+        # (and re-reads the record, renewed by then, before it would).
+        if store.lock_teardown(live.env_id, owner, lease_s):
+            try:
+                sandbox = _adopt(spec, live, root, scratch)
+                if sandbox is not None:
+                    ref = f"{RECOVERED_REFS}/{run_id}/{spec.id}"
+                    kept = sandbox.worktree.keep_uncommitted(ref)
+                    if live.status == "validating":  # the gates a crash interrupted run again
+                        store.transition(live.env_id, "ready")
+                    ledger.event(spec.id, "provision", "adopted", env_id=live.env_id, kept=kept)
+                    return sandbox
+                # Its worktree is gone or not to be trusted: the record says what happened.
+                lost = {"lost": "worktree missing"}
+                live = store.transition(live.env_id, "failed", artifacts=lost)
+            finally:
+                store.unlock_teardown(live.env_id, owner)
+        else:  # gc is tearing it down: let it finish (the work is committed to the branch)
+            _wait_until_deleted(store, live.env_id, lease_s)
+            live = None
     if live is not None and live.status in ("failed", "tearing_down"):
         # Its branch lives on in the environment made next, which protects it from gc.
         teardown(store, live, owner=owner, lease_s=lease_s, retain_s=0)
@@ -97,6 +109,17 @@ def acquire(
     return sandbox
 
 
+def _wait_until_deleted(store: Store, env_id: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while (env := store.get_env(env_id)) is not None and env.status != "deleted":
+        if time.monotonic() > deadline:
+            raise InfrastructureError(
+                f"environment {env_id}: another process has been tearing it down for over "
+                f"{timeout_s:g} s; run `harness gc`, then resume again"
+            )
+        time.sleep(0.2)
+
+
 def _adopt(spec: Spec, env: EnvRecord, root: Path, scratch: Path) -> WorktreeSandbox | None:
     """The recorded worktree if it is intact: present, linked to the spec's repository, on
     the recorded branch. None otherwise."""
@@ -128,16 +151,20 @@ def teardown(
     lease_s: float,
     retain_s: float,
     sandbox: WorktreeSandbox | None = None,
+    still_due: Callable[[EnvRecord], bool] | None = None,
 ) -> bool:
     """Tear `env` down once: under its teardown lock, killing processes its sandbox left
     running, committing work in progress, removing the worktree. The branch is retained for
     `retain_s` (expires_at), after which gc deletes it. False if another holder has the
-    lock, or it is already deleted."""
+    lock, it is already deleted, or `still_due` says the record, read again under the lock,
+    no longer needs it (gc: a resumed worker took the environment over meanwhile)."""
     if not store.lock_teardown(env.env_id, owner, lease_s):
         return False
     try:
         current = store.get_env(env.env_id)
         if current is None or current.status == "deleted":
+            return False
+        if still_due is not None and not still_due(current):
             return False
         if current.status != "tearing_down":
             store.transition(env.env_id, "tearing_down")

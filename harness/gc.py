@@ -67,9 +67,16 @@ def _orphans(store: Store, owner: str, dry_run: bool, now: float) -> list[Action
         done = False
         if not dry_run:
             retain = float(env.config.get("retain_s", {}).get("escalated", 0.0))
-            done = environments.teardown(store, env, owner=owner, lease_s=LOCK_S, retain_s=retain)
+            done = environments.teardown(
+                store,
+                env,
+                owner=owner,
+                lease_s=LOCK_S,
+                retain_s=retain,
+                still_due=lambda current: _why_reap(current, time.time()) is not None,
+            )
         if not done and not dry_run:
-            why += "; another gc or worker holds its teardown lock"
+            why += "; left alone: a worker holds it again, or another gc has it"
         actions.append(Action("teardown", env.env_id, why, done))
     return actions
 
