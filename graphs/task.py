@@ -10,6 +10,10 @@
 Deterministic nodes decide; the agent node is the only place judgement is used. Any node that
 raises ends the task as `error` and still goes through teardown, which always runs and commits
 what is uncommitted before it removes the worktree.
+
+Every node may run twice: a resumed task runs again the node a crash interrupted. The sandbox
+is taken back (harness.environments), and the side effects (an attempt's commit, the PR
+record, the escalation record) carry idempotency keys in the store, so they happen once.
 """
 
 from __future__ import annotations
