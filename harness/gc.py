@@ -155,16 +155,19 @@ def _on_disk(store: Store, runs_root: Path, dry_run: bool) -> list[Action]:
         actions.append(Action("remove-dir", str(path), "no live environment", not dry_run))
     for services in sorted(runs_root.glob("*/services")):
         # Integration services (a baseline, tasks' sandboxed services) of a run no worker
-        # is running any more: their processes and the baseline's worktree.
+        # is running any more: their processes, the baseline's worktree and the scratch
+        # directories. Their logs stay with the run's other records.
         if _run_is_live(store, services.parent.name):
             continue
         for pid in [] if dry_run else environments.kill_sandbox_processes(services.resolve()):
             actions.append(Action("kill", str(pid), f"service process of {services}", True))
-        if not dry_run:
-            shutil.rmtree(services, ignore_errors=True)
-        actions.append(
-            Action("remove-dir", str(services), "its run has no live worker", not dry_run)
-        )
+        leftovers = [*services.glob("baseline-*/tree"), *services.glob("baseline-*/scratch")]
+        for path in sorted([*leftovers, *services.glob("tasks/*")]):
+            if not dry_run:
+                shutil.rmtree(path, ignore_errors=True)
+            actions.append(
+                Action("remove-dir", str(path), "its run has no live worker", not dry_run)
+            )
     repos = {env.artifacts.get("repo") for env in store.envs()}
     for repo in sorted(r for r in repos if r and Path(r).is_dir()):
         if not dry_run:
