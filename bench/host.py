@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def _first_line(argv: list[str]) -> str:
@@ -63,3 +66,16 @@ def describe_load(before: dict[str, float], after: dict[str, float]) -> str:
         return text
 
     return f"host before: {one(before)}; after: {one(after)}"
+
+
+def report(
+    result: dict[str, Any], markdown: Callable[[dict[str, Any]], str], json_path: Path | None
+) -> int:
+    """A benchmark's ending: its figures printed as Markdown and, with --json, written with
+    the machine they were measured on. Returns the exit code."""
+    result = result | {"machine": machine()}
+    print(markdown(result))
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 0

@@ -687,12 +687,8 @@ def main(argv: list[str] | None = None) -> int:
         args.baseline,
         args.in_process,
         args.nagle,
-    ) | {"machine": host.machine()}
-    print(markdown(result))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    return 0
+    )
+    return host.report(result, markdown, args.json)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ Two context figures, also outside the timed region, separate harness from host:
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import subprocess
@@ -314,12 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args(argv)
-    result = run(args.iterations, args.files, args.warmup) | {"machine": host.machine()}
-    print(markdown(result))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    return 0
+    result = run(args.iterations, args.files, args.warmup)
+    return host.report(result, markdown, args.json)
 
 
 if __name__ == "__main__":

@@ -189,12 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args(argv)
-    result = run(args.tasks, args.repeats) | {"machine": host.machine()}
-    print(markdown(result))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    return 0
+    result = run(args.tasks, args.repeats)
+    return host.report(result, markdown, args.json)
 
 
 if __name__ == "__main__":

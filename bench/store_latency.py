@@ -16,7 +16,6 @@ A few warm-up tasks run first and are not counted.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -170,12 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args(argv)
-    result = run(args.iterations, args.warmup) | {"machine": host.machine()}
-    print(markdown(result))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    return 0
+    result = run(args.iterations, args.warmup)
+    return host.report(result, markdown, args.json)
 
 
 if __name__ == "__main__":
