@@ -132,15 +132,9 @@ def run_task(ctx: RunContext, graph: TaskGraph, spec: Spec) -> None:
     ctx.store.complete_task(ctx.run_id, spec.id, ctx.worker, result.model_dump())
 
 
-def results(ctx: RunContext, specs: list[dict[str, Any]]) -> list[TaskResult]:
-    """The run's finished tasks, in spec order."""
-    done = {t.spec_id: t.result for t in ctx.store.tasks(ctx.run_id) if t.result is not None}
-    return [TaskResult.model_validate(done[s["id"]]) for s in specs if s["id"] in done]
-
-
 def summarize(state: BatchState, config: RunnableConfig) -> dict[str, Any]:
     ctx = _context(config)
-    tasks = results(ctx, state["specs"])
+    tasks = ctx.results()
     ctx.ledger.write_summary(
         RunSummary(
             run_id=ctx.run_id,
@@ -173,12 +167,14 @@ def run_batch(ctx: RunContext, specs: list[Spec]) -> list[TaskResult]:
     """Run the run's unfinished tasks through the blueprint, at most `ctx.concurrency` at once;
     every task's steps are checkpointed in the store."""
     checkpointer: BaseCheckpointSaver[Any] = ctx.store.checkpointer()
-    dumped = [spec.model_dump() for spec in specs]
     BATCH_GRAPH.invoke(
-        {"specs": dumped, "lanes": max(1, min(ctx.concurrency, len(specs)))},
+        {
+            "specs": [spec.model_dump() for spec in specs],
+            "lanes": max(1, min(ctx.concurrency, len(specs))),
+        },
         {
             "configurable": {"run": ctx, "task_graph": build_task_graph(checkpointer)},
             "max_concurrency": ctx.concurrency,
         },
     )
-    return results(ctx, dumped)
+    return ctx.results()

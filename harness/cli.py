@@ -142,7 +142,7 @@ def run(
     _execute(ctx, runner, spec_set.specs, "run")
     if spec_set.errors:
         raise typer.Exit(2)
-    raise typer.Exit(1 if any(r.outcome == "error" for r in _results(ctx)) else 0)
+    raise typer.Exit(1 if any(r.outcome == "error" for r in ctx.results()) else 0)
 
 
 @app.command()
@@ -186,12 +186,12 @@ def resume(
     # The run-wide spend cap counts what finished tasks already spent. (What an interrupted
     # task spent before the crash counts toward its own budget, from its checkpoint, but not
     # toward the run's.)
-    for result in _results(ctx):
+    for result in ctx.results():
         ctx.fleet.spend.add(result.usage)
     done = sum(task.status == "done" for task in state.tasks(run_id))
     console.print(f"resume [bold]{run_id}[/bold]: {done} of {len(specs)} task(s) already done")
     _execute(ctx, runner, specs, "resume")
-    raise typer.Exit(1 if any(r.outcome == "error" for r in _results(ctx)) else 0)
+    raise typer.Exit(1 if any(r.outcome == "error" for r in ctx.results()) else 0)
 
 
 def _policy_for_resume(record: RunRecord, force: bool) -> Policy:
@@ -272,16 +272,10 @@ def _execute(ctx: RunContext, runner: BatchRunner, specs: list[Spec], verb: str)
     finally:
         ctx.services.stop()  # integration baselines and sandboxes: processes, worktrees
         ctx.ledger.close()
-    console.print(_summary_table(_results(ctx)))
+    console.print(_summary_table(ctx.results()))
     console.print(
         f"finished in {time.monotonic() - started:.1f}s · summary: {ctx.run_dir}/summary.json"
     )
-
-
-def _results(ctx: RunContext) -> list[TaskResult]:
-    """Every finished task of the run (this worker's and others'), from the store."""
-    done = [task.result for task in ctx.store.tasks(ctx.run_id) if task.result is not None]
-    return [TaskResult.model_validate(result) for result in done]
 
 
 @app.command()

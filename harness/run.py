@@ -18,7 +18,7 @@ from harness.agents.fleet import Fleet
 from harness.baseline import BaseFailures
 from harness.errors import InputError
 from harness.gitrepo import GitRepository
-from harness.ledger import RunLedger, utc_now
+from harness.ledger import RunLedger, TaskResult, utc_now
 from harness.policy import AgentKind, Budget, Policy
 from harness.sandbox import Sandbox
 from harness.sandbox import bubblewrap as bwrap
@@ -85,6 +85,12 @@ class RunContext:
 
     def scratch_dir(self, spec_id: str) -> Path:
         return self.run_dir / "scratch" / spec_id
+
+    def results(self) -> list[TaskResult]:
+        """Every finished task of the run (this worker's and others'), from the store, in the
+        order the specs were given."""
+        done = [task.result for task in self.store.tasks(self.run_id) if task.result is not None]
+        return [TaskResult.model_validate(result) for result in done]
 
     def effect_key(self, spec_id: str, kind: str, attempt: int) -> str:
         """The idempotency key of a side effect: it happens once per run, task and attempt."""
