@@ -426,7 +426,7 @@ def guard(state: TaskState, ctx: RunContext) -> Update:
 @node("verify")
 def verify(state: TaskState, ctx: RunContext) -> Update:
     """All gates again on exactly the committed tree: the agent's word is never the verdict."""
-    _sandbox(ctx, _spec(state)).worktree.reset_to_head()
+    _sandbox(ctx, _spec(state)).worktree.reset_to()
     return _validating(state, ctx, "verify")
 
 

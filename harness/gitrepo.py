@@ -184,18 +184,17 @@ class Worktree:
         interrupted: it runs again from its start, and what it had half done is kept."""
         before = self.head()
         saved = self.commit_all("harness: interrupted work, kept when the task resumed")
-        if saved is None:
-            self.reset_to_head()  # ignored files (caches) only: nothing of value
-            return None
-        ref = f"{ref_prefix}/{saved[:12]}"
-        self._run("update-ref", ref, saved)
-        self._run("reset", "--quiet", "--hard", before)
-        self._run("clean", "-ffdxq", ":/")
+        ref = None
+        if saved is not None:  # else ignored files (caches) only: nothing of value
+            ref = f"{ref_prefix}/{saved[:12]}"
+            self._run("update-ref", ref, saved)
+        self.reset_to(before)
         return ref
 
-    def reset_to_head(self) -> None:
-        """Make the tree exactly the committed tree, so gates judge only what was committed."""
-        self._run("reset", "--quiet", "--hard", "HEAD")
+    def reset_to(self, commit: str = "HEAD") -> None:
+        """Make the tree exactly `commit`'s tree (by default the committed tree, so gates judge
+        only what was committed), moving the branch there."""
+        self._run("reset", "--quiet", "--hard", commit)
         self._run("clean", "-ffdxq", ":/")
 
     def changed_files(
