@@ -190,8 +190,8 @@ def remove_worktree(env: EnvRecord) -> None:
     root = Path(env.artifacts["worktree"])
     if repo and Path(repo).is_dir():
         repository = GitRepository(Path(repo))
-        git_dir = repository.common_dir() / "worktrees" / root.name
-        if root.exists() and (git_dir / "HEAD").exists() and env.artifacts.get("branch"):
+        git_dir = repository.worktree_git_dir(root)
+        if root.exists() and git_dir is not None and env.artifacts.get("branch"):
             with contextlib.suppress(InfrastructureError):
                 Worktree(root, root, git_dir).commit_all("harness: work in progress at gc")
         repository.remove_worktree(root)

@@ -85,6 +85,15 @@ class GitRepository:
             self._run("worktree", "prune")
             self._run("worktree", "add", "--quiet", str(path), branch)
 
+    def worktree_git_dir(self, root: Path) -> Path | None:
+        """The repository's own administrative directory for the worktree at `root` (found by
+        the path it records, not by name: git numbers same-named worktrees), or None."""
+        for admin in (self.common_dir() / "worktrees").glob("*"):
+            with contextlib.suppress(OSError):
+                if Path((admin / "gitdir").read_text(encoding="utf-8").strip()) == root / ".git":
+                    return admin
+        return None
+
     def prune_worktrees(self) -> None:
         """Forget worktrees whose directories are gone."""
         with _lock_for(self.toplevel):

@@ -9,8 +9,11 @@ import subprocess
 import time
 from pathlib import Path
 
+from helpers import commit_files, git
+
+from harness.environments import remove_worktree
 from harness.gc import collect
-from harness.store import RunRecord, open_store, worker_id
+from harness.store import EnvRecord, RunRecord, open_store, worker_id
 
 
 def test_services_of_a_dead_run_are_reaped_and_their_logs_kept(tmp_path: Path) -> None:
@@ -80,3 +83,34 @@ def test_services_of_a_live_run_are_left_alone(tmp_path: Path) -> None:
         assert tree.exists()
     finally:
         store.close()
+
+
+def test_gc_commits_an_orphans_work_to_its_own_branch_when_worktree_names_repeat(
+    tmp_path: Path,
+) -> None:
+    """Two runs with the same spec id share a worktree directory name, which git numbers in
+    its own records (worktrees/t, worktrees/t1): the orphan's work must go to its branch."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    commit_files(repo, {"a.txt": "a\n"}, "base")
+    first = (tmp_path / "runs" / "r1" / "worktrees" / "t").resolve()
+    second = (tmp_path / "runs" / "r2" / "worktrees" / "t").resolve()
+    for root, branch in ((first, "harness/r1/t"), (second, "harness/r2/t")):
+        root.parent.mkdir(parents=True)
+        git(repo, "worktree", "add", "-q", "-b", branch, str(root), "main")
+    (second / "wip.txt").write_text("half done\n", encoding="utf-8")
+    env = EnvRecord(
+        env_id="r2/t/1",
+        run_id="r2",
+        spec_id="t",
+        kind="worktree",
+        expires_at=0,
+        artifacts={"repo": str(repo), "branch": "harness/r2/t", "worktree": str(second)},
+    )
+    remove_worktree(env)
+    assert not second.exists() and first.exists()
+    assert git(repo, "show", "harness/r2/t:wip.txt") == "half done\n"
+    assert git(repo, "rev-parse", "harness/r1/t") == git(repo, "rev-parse", "main")
+    assert not (first / "wip.txt").exists()
+    assert git(first, "status", "--porcelain") == ""
