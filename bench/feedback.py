@@ -8,7 +8,7 @@ bubblewrap. The output goes through the real pipeline:
 
     parse_gate_output(...) -> compact(problems) (default budget) -> render_for_agent(feedback, 1)
 
-(as harness.gates does, the parser gets the whole log when the in-memory output was cut to its
+(as the gate runner does, the parser gets the whole log when the in-memory output was cut to its
 head and tail and the log is at most PARSE_LIMIT_BYTES), and the figures compare:
 
 - raw: the tool's whole stdout+stderr (the gate's log), as a person or an agent running the
@@ -52,10 +52,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.config.policy import GateConfig
 from harness.feedback import compact, estimate_tokens, render_for_agent
-from harness.gates import _output_to_parse
+from harness.gates.runner import _output_to_parse
 from harness.parsers import parse_gate_output
-from harness.policy import GateConfig
 from harness.problems import Problem
 from harness.sandbox import PYTEST_ADDOPTS
 from harness.sandbox.bubblewrap import sandbox_env
@@ -429,7 +429,7 @@ class GateFigures:
     raw_tokens: int
     parser_input_bytes: int
     """What harness hands the parser: the whole log when the in-memory output was cut and the
-    log is at most harness.gates.PARSE_LIMIT_BYTES, else the output capped to head and tail."""
+    log is at most the runner's PARSE_LIMIT_BYTES, else the output capped to head and tail."""
     output_cut_bytes: int
     problems: int
     findings: int
@@ -517,7 +517,7 @@ def run_gate(
         )
 
     # What the gate runner parses: the whole log when the in-memory output was cut (up to
-    # harness.gates.PARSE_LIMIT_BYTES), else the capped output.
+    # harness.gates.runner.PARSE_LIMIT_BYTES), else the capped output.
     parser_input = _output_to_parse(done)
     problems = parse(parser_input)
     uncapped = problems if parser_input == raw or not done.output_cut_bytes else parse(raw)

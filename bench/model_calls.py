@@ -91,9 +91,9 @@ from fake_anthropic import Usage as WireUsage  # noqa: E402
 from harness.agents import AttemptContext, AttemptRecord, Usage  # noqa: E402
 from harness.agents.anthropic import API_KEY_VARIABLE, AnthropicAgent  # noqa: E402
 from harness.agents.fleet import Fleet  # noqa: E402
-from harness.policy import Policy  # noqa: E402
+from harness.config.policy import Policy  # noqa: E402
+from harness.config.spec import Spec, load_spec  # noqa: E402
 from harness.sandbox.local import WorktreeSandbox  # noqa: E402
-from harness.spec import Spec, load_spec  # noqa: E402
 
 KEY = "bench-model-calls-key-0123456789"
 MODEL = "claude-bench"

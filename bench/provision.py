@@ -37,11 +37,11 @@ from typing import Any
 import host
 from stats import percentile
 
-from harness.gitrepo import GitRepository
+from harness.config.spec import Spec, load_spec
+from harness.git import GitRepository
 from harness.sandbox import bubblewrap as bwrap
 from harness.sandbox.local import WorktreeSandbox
 from harness.sandbox.process import run_process
-from harness.spec import Spec, load_spec
 
 GOAL_P50_MS = 150.0
 GIT_IDENTITY = ["-c", "user.name=bench", "-c", "user.email=bench@localhost"]

@@ -3,7 +3,7 @@
 Each repeat sets up, in a fresh temporary directory, the tests' tiny project (tests/helpers.py
 TinyProject: a 3-file git repository) with 50 specs t001…t050, each replayed as one attempt
 that writes done.txt, and a policy whose only gate is `test -f done.txt`, at concurrency 1.
-Then, as subprocesses of `.venv/bin/python -m harness.cli`:
+Then, as subprocesses of `.venv/bin/python -m cli.main`:
 
     harness run specs --policy policy.yaml --run-id r1 --store URL     (HARNESS_FAILPOINTS=
         provision.after@t026: the process SIGKILLs itself once task 26 is provisioned)
@@ -47,7 +47,7 @@ from pg import PostgresServer  # noqa: E402
 
 from harness.store import open_store  # noqa: E402
 
-HARNESS = [str(SOURCE / ".venv" / "bin" / "python"), "-m", "harness.cli"]
+HARNESS = [str(SOURCE / ".venv" / "bin" / "python"), "-m", "cli.main"]
 
 
 def _harness(

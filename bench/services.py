@@ -29,16 +29,16 @@ from typing import Any
 import host
 from stats import percentile
 
-from harness.gates import GateRunner
-from harness.policy import GateConfig
+from harness.config.policy import GateConfig
+from harness.config.spec import Spec, load_spec
+from harness.gates.runner import GateRunner
+from harness.integration.config import IntegrationConfig
+from harness.integration.gate import IntegrationGates
+from harness.integration.local import LocalIntegration
+from harness.integration.processes import descendants
+from harness.integration.servicemap import load_service_map
 from harness.sandbox import bubblewrap as bwrap
 from harness.sandbox.local import WorktreeSandbox
-from harness.services.config import IntegrationConfig
-from harness.services.gate import IntegrationGates
-from harness.services.local import LocalServices
-from harness.services.processes import descendants
-from harness.services.servicemap import load_service_map
-from harness.spec import Spec, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 GOAL_READY_MS = 1000.0
@@ -97,7 +97,9 @@ class Mesh:
         box.worktree.commit_all("bench change")
         return box
 
-    def gates(self, services: LocalServices, spec: Spec, box: WorktreeSandbox) -> IntegrationGates:
+    def gates(
+        self, services: LocalIntegration, spec: Spec, box: WorktreeSandbox
+    ) -> IntegrationGates:
         return IntegrationGates(
             services,
             spec,
@@ -109,7 +111,7 @@ class Mesh:
         )
 
 
-def ready_times(mesh: Mesh, services: LocalServices, iterations: int) -> dict[str, Any]:
+def ready_times(mesh: Mesh, services: LocalIntegration, iterations: int) -> dict[str, Any]:
     """Fresh tasks (new routing keys) over one worktree with pricing changed."""
     spec = mesh.spec("ready")
     box = mesh.sandbox(spec, cents=1)
@@ -141,7 +143,7 @@ def ready_times(mesh: Mesh, services: LocalServices, iterations: int) -> dict[st
     }
 
 
-def concurrent_sandboxes(mesh: Mesh, services: LocalServices, count: int) -> dict[str, Any]:
+def concurrent_sandboxes(mesh: Mesh, services: LocalIntegration, count: int) -> dict[str, Any]:
     """`count` tasks at once, each: prepare its sandbox, run its integration gate."""
     specs = [mesh.spec(f"task-{n:02d}") for n in range(count)]
     boxes = [mesh.sandbox(spec, cents=n + 1) for n, spec in enumerate(specs)]
@@ -177,10 +179,10 @@ def full_copies(mesh: Mesh, count: int) -> dict[str, float]:
     spec = mesh.spec("copy")
     service_map = load_service_map(spec, CONFIG)
     assert service_map is not None
-    stacks: list[LocalServices] = []
+    stacks: list[LocalIntegration] = []
     try:
         for n in range(count):
-            stack = LocalServices()  # its own baseline: every service, nothing shared
+            stack = LocalIntegration()  # its own baseline: every service, nothing shared
             stacks.append(stack)
             stack.sandbox(spec, service_map, CONFIG, key=f"copy-{n}", run_dir=mesh.root / str(n))
         totals = [_memory(stack) for stack in stacks]
@@ -190,7 +192,7 @@ def full_copies(mesh: Mesh, count: int) -> dict[str, float]:
             stack.stop()
 
 
-def _memory(services: LocalServices) -> dict[str, float]:
+def _memory(services: LocalIntegration) -> dict[str, float]:
     """RSS and PSS (MiB) summed over every process of every service of `services`."""
     pids: set[int] = set()
     for process in services.processes():
@@ -230,7 +232,7 @@ def run(iterations: int = 30, sandboxes: int = 20) -> dict[str, Any]:
     if not bwrap.probe().available:
         raise RuntimeError(f"bubblewrap is needed: {bwrap.probe().reason}")
     work = Path(tempfile.mkdtemp(prefix="harness-bench-services-"))
-    services = LocalServices()
+    services = LocalIntegration()
     boxes: list[WorktreeSandbox] = []
     try:
         mesh = Mesh(work)

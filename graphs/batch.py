@@ -28,10 +28,10 @@ from langgraph.types import Send
 
 from graphs.task import TaskGraph, TaskState, build_task_graph
 from harness.agents import Usage
-from harness.lease import LeaseKeeper
-from harness.ledger import GateSummary, RunSummary, TaskResult, utc_now, write_atomic
-from harness.run import LeaseLost, RunContext
-from harness.spec import Spec
+from harness.config.spec import Spec
+from harness.run.context import LeaseLost, RunContext
+from harness.run.lease import LeaseKeeper
+from harness.run.ledger import GateSummary, RunSummary, TaskResult, utc_now, write_atomic
 
 
 class BatchState(TypedDict, total=False):

@@ -12,7 +12,7 @@ raises ends the task as `error` and still goes through teardown, which always ru
 what is uncommitted before it removes the worktree.
 
 Every node may run twice: a resumed task runs again the node a crash interrupted. The sandbox
-is taken back (harness.environments), and the side effects (an attempt's commit, the PR
+is taken back (harness.sandbox.lifecycle), and the side effects (an attempt's commit, the PR
 record, the escalation record) carry idempotency keys in the store, so they happen once.
 """
 
@@ -30,20 +30,21 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
-from harness import environments, failpoints
+from harness import failpoints
 from harness.agents import Agent, AttemptContext, AttemptRecord, Usage
 from harness.agents.select import AgentUnavailable, select_agent
+from harness.config.spec import Spec
 from harness.feedback import Feedback, compact, render_for_agent
-from harness.gates import GateRecord, GateRunner, acceptance_gates
-from harness.guard import find_fake_green
-from harness.ledger import write_atomic
+from harness.gates.fake_green import find_fake_green
+from harness.gates.runner import GateRecord, GateRunner, acceptance_gates
+from harness.integration.gate import IntegrationGates
 from harness.problems import Problem, problem_type
-from harness.records import escalation_record, pr_record
+from harness.publish.render import render_escalation, render_pr
 from harness.redact import Redactor
-from harness.run import LeaseLost, RunContext
+from harness.run.context import LeaseLost, RunContext
+from harness.run.ledger import write_atomic
+from harness.sandbox import lifecycle
 from harness.sandbox.local import WorktreeSandbox
-from harness.services.gate import IntegrationGates
-from harness.spec import Spec
 
 
 class TaskState(TypedDict, total=False):
@@ -146,11 +147,11 @@ def _agent(ctx: RunContext, spec: Spec) -> Agent:
 
 def _sandbox(ctx: RunContext, spec: Spec) -> WorktreeSandbox:
     """The task's sandbox; a resumed task gets back the one its crashed worker had (adopted,
-    or re-made on the task branch: see harness.environments)."""
+    or re-made on the task branch: see harness.sandbox.lifecycle)."""
     sandbox = ctx.sandboxes.get(spec.id)
     if sandbox is None:
         ttl = ctx.policy.ttl
-        sandbox = environments.acquire(
+        sandbox = lifecycle.acquire(
             ctx.store,
             ctx.ledger,
             spec,
@@ -382,9 +383,9 @@ def gates(state: TaskState, ctx: RunContext) -> Update:
 def _validating(state: TaskState, ctx: RunContext, phase: Literal["attempt", "verify"]) -> Update:
     """Gates run with the environment recorded as validating."""
     spec_id = state["spec"]["id"]
-    environments.mark(ctx.store, spec_id, ctx.run_id, "validating")
+    lifecycle.mark(ctx.store, spec_id, ctx.run_id, "validating")
     update = _run_all_gates(state, ctx, phase)
-    environments.mark(ctx.store, spec_id, ctx.run_id, "ready")
+    lifecycle.mark(ctx.store, spec_id, ctx.run_id, "ready")
     return update
 
 
@@ -448,7 +449,7 @@ def publish(state: TaskState, ctx: RunContext) -> Update:
         return {"outcome": "verified", "pr": effect.value["pr"]}
     expected = set(worktree.changed_files(spec.base_commit, spec.paths)) if spec.paths else None
     path = ctx.run_dir / "prs" / f"{spec.id}.md"
-    text = pr_record(
+    text = render_pr(
         spec,
         run_id=ctx.run_id,
         agent=_agent(ctx, spec).name,
@@ -478,7 +479,7 @@ def escalate(state: TaskState, ctx: RunContext) -> Update:
     if state.get("branch"):  # provisioned: the work in progress goes on the branch
         _sandbox(ctx, spec).worktree.commit_all(f"harness: work in progress, escalated: {reason}")
     path = ctx.run_dir / "escalations" / f"{spec.id}.md"
-    text = escalation_record(
+    text = render_escalation(
         spec,
         run_id=ctx.run_id,
         agent=ctx.agents[spec.id].name if spec.id in ctx.agents else ctx.agent_kind,
@@ -505,9 +506,9 @@ def teardown(state: TaskState, ctx: RunContext) -> Update:
     # work in progress a person picks up. gc deletes it when this retention ends.
     ttl = ctx.policy.ttl
     retain = ttl.verified if state.get("outcome") == "verified" else ttl.escalated
-    for env in environments.task_envs(ctx.store, ctx.run_id, spec_id):
+    for env in lifecycle.task_envs(ctx.store, ctx.run_id, spec_id):
         if env.status != "deleted":
-            environments.teardown(
+            lifecycle.teardown(
                 ctx.store,
                 env,
                 owner=ctx.worker,

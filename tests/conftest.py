@@ -15,8 +15,8 @@ import pytest
 from helpers import TinyProject, make_demo_repo, make_tiny_repo
 from pg import PostgresServer, create_database, drop_database
 
+from harness.config.spec import Spec, load_spec
 from harness.sandbox.local import WorktreeSandbox
-from harness.spec import Spec, load_spec
 
 
 @pytest.fixture

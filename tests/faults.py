@@ -45,7 +45,7 @@ FAST_GATES = [{"name": "tests", "kind": "test", "command": "pytest -q", "timeout
 # uses none of them.
 NO_PLUGINS = 'addopts = "-p no:anyio"\n'
 
-HARNESS = [sys.executable, "-m", "harness.cli"]
+HARNESS = [sys.executable, "-m", "cli.main"]
 TIMEOUT_S = 180
 
 

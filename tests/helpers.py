@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from typer.testing import CliRunner
 
-from harness.cli import app
+from cli.main import app
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CACHES = shutil.ignore_patterns(

@@ -8,7 +8,7 @@ from typing import Any
 
 from k8s_emulator import KubeEmulator
 
-from harness.services.config import IntegrationConfig, ServiceMap
+from harness.integration.config import IntegrationConfig, ServiceMap
 
 NAMESPACE = "shop-staging"
 CONTEXT = "harness-test"

@@ -55,9 +55,9 @@ from harness.agents import AttemptContext, AttemptRecord
 from harness.agents import Usage as HarnessUsage
 from harness.agents.anthropic import AnthropicAgent
 from harness.agents.fleet import Fleet
-from harness.policy import Policy
+from harness.config.policy import Policy
+from harness.config.spec import Spec
 from harness.sandbox.local import WorktreeSandbox
-from harness.spec import Spec
 
 KEY = "test-key"
 MODEL = "claude-test-1"

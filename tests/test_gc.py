@@ -11,8 +11,8 @@ from pathlib import Path
 
 from helpers import commit_files, git
 
-from harness.environments import remove_worktree
-from harness.gc import collect
+from harness.run.gc import collect
+from harness.sandbox.lifecycle import remove_worktree
 from harness.store import EnvRecord, RunRecord, open_store, worker_id
 
 

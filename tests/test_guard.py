@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import InfrastructureError
-from harness.guard import find_fake_green, is_test_path
+from harness.gates.fake_green import find_fake_green, is_test_path
 from harness.problems import Problem
 
 IDENTITY = ("-c", "user.name=t", "-c", "user.email=t@t")

@@ -27,12 +27,12 @@ from k8s_emulator import KubeEmulator
 from k8s_patch import matches
 
 from harness.errors import InputError
-from harness.services import kubernetes_manifests as m
-from harness.services.baggage import key_from_headers, routing_headers, routing_key
-from harness.services.config import IntegrationConfig
-from harness.services.kubernetes import KubernetesSandbox, open_sandbox, reap
-from harness.services.kubernetes_readiness import LOG_LINES
-from harness.services.kubernetes_routes import member_regex
+from harness.integration.config import IntegrationConfig
+from harness.integration.kubernetes import manifests as m
+from harness.integration.kubernetes.fork import KubernetesFork, open_fork, reap
+from harness.integration.kubernetes.readiness import LOG_LINES
+from harness.integration.kubernetes.routes import member_regex
+from harness.integration.routing_key import key_from_headers, routing_headers, routing_key
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 POLL_S = 0.01
@@ -50,17 +50,17 @@ def kubeconfig(tmp_path: Path, emulator: KubeEmulator) -> Path:
     return emulator.write_kubeconfig(tmp_path / "kubeconfig", (CONTEXT, PRODUCTION), CONTEXT)
 
 
-def identity(run_id: str = "r1", spec_id: str = "fix-cart") -> m.SandboxIdentity:
-    return m.SandboxIdentity(run_id, spec_id, routing_key(run_id, spec_id))
+def identity(run_id: str = "r1", spec_id: str = "fix-cart") -> m.ForkIdentity:
+    return m.ForkIdentity(run_id, spec_id, routing_key(run_id, spec_id))
 
 
 def open_cart(
     kubeconfig: Path,
-    who: m.SandboxIdentity | None = None,
+    who: m.ForkIdentity | None = None,
     config: IntegrationConfig | None = None,
     changed: tuple[str, ...] = ("cart",),
-) -> KubernetesSandbox:
-    return open_sandbox(
+) -> KubernetesFork:
+    return open_fork(
         config or integration(),
         service_map(),
         list(changed),
@@ -71,7 +71,7 @@ def open_cart(
     )
 
 
-def owner_uid(emulator: KubeEmulator, who: m.SandboxIdentity) -> str:
+def owner_uid(emulator: KubeEmulator, who: m.ForkIdentity) -> str:
     owner = emulator.get("ConfigMap", NAMESPACE, who.owner_name)
     assert owner is not None
     return str(owner["metadata"]["uid"])

@@ -20,15 +20,15 @@ from k8s_cluster import CONTEXT, NAMESPACE, integration, seed_shop, service_map,
 from k8s_controllers import fails_with, jobs_finish, rolls_out
 from k8s_emulator import KubeEmulator
 
-from harness.gates import GateRunner
-from harness.policy import GateConfig
+from harness.config.policy import GateConfig
+from harness.config.spec import Spec, load_spec
+from harness.gates.runner import GateRunner
+from harness.integration.config import IntegrationConfig
+from harness.integration.gate import IntegrationGates
+from harness.integration.kubernetes import manifests as m
+from harness.integration.local import LocalIntegration
+from harness.integration.routing_key import routing_key
 from harness.sandbox.local import WorktreeSandbox
-from harness.services import kubernetes_manifests as m
-from harness.services.baggage import routing_key
-from harness.services.config import IntegrationConfig
-from harness.services.gate import IntegrationGates
-from harness.services.local import LocalServices
-from harness.spec import Spec, load_spec
 
 COMMAND = "pytest -q tests/integration"  # the shop map's integration tests (k8s_cluster)
 GATE = {"name": "integration", "kind": "integration", "command": "false", "timeout_s": 60}
@@ -118,7 +118,7 @@ def change(box: WorktreeSandbox, path: str, text: str) -> str:
 
 
 def runner_for(
-    services: LocalServices, spec: Spec, box: WorktreeSandbox, logs: Path
+    services: LocalIntegration, spec: Spec, box: WorktreeSandbox, logs: Path
 ) -> tuple[GateRunner, GateConfig]:
     """The task graph's gate runner, and the integration gate as IntegrationGates expands it."""
     gates = IntegrationGates(
@@ -139,7 +139,7 @@ def test_a_changed_service_is_forked_routed_and_a_passing_job_passes_the_gate(
     original = emulator.get("VirtualService", NAMESPACE, "cart-routes")
     assert original is not None
     spec, box = task_sandbox(tiny, "fix-cart")
-    services = LocalServices()
+    services = LocalIntegration()
     try:
         commit = change(box, "cart/pricing.py", "BULK_DISCOUNT = 0.9\n")
         runner, gate = runner_for(services, spec, box, tiny.root / "logs")
@@ -150,7 +150,7 @@ def test_a_changed_service_is_forked_routed_and_a_passing_job_passes_the_gate(
 
         # Only cart (the changed service) is forked, from the task's commit, and routed first.
         key = routing_key("r1", "fix-cart")
-        who = m.SandboxIdentity("r1", "fix-cart", key)
+        who = m.ForkIdentity("r1", "fix-cart", key)
         forks = [
             d for d in emulator.all("Deployment") if m.LABEL_SANDBOX in d["metadata"]["labels"]
         ]
@@ -201,7 +201,7 @@ def test_a_failing_job_fails_the_gate_with_its_log_and_a_new_commit_gets_a_fresh
         lambda command: ("Failed", "BackoffLimitExceeded", 1, failing_tests_log)
     )
     spec, box = task_sandbox(tiny, "fix-cart")
-    services = LocalServices()
+    services = LocalIntegration()
     try:
         change(box, "cart/pricing.py", "BULK_DISCOUNT = 1.0\n")
         runner, gate = runner_for(services, spec, box, tiny.root / "logs")
@@ -239,7 +239,7 @@ def test_a_crash_looping_fork_is_a_setup_failure_with_its_log_and_no_job_runs(
 ) -> None:
     emulator.on_create["Deployment"] = fails_with("CrashLoopBackOff", "back-off 40s", CRASH_LOG)
     spec, box = task_sandbox(tiny, "fix-cart")
-    services = LocalServices()
+    services = LocalIntegration()
     try:
         change(box, "cart/pricing.py", "BULK_DISCOUNT = 0.9\n")
         runner, gate = runner_for(services, spec, box, tiny.root / "logs")
@@ -264,7 +264,7 @@ def test_a_change_touching_no_service_does_not_apply_and_calls_no_cluster(
     tiny: TinyProject, emulator: KubeEmulator, kubeconfig: Path
 ) -> None:
     spec, box = task_sandbox(tiny, "docs-only")
-    services = LocalServices()
+    services = LocalIntegration()
     try:
         change(box, "README.md", "# tiny, documented\n")
         runner, gate = runner_for(services, spec, box, tiny.root / "logs")

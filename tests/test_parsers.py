@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 import harness.parsers.ruff
+from harness.config.policy import GateConfig, GateKind
 from harness.parsers import MAX_PROBLEMS, parse_gate_output, source_context
 from harness.parsers.builder import ProblemBuilder
 from harness.parsers.tracebacks import repo_frames
-from harness.policy import GateConfig, GateKind
 from harness.problems import Problem, problem_type
 from harness.sandbox.process import run_process
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from helpers import REPO_ROOT
 
+from harness.config.policy import load_policy
 from harness.errors import InputError
-from harness.policy import load_policy
 
 GATES = """\
 gates:

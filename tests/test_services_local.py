@@ -21,18 +21,18 @@ import pytest
 import yaml
 from helpers import REPO_ROOT, commit_files, init_repo, worktree_count
 
+from harness.config.policy import GateConfig
+from harness.config.spec import Spec, load_spec
 from harness.errors import InputError
-from harness.gates import GateEnvironment, GateRunner, GateSetupError
-from harness.policy import GateConfig
+from harness.gates.runner import GateEnvironment, GateRunner, GateSetupError
+from harness.integration.changes import changed_services
+from harness.integration.config import IntegrationConfig, ServiceMap
+from harness.integration.gate import IntegrationGates
+from harness.integration.local import LocalIntegration, TaskFork
+from harness.integration.routing import ROUTE_HEADER, RoutingLayer
+from harness.integration.routing_key import key_from_headers, routing_headers, routing_key
+from harness.integration.servicemap import load_service_map
 from harness.sandbox.local import WorktreeSandbox
-from harness.services.baggage import key_from_headers, routing_headers, routing_key
-from harness.services.changes import changed_services
-from harness.services.config import IntegrationConfig, ServiceMap
-from harness.services.gate import IntegrationGates
-from harness.services.local import LocalServices, TaskServices
-from harness.services.routing import ROUTE_HEADER, RoutingLayer
-from harness.services.servicemap import load_service_map
-from harness.spec import Spec, load_spec
 
 CONFIG = IntegrationConfig(services_file="harness-services.yaml", ready_timeout_s=20)
 INTEGRATION = GateConfig(name="integration", kind="integration", command="false", timeout_s=120)
@@ -90,7 +90,7 @@ def mesh(tmp_path: Path) -> Mesh:
 
 
 def gates_for(
-    services: LocalServices,
+    services: LocalIntegration,
     mesh: Mesh,
     spec: Spec,
     box: WorktreeSandbox,
@@ -109,7 +109,7 @@ def get(url: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
     return body
 
 
-def task_of(services: LocalServices, spec_id: str) -> TaskServices:
+def task_of(services: LocalIntegration, spec_id: str) -> TaskFork:
     task = services.task(spec_id)
     assert task is not None, f"no sandbox for {spec_id}"
     return task
@@ -185,7 +185,7 @@ def test_inline_map_and_services_file_together_are_refused() -> None:
 
 
 def test_integration_commands_come_from_the_spec_else_the_map(mesh: Mesh) -> None:
-    services = LocalServices()
+    services = LocalIntegration()
     policy = [GateConfig(name="tests", kind="test", command="pytest -q"), INTEGRATION]
     plain = mesh.spec("plain")
     box = mesh.sandbox(plain)
@@ -392,7 +392,7 @@ def _proc_table() -> dict[int, tuple[int, str]]:
     return table
 
 
-def process_trees(services: LocalServices) -> set[int]:
+def process_trees(services: LocalIntegration) -> set[int]:
     """Every live process started for `services`' baselines and sandboxes (bubblewrap, the
     shell, the service itself), found by parentage on the host."""
     roots = {process.process.pid for process in services.processes()}
@@ -420,7 +420,7 @@ def refuses(url: str) -> bool:
 @dataclass
 class Stack:
     mesh: Mesh
-    services: LocalServices
+    services: LocalIntegration
     boxes: dict[str, WorktreeSandbox]
     envs: dict[str, GateEnvironment]
     baseline_pids: set[int]
@@ -431,7 +431,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """One baseline and two sandboxes at once, each with its own change to pricing (the
     deepest service): a's totals are one cent less, b's two."""
     mesh = _copy_mesh(tmp_path_factory.mktemp("stack"))
-    services = LocalServices()
+    services = LocalIntegration()
     boxes: dict[str, WorktreeSandbox] = {}
     envs: dict[str, GateEnvironment] = {}
     try:
@@ -558,7 +558,7 @@ def test_a_changed_service_that_crashes_fails_the_gate_with_its_traceback(mesh: 
     spec = mesh.spec("crash")
     crash = ("UNIT_CENTS = {", 'raise RuntimeError("pricing table unreadable")\nUNIT_CENTS = {')
     box = mesh.sandbox(spec, {PRICING: crash})
-    services = LocalServices()
+    services = LocalIntegration()
     try:
         gates = gates_for(services, mesh, spec, box)
         runner = GateRunner(box, log_dir=mesh.root / "logs", instance="t", prepare=gates.prepare)
@@ -593,7 +593,7 @@ def test_a_baseline_service_that_crashes_is_an_infrastructure_problem(mesh: Mesh
     commit_files(mesh.repo, {PRICING: broken}, "break pricing at base")
     spec = mesh.spec("base-crash")
     box = mesh.sandbox(spec)
-    services = LocalServices()
+    services = LocalIntegration()
     try:
         gates = gates_for(services, mesh, spec, box)
         with pytest.raises(GateSetupError) as caught:
@@ -620,7 +620,7 @@ def test_a_service_that_never_gets_healthy_times_out_with_its_log(mesh: Mesh) ->
     config = IntegrationConfig(services=slow, ready_timeout_s=0.5)
     spec = mesh.spec("slow")
     box = mesh.sandbox(spec)
-    services = LocalServices()
+    services = LocalIntegration()
     try:
         with pytest.raises(GateSetupError) as caught:
             gates_for(services, mesh, spec, box, config).prepare(INTEGRATION)
@@ -640,7 +640,7 @@ def test_a_service_that_never_gets_healthy_times_out_with_its_log(mesh: Mesh) ->
 def test_a_repository_without_a_service_map_passes_as_not_applicable(mesh: Mesh) -> None:
     spec = mesh.spec("no-map")
     box = mesh.sandbox(spec)
-    services = LocalServices()
+    services = LocalIntegration()
     try:
         gates = gates_for(services, mesh, spec, box, IntegrationConfig(services_file="absent.yaml"))
         assert gates.gates([INTEGRATION]) == [INTEGRATION]
@@ -670,7 +670,7 @@ def test_a_runner_without_services_does_not_run_integration_gates_blind(mesh: Me
 def test_teardown_and_stop_leave_no_process_port_or_worktree(mesh: Mesh) -> None:
     spec = mesh.spec("leaks")
     box = mesh.sandbox(spec, {PRICING: (BASE_TOTAL, "return unit_cents * quantity + 1\n")})
-    services = LocalServices()
+    services = LocalIntegration()
     try:
         env = gates_for(services, mesh, spec, box).prepare(INTEGRATION)
         [baseline] = services.baselines()

@@ -8,8 +8,8 @@ import pytest
 import yaml
 from helpers import REPO_ROOT, TinyProject, git, git_ok, init_repo
 
+from harness.config.spec import collect_spec_files, load_spec, load_specs
 from harness.errors import InputError
-from harness.spec import collect_spec_files, load_spec, load_specs
 
 
 def write_spec(path: Path, front: dict[str, object] | str | None, body: str = "Do it.\n") -> Path:

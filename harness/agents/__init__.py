@@ -8,11 +8,11 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
 
+from harness.config.policy import Budget
+from harness.config.spec import Spec
 from harness.feedback import Feedback
-from harness.policy import Budget
 from harness.problems import Problem
 from harness.sandbox import Sandbox
-from harness.spec import Spec
 
 StopReason = Literal[
     "finished",  # the agent called finish (or ended its turn)

@@ -30,13 +30,13 @@ from harness.agents.api_errors import (
 from harness.agents.fleet import Fleet
 from harness.agents.prompt import repo_instructions, system_prompt, task_message, tool_definitions
 from harness.agents.tools import SandboxTools
+from harness.config.policy import AgentConfig, GateConfig, Price
+from harness.config.spec import Spec
 from harness.feedback import Feedback
-from harness.ledger import utc_now
-from harness.policy import AgentConfig, GateConfig, Price
 from harness.problems import Problem, problem_type
 from harness.redact import Redactor
+from harness.run.ledger import utc_now
 from harness.sandbox import Sandbox
-from harness.spec import Spec
 
 API_KEY_VARIABLE = "ANTHROPIC_API_KEY"
 BASE_URL_VARIABLE = "ANTHROPIC_BASE_URL"

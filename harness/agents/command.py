@@ -9,11 +9,11 @@ import time
 
 from harness.agents import AttemptContext, AttemptRecord
 from harness.agents.prompt import repo_instructions, system_prompt, task_message
+from harness.config.policy import AgentConfig, GateConfig
+from harness.config.spec import Spec
 from harness.feedback import Feedback
-from harness.gates import excerpt
-from harness.policy import AgentConfig, GateConfig
+from harness.gates.runner import excerpt
 from harness.sandbox import Sandbox
-from harness.spec import Spec
 
 
 class CommandAgent:

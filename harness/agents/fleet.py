@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from harness.agents import Usage
-from harness.policy import Policy
+from harness.config.policy import Policy
 
 WINDOW_S = 60.0
 

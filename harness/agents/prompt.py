@@ -7,10 +7,10 @@ import functools
 from typing import Any
 
 from harness.agents.tools import TOOL_ARGS
+from harness.config.policy import GateConfig
+from harness.config.spec import Spec
 from harness.feedback import Feedback, render_for_agent
-from harness.policy import GateConfig
 from harness.sandbox import Sandbox
-from harness.spec import Spec
 
 REPO_INSTRUCTION_FILES = ("AGENTS.md", "CLAUDE.md")
 MAX_INSTRUCTIONS_CHARS = 20_000

@@ -15,11 +15,11 @@ from pydantic import Field, ValidationError
 
 from harness.agents import AttemptContext, AttemptRecord
 from harness.agents.tools import TOOL_ARGS, SandboxTools
+from harness.config.spec import Spec
+from harness.config.strict import StrictModel, describe_validation_error
 from harness.errors import InputError
 from harness.feedback import Feedback
 from harness.sandbox import Sandbox
-from harness.spec import Spec
-from harness.validation import StrictModel, describe_validation_error
 
 ToolName = Literal["list_files", "read_file", "search", "write_file", "edit_file", "run", "finish"]
 assert set(get_args(ToolName)) == set(TOOL_ARGS), "replay tool names must match the tool contract"

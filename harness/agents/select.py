@@ -7,9 +7,9 @@ import os
 from harness.agents import Agent
 from harness.agents.fleet import Fleet
 from harness.agents.replay import ReplayAgent, load_replay
+from harness.config.policy import AgentKind, Policy
+from harness.config.spec import Spec
 from harness.errors import InputError
-from harness.policy import AgentKind, Policy
-from harness.spec import Spec
 
 
 class AgentUnavailable(Exception):

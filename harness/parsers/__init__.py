@@ -12,10 +12,10 @@ import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from harness.config.policy import GateConfig
 from harness.parsers import generic, mypy, pytest, ruff, tracebacks
 from harness.parsers.builder import ProblemBuilder
 from harness.parsers.context import source_context
-from harness.policy import GateConfig
 from harness.problems import Problem
 
 __all__ = ["MAX_PROBLEMS", "parse_gate_output", "source_context"]

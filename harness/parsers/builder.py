@@ -6,8 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.config.policy import GateConfig
 from harness.parsers.context import format_context, inside_root, read_source_lines
-from harness.policy import GateConfig
 from harness.problems import Location, Problem, problem_type
 
 TITLES = {

@@ -6,9 +6,9 @@ import contextlib
 import shutil
 from pathlib import Path
 
-from harness.gitrepo import GitRepository, Worktree
+from harness.config.spec import Spec
+from harness.git import GitRepository, Worktree
 from harness.sandbox.confined import ConfinedDirectory
-from harness.spec import Spec
 
 
 class WorktreeSandbox(ConfinedDirectory):

@@ -16,19 +16,19 @@ import shutil
 import threading
 from pathlib import Path
 
-from harness.gitrepo import GitRepository
-from harness.services.baggage import routing_headers
-from harness.services.config import IntegrationConfig, ServiceConfig, ServiceMap
-from harness.services.kubernetes_gate import KubernetesServices
-from harness.services.processes import (
+from harness.config.spec import Spec
+from harness.git import GitRepository
+from harness.integration.config import IntegrationConfig, ServiceConfig, ServiceMap
+from harness.integration.kubernetes.gate import KubernetesIntegration
+from harness.integration.processes import (
     BASELINE,
     Launcher,
     ServiceNotReady,
     ServiceProcess,
     reserve_port,
 )
-from harness.services.routing import RoutingLayer
-from harness.spec import Spec
+from harness.integration.routing import RoutingLayer
+from harness.integration.routing_key import routing_headers
 
 
 def _start_all(
@@ -114,7 +114,7 @@ class Baseline:
         shutil.rmtree(self.where / "scratch", ignore_errors=True)
 
 
-class TaskServices:
+class TaskFork:
     """One task's sandbox: its changed services, registered under its routing key."""
 
     def __init__(self, key: str, baseline: Baseline, scratch: Path, launcher: Launcher) -> None:
@@ -173,7 +173,7 @@ class TaskServices:
         self.processes = {}
 
 
-class LocalServices:
+class LocalIntegration:
     """A run's service stacks: baselines (one per repository, base and map), started on first
     use and shared by every task, and each task's sandbox. Safe to use from many tasks.
 
@@ -182,12 +182,12 @@ class LocalServices:
     whichever backend its integration gates used."""
 
     def __init__(self) -> None:
-        self.kubernetes = KubernetesServices()
+        self.kubernetes = KubernetesIntegration()
         self._lock = threading.Lock()
         self._baselines: dict[str, Baseline] = {}
         self._failed: dict[str, ServiceNotReady] = {}
         self._starting: dict[str, threading.Lock] = {}
-        self._tasks: dict[str, TaskServices] = {}
+        self._tasks: dict[str, TaskFork] = {}
         self._launcher: Launcher | None = None
         self._stopped = False
 
@@ -199,7 +199,7 @@ class LocalServices:
         *,
         key: str,
         run_dir: Path,
-    ) -> TaskServices:
+    ) -> TaskFork:
         """The task's sandbox (made on first call) over the baseline, which is started first if
         no task has started it yet. ServiceNotReady if the baseline cannot start."""
         baseline = self._baseline(spec, services, config, run_dir)
@@ -207,7 +207,7 @@ class LocalServices:
             task = self._tasks.get(spec.id)
             if task is None or task.baseline is not baseline:
                 scratch = run_dir / "services" / "tasks" / spec.id
-                task = TaskServices(key, baseline, scratch, self._get_launcher())
+                task = TaskFork(key, baseline, scratch, self._get_launcher())
                 self._tasks[spec.id] = task
             return task
 
@@ -241,7 +241,7 @@ class LocalServices:
         with self._lock:
             return list(self._baselines.values())
 
-    def task(self, spec_id: str) -> TaskServices | None:
+    def task(self, spec_id: str) -> TaskFork | None:
         with self._lock:
             return self._tasks.get(spec_id)
 

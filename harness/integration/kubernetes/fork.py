@@ -2,7 +2,7 @@
 Deployment, a Service for it and an Istio route on the routing key, all owned by one ConfigMap
 per namespace so that deleting it cascades; test runners as Jobs; teardown and reaping by label.
 
-Entry points: `plan_for` (manifests, no writes), `open_sandbox` (apply), `KubernetesSandbox`
+Entry points: `plan_for` (manifests, no writes), `open_fork` (apply), `KubernetesFork`
 (`wait_ready`, `run_tests`, `run_test`, `teardown`) and `reap` (for `harness gc`)."""
 
 from __future__ import annotations
@@ -15,19 +15,19 @@ from pathlib import Path
 from kubernetes.client.exceptions import ApiException
 
 from harness.errors import InfrastructureError
-from harness.problems import Problem
-from harness.services import kubernetes_manifests as m
-from harness.services.config import IntegrationConfig, ServiceMap
-from harness.services.kubernetes_api import ClusterApi
-from harness.services.kubernetes_plan import SandboxPlan, plan_sandbox, read_baselines, sandboxed
-from harness.services.kubernetes_readiness import (
+from harness.integration.config import IntegrationConfig, ServiceMap
+from harness.integration.kubernetes import manifests as m
+from harness.integration.kubernetes.api import ClusterApi
+from harness.integration.kubernetes.plan import ForkPlan, plan_fork, read_baselines, sandboxed
+from harness.integration.kubernetes.readiness import (
     JobRun,
     job_command,
     job_problem,
     run_test_job,
     wait_for_rollout,
 )
-from harness.services.kubernetes_routes import install_route, remove_routes
+from harness.integration.kubernetes.routes import install_route, remove_routes
+from harness.problems import Problem
 
 Manifest = m.Manifest
 
@@ -38,7 +38,7 @@ def _with_owner(manifest: Manifest, reference: Manifest) -> Manifest:
     return manifest
 
 
-def _create_or_keep(api: ClusterApi, manifest: Manifest, identity: m.SandboxIdentity) -> Manifest:
+def _create_or_keep(api: ClusterApi, manifest: Manifest, identity: m.ForkIdentity) -> Manifest:
     """Create; an object of the same name already labelled as this sandbox's is kept (a resumed
     run re-applies), anything else with that name is a conflict nobody should resolve silently."""
     try:
@@ -57,15 +57,15 @@ def _create_or_keep(api: ClusterApi, manifest: Manifest, identity: m.SandboxIden
     return existing
 
 
-class KubernetesSandbox:
+class KubernetesFork:
     """An applied sandbox. `teardown()` is idempotent and safe after a partial apply."""
 
-    def __init__(self, api: ClusterApi, plan: SandboxPlan) -> None:
+    def __init__(self, api: ClusterApi, plan: ForkPlan) -> None:
         self.api = api
         self.plan = plan
 
     @classmethod
-    def apply(cls, api: ClusterApi, plan: SandboxPlan) -> KubernetesSandbox:
+    def apply(cls, api: ClusterApi, plan: ForkPlan) -> KubernetesFork:
         sandbox = cls(api, plan)
         identity = plan.identity
         references: dict[str, Manifest] = {}
@@ -124,23 +124,23 @@ class KubernetesSandbox:
         return reap_in(self.api, self.plan.namespaces, identity.run_id, identity.sandbox)
 
 
-def open_sandbox(
+def open_fork(
     integration: IntegrationConfig,
     service_map: ServiceMap,
     changed: Sequence[str],
-    identity: m.SandboxIdentity,
+    identity: m.ForkIdentity,
     commit: str | None,
     source: str,
     kubeconfig: Path | None = None,
     tests: Sequence[str] | None = None,
-) -> KubernetesSandbox:
+) -> KubernetesFork:
     """Connect (allowlist first), read the baselines, apply the sandbox. On a failed apply the
     partial sandbox is torn down before the error propagates."""
     api, plan = plan_for(
         integration, service_map, changed, identity, commit, source, kubeconfig, tests
     )
     try:
-        return KubernetesSandbox.apply(api, plan)
+        return KubernetesFork.apply(api, plan)
     except BaseException:
         # The apply's own error is the one to report; a failing cleanup must not hide it
         # (and `harness gc` reaps what is left by label).
@@ -153,18 +153,18 @@ def plan_for(
     integration: IntegrationConfig,
     service_map: ServiceMap,
     changed: Sequence[str],
-    identity: m.SandboxIdentity,
+    identity: m.ForkIdentity,
     commit: str | None,
     source: str,
     kubeconfig: Path | None = None,
     tests: Sequence[str] | None = None,
-) -> tuple[ClusterApi, SandboxPlan]:
+) -> tuple[ClusterApi, ForkPlan]:
     """The plan from the cluster's baselines: reads only (what `harness sandbox plan` prints)."""
     services = sandboxed(service_map, changed, source)
     namespaces = {s.kubernetes.namespace for s in services if s.kubernetes is not None}
     api = ClusterApi.connect(integration.kubernetes, sorted(namespaces), source, kubeconfig)
     baselines = read_baselines(api, services)
-    plan = plan_sandbox(identity, integration, service_map, services, baselines, commit, tests)
+    plan = plan_fork(identity, integration, service_map, services, baselines, commit, tests)
     return api, plan
 
 

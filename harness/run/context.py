@@ -15,15 +15,15 @@ from pathlib import Path
 
 from harness.agents import Agent
 from harness.agents.fleet import Fleet
-from harness.baseline import BaseFailures
+from harness.config.policy import AgentKind, Budget, Policy
+from harness.config.spec import Spec
 from harness.errors import InputError
-from harness.gitrepo import GitRepository
-from harness.ledger import RunLedger, TaskResult, utc_now
-from harness.policy import AgentKind, Budget, Policy
+from harness.gates.preexisting import PreexistingFailures
+from harness.git import GitRepository
+from harness.integration.local import LocalIntegration
+from harness.run.ledger import RunLedger, TaskResult, utc_now
 from harness.sandbox import Sandbox
 from harness.sandbox import bubblewrap as bwrap
-from harness.services.local import LocalServices
-from harness.spec import Spec
 from harness.store import Store, worker_id
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -50,7 +50,7 @@ class RunContext:
     isolation: bwrap.Isolation
     fleet: Fleet
     """What every task's model calls share: the request limiter and the run's spend."""
-    base_failures: BaseFailures
+    base_failures: PreexistingFailures
     """Failing gates run once on the base commit, to label pre-existing failures."""
     store: Store
     """Run, task and environment records, leases, idempotency keys, checkpoints."""
@@ -61,7 +61,7 @@ class RunContext:
     """Specs that could not be loaded; reported in the summary, not run."""
     sandboxes: dict[str, Sandbox] = field(default_factory=dict)
     agents: dict[str, Agent] = field(default_factory=dict)
-    services: LocalServices = field(default_factory=LocalServices)
+    services: LocalIntegration = field(default_factory=LocalIntegration)
     """Integration gates' services: the shared baseline (started on first use) and each task's
     sandboxed services. Stopped at the run's end: `ctx.services.stop()`."""
     lost: set[str] = field(default_factory=set)

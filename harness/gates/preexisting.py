@@ -9,16 +9,16 @@ import hashlib
 import threading
 from pathlib import Path
 
-from harness.gates import GateRunner
-from harness.policy import GateConfig, InfrastructureConfig
+from harness.config.policy import GateConfig, InfrastructureConfig
+from harness.config.spec import Spec
+from harness.gates.runner import GateRunner
 from harness.problems import Problem
 from harness.sandbox.local import WorktreeSandbox
-from harness.spec import Spec
 
 Key = tuple[str | None, ...]
 
 
-class BaseFailures:
+class PreexistingFailures:
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         self._known: dict[str, set[Key]] = {}

@@ -20,16 +20,16 @@ from pathlib import Path
 
 from kubernetes.client.exceptions import ApiException
 
+from harness.config.policy import GateConfig
 from harness.errors import InfrastructureError
-from harness.gates import GateEnvironment, GateSetupError
-from harness.ledger import write_atomic
-from harness.policy import GateConfig
+from harness.gates.runner import GateEnvironment, GateSetupError
+from harness.integration.config import IntegrationConfig, ServiceMap
+from harness.integration.kubernetes.fork import KubernetesFork, open_fork
+from harness.integration.kubernetes.manifests import ForkIdentity
+from harness.integration.kubernetes.readiness import JobRun
 from harness.problems import Problem
+from harness.run.ledger import write_atomic
 from harness.sandbox import Completed
-from harness.services.config import IntegrationConfig, ServiceMap
-from harness.services.kubernetes import KubernetesSandbox, open_sandbox
-from harness.services.kubernetes_manifests import SandboxIdentity
-from harness.services.kubernetes_readiness import JobRun
 
 _logger = logging.getLogger(__name__)
 TIMED_OUT_REASONS = ("DeadlineExceeded", "NoOutcomeAfter")
@@ -38,13 +38,13 @@ TIMED_OUT_REASONS = ("DeadlineExceeded", "NoOutcomeAfter")
 
 @dataclass(frozen=True)
 class _Applied:
-    sandbox: KubernetesSandbox
+    sandbox: KubernetesFork
     commit: str
     changed: tuple[str, ...]
     tests: tuple[str, ...]
 
 
-class KubernetesServices:
+class KubernetesIntegration:
     """The Kubernetes sandboxes of a run's tasks. Safe to use from many tasks at once (each
     task only ever touches its own sandbox)."""
 
@@ -61,7 +61,7 @@ class KubernetesServices:
         *,
         integration: IntegrationConfig,
         service_map: ServiceMap,
-        identity: SandboxIdentity,
+        identity: ForkIdentity,
         changed: list[str],
         commit: str,
         tests: list[str],
@@ -96,7 +96,7 @@ class KubernetesServices:
             )
         return GateEnvironment(ran=_completed(run))
 
-    def sandbox(self, spec_id: str) -> KubernetesSandbox | None:
+    def sandbox(self, spec_id: str) -> KubernetesFork | None:
         with self._lock:
             applied = self._applied.get(spec_id)
         return applied.sandbox if applied is not None else None
@@ -130,11 +130,11 @@ class KubernetesServices:
         self,
         integration: IntegrationConfig,
         service_map: ServiceMap,
-        identity: SandboxIdentity,
+        identity: ForkIdentity,
         changed: list[str],
         commit: str,
         tests: list[str],
-    ) -> KubernetesSandbox:
+    ) -> KubernetesFork:
         wanted = (commit, tuple(changed), tuple(tests))
         with self._lock:
             applied = self._applied.get(identity.sandbox)
@@ -142,7 +142,7 @@ class KubernetesServices:
             return applied.sandbox
         if applied is not None:  # the code (or what it touches) changed: a fresh sandbox
             self.release(identity.sandbox)
-        sandbox = open_sandbox(
+        sandbox = open_fork(
             integration,
             service_map,
             changed,

@@ -46,8 +46,8 @@ from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
 
+from harness.config.policy import GuardFindingKind
 from harness.errors import InfrastructureError
-from harness.policy import GuardFindingKind
 from harness.problems import Location, Problem, problem_type
 
 # The kinds are part of the policy (guard.allow names them), so the policy defines them.

@@ -10,10 +10,10 @@ import frontmatter
 import yaml
 from pydantic import Field, ValidationError
 
+from harness.config.policy import BudgetOverride
+from harness.config.strict import StrictModel, describe_validation_error
 from harness.errors import InputError
-from harness.gitrepo import GitRepository
-from harness.policy import BudgetOverride
-from harness.validation import StrictModel, describe_validation_error
+from harness.git import GitRepository
 
 
 class SpecFrontMatter(StrictModel):

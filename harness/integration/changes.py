@@ -5,8 +5,8 @@ Only these are sandboxed; every other service is reached at the shared baseline.
 
 from __future__ import annotations
 
-from harness.gitrepo import Worktree
-from harness.services.config import ServiceConfig, ServiceMap
+from harness.git import Worktree
+from harness.integration.config import ServiceConfig, ServiceMap
 
 
 def changed_services(services: ServiceMap, worktree: Worktree, base: str) -> list[ServiceConfig]:

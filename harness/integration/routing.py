@@ -14,7 +14,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import MappingProxyType
 
-from harness.services.baggage import key_from_headers
+from harness.integration.routing_key import key_from_headers
 
 ROUTE_HEADER = "X-Harness-Route"
 """Added to every proxied response: `baseline`, or `sandbox <routing key>`."""

@@ -20,8 +20,8 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from harness.errors import InfrastructureError, InputError
-from harness.services.config import KubernetesBackend
-from harness.services.kubernetes_manifests import ISTIO_GROUP, ISTIO_VERSION, VS_PLURAL, Manifest
+from harness.integration.config import KubernetesBackend
+from harness.integration.kubernetes.manifests import ISTIO_GROUP, ISTIO_VERSION, VS_PLURAL, Manifest
 
 # kind -> (API path prefix, plural). Requests go through the client's REST layer with dict
 # bodies: its typed methods would coerce a baseline into its own models and refuse any field

@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from harness.gates import GateRecord
+from harness.config.spec import Spec
+from harness.gates.runner import GateRecord
 from harness.problems import Problem, render_markdown
-from harness.spec import Spec
 
 
 def gate_table(gates: Sequence[GateRecord]) -> str:
@@ -52,7 +52,7 @@ def _header(spec: Spec, run_id: str, agent: str, branch: str | None) -> list[str
     ]
 
 
-def pr_record(
+def render_pr(
     spec: Spec,
     *,
     run_id: str,
@@ -103,7 +103,7 @@ def pr_record(
     return "\n".join(lines)
 
 
-def escalation_record(
+def render_escalation(
     spec: Spec,
     *,
     run_id: str,

@@ -9,9 +9,9 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BeforeValidator, Field, field_validator
 
+from harness.config.strict import StrictModel, parse_yaml_mapping
 from harness.errors import InputError
-from harness.services.config import IntegrationConfig
-from harness.validation import StrictModel, parse_yaml_mapping
+from harness.integration.config import IntegrationConfig
 
 AgentKind = Literal["anthropic", "command", "replay"]
 GateKind = Literal["lint", "type", "test", "integration", "custom"]

@@ -5,7 +5,7 @@ A `kind: integration` gate runs the spec's `integration:` commands, else the ser
 its sandbox over the shared baseline, and the command gets the routing key, the headers that
 carry it and the routing layer's URL of every service. With `integration.backend: kubernetes`
 the changed services are forked in the cluster instead and the command runs there as a Job
-(harness.services.kubernetes_gate). A repository without a service map has
+(harness.integration.kubernetes.gate). A repository without a service map has
 nothing to integrate: the gate passes as not applicable, and its record says so.
 """
 
@@ -13,24 +13,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.gates import GateEnvironment, GateSetupError
-from harness.policy import GateConfig
+from harness.config.policy import GateConfig
+from harness.config.spec import Spec
+from harness.gates.runner import GateEnvironment, GateSetupError
+from harness.integration.changes import changed_services
+from harness.integration.config import IntegrationConfig, ServiceMap
+from harness.integration.kubernetes.manifests import ForkIdentity
+from harness.integration.local import LocalIntegration
+from harness.integration.processes import BASELINE, ServiceNotReady
+from harness.integration.routing_key import routing_key
+from harness.integration.servicemap import load_service_map
 from harness.sandbox import Completed
 from harness.sandbox.local import WorktreeSandbox
-from harness.services.baggage import routing_key
-from harness.services.changes import changed_services
-from harness.services.config import IntegrationConfig, ServiceMap
-from harness.services.kubernetes_manifests import SandboxIdentity
-from harness.services.local import LocalServices
-from harness.services.processes import BASELINE, ServiceNotReady
-from harness.services.servicemap import load_service_map
-from harness.spec import Spec
 
 
 class IntegrationGates:
     def __init__(
         self,
-        services: LocalServices,
+        services: LocalIntegration,
         spec: Spec,
         sandbox: WorktreeSandbox,
         config: IntegrationConfig,
@@ -98,14 +98,14 @@ class IntegrationGates:
 
     def _on_kubernetes(self, gate: GateConfig, service_map: ServiceMap) -> GateEnvironment:
         """The changed services forked in the cluster and the gate's command run as a Job
-        (see harness.services.kubernetes_gate); torn down by `services.release`."""
+        (see harness.integration.kubernetes.gate); torn down by `services.release`."""
         changed = changed_services(service_map, self.sandbox.worktree, self.spec.base_commit)
         commands = self.spec.integration or service_map.tests
         return self.services.kubernetes.run_gate(
             gate,
             integration=self.config,
             service_map=service_map,
-            identity=SandboxIdentity(self.run_id, self.spec.id, self.key),
+            identity=ForkIdentity(self.run_id, self.spec.id, self.key),
             changed=[service.name for service in changed],
             commit=self.sandbox.worktree.head(),
             # Every integration command of the task, so one applied sandbox serves each gate;

@@ -8,9 +8,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from harness.integration.kubernetes.api import ClusterApi
+from harness.integration.kubernetes.manifests import LABEL_FORK, Manifest
 from harness.problems import Problem, problem_type
-from harness.services.kubernetes_api import ClusterApi
-from harness.services.kubernetes_manifests import LABEL_FORK, Manifest
 
 LOG_LINES = 40
 GATE_LOG_LINES = 2000

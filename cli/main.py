@@ -18,19 +18,19 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from cli.plan import sandbox_app
 from harness.agents.fleet import Fleet
-from harness.baseline import BaseFailures
+from harness.config.policy import AgentKind, Policy, load_policy, parse_policy, policy_changes
+from harness.config.spec import Spec, load_specs
 from harness.errors import InputError
 from harness.feedback import compact, render_for_agent
-from harness.gates import GateRunner
-from harness.gc import collect
-from harness.ledger import RunLedger, TaskResult
-from harness.policy import AgentKind, Policy, load_policy, parse_policy, policy_changes
-from harness.run import RunContext, check_run_id, create_run_dir, new_run_id
+from harness.gates.preexisting import PreexistingFailures
+from harness.gates.runner import GateRunner
+from harness.run.context import RunContext, check_run_id, create_run_dir, new_run_id
+from harness.run.gc import collect
+from harness.run.ledger import RunLedger, TaskResult
 from harness.sandbox import bubblewrap as bwrap
 from harness.sandbox.snapshot import SnapshotSandbox
-from harness.sandbox_cli import sandbox_app
-from harness.spec import Spec, load_specs
 from harness.store import RunRecord, Store, open_store, redact_url, worker_id
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -247,7 +247,7 @@ def _context(
         ledger=ledger,
         isolation=isolation,
         fleet=Fleet.for_policy(policy),
-        base_failures=BaseFailures(run_dir),
+        base_failures=PreexistingFailures(run_dir),
         store=store,
         input_errors=input_errors,
     )

@@ -1,6 +1,6 @@
 """A sandbox's plan: the baselines read from the cluster (reads only) and every manifest that
 would be applied, built from them without further API calls. `harness sandbox plan` prints it;
-`KubernetesSandbox.apply` applies it."""
+`KubernetesFork.apply` applies it."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from kubernetes.client.exceptions import ApiException
 
 from harness.errors import InfrastructureError, InputError
-from harness.services import kubernetes_manifests as m
-from harness.services.baggage import TRACESTATE_KEY
-from harness.services.config import IntegrationConfig, ServiceConfig, ServiceMap
-from harness.services.kubernetes_api import VIRTUAL_SERVICE, ClusterApi
-from harness.services.kubernetes_routes import route_table, routes_service, sandbox_route
+from harness.integration.config import IntegrationConfig, ServiceConfig, ServiceMap
+from harness.integration.kubernetes import manifests as m
+from harness.integration.kubernetes.api import VIRTUAL_SERVICE, ClusterApi
+from harness.integration.kubernetes.routes import fork_route, route_table, routes_service
+from harness.integration.routing_key import TRACESTATE_KEY
 
 Manifest = m.Manifest
 
@@ -49,8 +49,8 @@ class ServicePlan:
 
 
 @dataclass
-class SandboxPlan:
-    identity: m.SandboxIdentity
+class ForkPlan:
+    identity: m.ForkIdentity
     owners: list[Manifest]
     services: list[ServicePlan]
     jobs: list[Manifest] = field(default_factory=list)
@@ -192,21 +192,21 @@ def _patched_view(existing: Manifest, route: Manifest, service: ServiceConfig) -
     return view
 
 
-def plan_sandbox(
-    identity: m.SandboxIdentity,
+def plan_fork(
+    identity: m.ForkIdentity,
     integration: IntegrationConfig,
     service_map: ServiceMap,
     services: Sequence[ServiceConfig],
     baselines: dict[str, Baseline],
     commit: str | None = None,
     tests: Sequence[str] | None = None,
-) -> SandboxPlan:
+) -> ForkPlan:
     """The manifests of one sandbox, from baselines already read: no API calls. `tests`: the
     integration test commands (the spec's), default the service map's."""
     plans: list[ServicePlan] = []
     for service in services:
         baseline = baselines[service.name]
-        route = sandbox_route(identity, service, integration.baggage_key)
+        route = fork_route(identity, service, integration.baggage_key)
         if baseline.virtual_service is None:
             virtual_service, patched = route_table(identity, service, route), False
         else:
@@ -224,7 +224,7 @@ def plan_sandbox(
         m.owner_manifest(identity, namespace, _record(identity, plans, baselines, namespace))
         for namespace in namespaces
     ]
-    plan = SandboxPlan(identity, owners, plans)
+    plan = ForkPlan(identity, owners, plans)
     commands = service_map.tests if tests is None else list(tests)
     if commands and plans:
         plan.jobs = _jobs(identity, integration, service_map, plans, commands, commit)
@@ -232,7 +232,7 @@ def plan_sandbox(
 
 
 def _record(
-    identity: m.SandboxIdentity,
+    identity: m.ForkIdentity,
     plans: list[ServicePlan],
     baselines: dict[str, Baseline],
     namespace: str,
@@ -256,7 +256,7 @@ def _record(
 
 
 def _jobs(
-    identity: m.SandboxIdentity,
+    identity: m.ForkIdentity,
     integration: IntegrationConfig,
     service_map: ServiceMap,
     plans: list[ServicePlan],

@@ -17,11 +17,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import environments
+from harness.config.policy import parse_policy
 from harness.errors import InfrastructureError, InputError
-from harness.gitrepo import GitRepository
-from harness.policy import parse_policy
-from harness.services import kubernetes
+from harness.git import GitRepository
+from harness.integration.kubernetes import fork as kubernetes
+from harness.sandbox import lifecycle
 from harness.store import EnvRecord, Store, owner_is_gone
 
 # How long gc may hold a teardown lock before another gc may take it over.
@@ -67,7 +67,7 @@ def _orphans(store: Store, owner: str, dry_run: bool, now: float) -> list[Action
         done = False
         if not dry_run:
             retain = float(env.config.get("retain_s", {}).get("escalated", 0.0))
-            done = environments.teardown(
+            done = lifecycle.teardown(
                 store,
                 env,
                 owner=owner,
@@ -132,7 +132,7 @@ def _retained(store: Store, dry_run: bool, now: float) -> list[Action]:
             continue
         repository = GitRepository(Path(repo))
         refs = repository.refs(f"refs/heads/{branch}")
-        refs += repository.refs(f"{environments.RECOVERED_REFS}/{env.run_id}/{env.spec_id}/")
+        refs += repository.refs(f"{lifecycle.RECOVERED_REFS}/{env.run_id}/{env.spec_id}/")
         for ref in refs:
             if not dry_run:
                 repository.delete_ref(ref)
@@ -148,7 +148,7 @@ def _on_disk(store: Store, runs_root: Path, dry_run: bool) -> list[Action]:
         if str(path.resolve()) in kept:
             continue
         if path.parent.name == "scratch":
-            for pid in [] if dry_run else environments.kill_sandbox_processes(path.resolve()):
+            for pid in [] if dry_run else lifecycle.kill_sandbox_processes(path.resolve()):
                 actions.append(Action("kill", str(pid), f"sandbox process of {path}", True))
         if not dry_run:
             shutil.rmtree(path, ignore_errors=True)
@@ -159,7 +159,7 @@ def _on_disk(store: Store, runs_root: Path, dry_run: bool) -> list[Action]:
         # directories. Their logs stay with the run's other records.
         if _run_is_live(store, services.parent.name):
             continue
-        for pid in [] if dry_run else environments.kill_sandbox_processes(services.resolve()):
+        for pid in [] if dry_run else lifecycle.kill_sandbox_processes(services.resolve()):
             actions.append(Action("kill", str(pid), f"service process of {services}", True))
         leftovers = [*services.glob("baseline-*/tree"), *services.glob("baseline-*/scratch")]
         for path in sorted([*leftovers, *services.glob("tasks/*")]):

@@ -19,11 +19,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from harness.config.spec import Spec
 from harness.errors import InfrastructureError
-from harness.gitrepo import GitRepository, Worktree
-from harness.ledger import RunLedger
+from harness.git import GitRepository, Worktree
+from harness.run.ledger import RunLedger
 from harness.sandbox.local import WorktreeSandbox
-from harness.spec import Spec
 from harness.store import EnvRecord, EnvStatus, Store
 
 KIND = "worktree"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.errors import InputError
-from harness.services.config import ServiceConfig
+from harness.integration.config import ServiceConfig
 
 Manifest = dict[str, Any]
 
@@ -53,7 +53,7 @@ def label_value(text: str) -> str:
 
 
 @dataclass(frozen=True)
-class SandboxIdentity:
+class ForkIdentity:
     """Who a sandbox's objects belong to: written into every label and route name."""
 
     run_id: str
@@ -101,7 +101,7 @@ def selector(run_id: str | None = None, sandbox: str | None = None) -> str:
     return ",".join(parts)
 
 
-def object_metadata(identity: SandboxIdentity, name: str, namespace: str, role: str) -> Manifest:
+def object_metadata(identity: ForkIdentity, name: str, namespace: str, role: str) -> Manifest:
     return {
         "name": name,
         "namespace": namespace,
@@ -110,7 +110,7 @@ def object_metadata(identity: SandboxIdentity, name: str, namespace: str, role: 
     }
 
 
-def owner_reference(identity: SandboxIdentity, uid: str | None) -> Manifest:
+def owner_reference(identity: ForkIdentity, uid: str | None) -> Manifest:
     """Deleting the owner deletes every object that names it (the garbage collector cascades)."""
     return {
         "apiVersion": "v1",
@@ -120,7 +120,7 @@ def owner_reference(identity: SandboxIdentity, uid: str | None) -> Manifest:
     }
 
 
-def owner_manifest(identity: SandboxIdentity, namespace: str, record: dict[str, str]) -> Manifest:
+def owner_manifest(identity: ForkIdentity, namespace: str, record: dict[str, str]) -> Manifest:
     """The sandbox's owner in one namespace (owner references cannot cross namespaces). Its data
     is the sandbox's record: what it is, and each patched VirtualService's routes before."""
     metadata = object_metadata(identity, identity.owner_name, namespace, "owner")
@@ -129,7 +129,7 @@ def owner_manifest(identity: SandboxIdentity, namespace: str, record: dict[str, 
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data}
 
 
-def fork_name(identity: SandboxIdentity, service: ServiceConfig) -> str:
+def fork_name(identity: ForkIdentity, service: ServiceConfig) -> str:
     """The fork's Deployment and Service name: a DNS-1035 label (starts with a letter)."""
     base = service.name[:40].rstrip("-")
     return f"{base if base[0].isalpha() else 's-' + base}-sb-{identity.suffix}"
@@ -145,7 +145,7 @@ def fill_image(template: str, commit: str | None, sandbox: str) -> str:
 
 
 def fork_deployment(
-    identity: SandboxIdentity,
+    identity: ForkIdentity,
     service: ServiceConfig,
     baseline: Manifest,
     baseline_service: Manifest,
@@ -200,7 +200,7 @@ def fork_deployment(
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata, "spec": spec}
 
 
-def fork_service(identity: SandboxIdentity, service: ServiceConfig, baseline: Manifest) -> Manifest:
+def fork_service(identity: ForkIdentity, service: ServiceConfig, baseline: Manifest) -> Manifest:
     """The baseline Service's ports (names kept: Istio reads the protocol from them), selecting
     the fork's pods only; cluster-assigned fields (clusterIP, nodePort) are left out."""
     assert service.kubernetes is not None
@@ -222,7 +222,7 @@ def service_host(name: str, namespace: str) -> str:
 
 
 def job_manifest(
-    identity: SandboxIdentity,
+    identity: ForkIdentity,
     namespace: str,
     index: int,
     command: str,

@@ -11,9 +11,9 @@ from pathlib import PurePosixPath
 
 import git
 
-from harness.services.config import IntegrationConfig, ServiceMap
-from harness.spec import Spec
-from harness.validation import parse_yaml_mapping
+from harness.config.spec import Spec
+from harness.config.strict import parse_yaml_mapping
+from harness.integration.config import IntegrationConfig, ServiceMap
 
 
 def load_service_map(spec: Spec, config: IntegrationConfig) -> ServiceMap | None:

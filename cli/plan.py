@@ -13,21 +13,21 @@ from kubernetes.client.exceptions import ApiException
 from rich.console import Console
 from rich.markup import escape
 
+from harness.config.policy import load_policy
+from harness.config.spec import Spec, load_spec
 from harness.errors import InfrastructureError, InputError
-from harness.policy import load_policy
-from harness.services.baggage import routing_key
-from harness.services.config import ServiceMap
-from harness.services.kubernetes import plan_for
-from harness.services.kubernetes_api import check_namespaces
-from harness.services.kubernetes_manifests import Manifest, SandboxIdentity
-from harness.services.kubernetes_plan import (
-    SandboxPlan,
+from harness.integration.config import ServiceMap
+from harness.integration.kubernetes.api import check_namespaces
+from harness.integration.kubernetes.fork import plan_for
+from harness.integration.kubernetes.manifests import ForkIdentity, Manifest
+from harness.integration.kubernetes.plan import (
+    ForkPlan,
     baselines_from_documents,
-    plan_sandbox,
+    plan_fork,
     sandboxed,
 )
-from harness.services.servicemap import load_service_map
-from harness.spec import Spec, load_spec
+from harness.integration.routing_key import routing_key
+from harness.integration.servicemap import load_service_map
 
 sandbox_app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 err = Console(stderr=True)
@@ -74,7 +74,7 @@ def _read_documents(path: Path) -> list[Manifest]:
     return [d for d in documents if d is not None]
 
 
-def _render(plan: SandboxPlan) -> str:
+def _render(plan: ForkPlan) -> str:
     """YAML documents, each under a comment saying what applying it does."""
     identity = plan.identity
     head = (
@@ -130,13 +130,13 @@ def plan(
                 f"{spec.source}: paths: touch no service of the service map; name the services "
                 "to sandbox with --service NAME"
             )
-        identity = SandboxIdentity(PLAN_RUN_ID, spec.id, routing_key(PLAN_RUN_ID, spec.id))
+        identity = ForkIdentity(PLAN_RUN_ID, spec.id, routing_key(PLAN_RUN_ID, spec.id))
         if baselines is not None:
             services = sandboxed(service_map, changed, source)
             namespaces = [s.kubernetes.namespace for s in services if s.kubernetes is not None]
             check_namespaces(integration.kubernetes, namespaces, source)
             found = baselines_from_documents(_read_documents(baselines), services, str(baselines))
-            drawn = plan_sandbox(
+            drawn = plan_fork(
                 identity, integration, service_map, services, found, tests=spec.integration or None
             )
         else:

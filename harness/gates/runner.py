@@ -18,8 +18,8 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from harness.config.policy import FlakyConfig, GateConfig, InfrastructureConfig
 from harness.parsers import parse_gate_output
-from harness.policy import FlakyConfig, GateConfig, InfrastructureConfig
 from harness.problems import Problem, problem_type
 from harness.sandbox import PYTEST_ADDOPTS, Completed, Sandbox
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 from kubernetes.client.exceptions import ApiException
 
 from harness.errors import InfrastructureError
-from harness.services import kubernetes_manifests as m
-from harness.services.baggage import TRACESTATE_KEY
-from harness.services.config import ServiceConfig
-from harness.services.kubernetes_api import VIRTUAL_SERVICE, ClusterApi
+from harness.integration.config import ServiceConfig
+from harness.integration.kubernetes import manifests as m
+from harness.integration.kubernetes.api import VIRTUAL_SERVICE, ClusterApi
+from harness.integration.routing_key import TRACESTATE_KEY
 
 Manifest = m.Manifest
 ATTEMPTS = 5
@@ -37,9 +37,7 @@ def route_matches(name: str, run_id: str | None = None, sandbox: str | None = No
     return name == prefix + m.label_value(sandbox)
 
 
-def sandbox_route(
-    identity: m.SandboxIdentity, service: ServiceConfig, baggage_key: str
-) -> Manifest:
+def fork_route(identity: m.ForkIdentity, service: ServiceConfig, baggage_key: str) -> Manifest:
     """The route sending requests that carry this sandbox's routing key to the fork: in the
     baggage header (`<baggage_key>=<key>`) or in tracestate (`harness=<key>`). Two match blocks
     are ORed, so either header is enough: a hop that keeps only one still reaches the fork."""
@@ -64,7 +62,7 @@ def default_route(service: ServiceConfig) -> Manifest:
     return {"name": "baseline", "route": [{"destination": destination}]}
 
 
-def route_table(identity: m.SandboxIdentity, service: ServiceConfig, route: Manifest) -> Manifest:
+def route_table(identity: m.ForkIdentity, service: ServiceConfig, route: Manifest) -> Manifest:
     """A VirtualService for a baseline Service that had none: our route, then the default route
     to the baseline. Shared by every sandbox of that service (each adds its owner reference), so
     the garbage collector removes it only once the last of them is gone."""
@@ -112,7 +110,7 @@ def _current(api: ClusterApi, service: ServiceConfig) -> Manifest | None:
 def install_route(
     api: ClusterApi,
     service: ServiceConfig,
-    identity: m.SandboxIdentity,
+    identity: m.ForkIdentity,
     route: Manifest,
     owner: Manifest,
 ) -> str:
