@@ -26,6 +26,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 
+from graphs.node import run_context
 from graphs.task import TaskGraph, TaskState, build_task_graph
 from harness.agents import Usage
 from harness.config.spec import Spec
@@ -35,18 +36,12 @@ from harness.run.ledger import GateSummary, RunSummary, TaskResult, utc_now, wri
 
 
 class BatchState(TypedDict, total=False):
-    specs: list[dict[str, Any]]
+    specs: list[Spec]
     lanes: int
 
 
 class LaneInput(TypedDict):
-    specs: list[dict[str, Any]]
-
-
-def _context(config: RunnableConfig) -> RunContext:
-    ctx = config.get("configurable", {}).get("run")
-    assert isinstance(ctx, RunContext)
-    return ctx
+    specs: list[Spec]
 
 
 def fan_out(state: BatchState) -> list[Send]:
@@ -54,14 +49,15 @@ def fan_out(state: BatchState) -> list[Send]:
 
 
 def lane(state: LaneInput, config: RunnableConfig) -> dict[str, Any]:
-    ctx = _context(config)
+    ctx = run_context(config)
     graph: TaskGraph = config["configurable"]["task_graph"]
-    specs = {spec["id"]: spec for spec in state["specs"]}
-    lease_s = ctx.policy.store.lease_s
+    specs = {spec.id: spec for spec in state["specs"]}
+    store, worker = ctx.services.store, ctx.services.worker
+    lease_s = ctx.config.policy.store.lease_s
     while True:
-        claimed = ctx.store.claim_task(ctx.run_id, ctx.worker, lease_s)
+        claimed = store.claim_task(ctx.config.run_id, worker, lease_s)
         if claimed is not None:
-            run_task(ctx, graph, Spec.model_validate(specs[claimed.spec_id]))
+            run_task(ctx, graph, specs[claimed.spec_id])
         elif _held_elsewhere(ctx):
             # Another worker holds a task: wait for it to finish, or for its lease to lapse
             # and the task to become ours to take over.
@@ -71,27 +67,27 @@ def lane(state: LaneInput, config: RunnableConfig) -> dict[str, Any]:
 
 
 def _held_elsewhere(ctx: RunContext) -> bool:
-    return any(
-        task.status != "done" and task.owner != ctx.worker for task in ctx.store.tasks(ctx.run_id)
-    )
+    tasks = ctx.services.store.tasks(ctx.config.run_id)
+    return any(task.status != "done" and task.owner != ctx.services.worker for task in tasks)
 
 
 def run_task(ctx: RunContext, graph: TaskGraph, spec: Spec) -> None:
     """Run (or continue) one claimed task and record its result in the store, once."""
+    config, services = ctx.config, ctx.services
     thread: RunnableConfig = {
-        "configurable": {"run": ctx, "thread_id": f"{ctx.run_id}/{spec.id}"},
+        "configurable": {"run": ctx, "thread_id": f"{config.run_id}/{spec.id}"},
         # Each attempt is at most agent → gates → feedback; the rest of the path is short.
-        "recursion_limit": 20 + 4 * ctx.budget(spec).max_attempts,
+        "recursion_limit": 20 + 4 * config.budget(spec).max_attempts,
     }
-    initial: TaskState = {"spec": spec.model_dump(), "started_at": time.time(), "attempt": 0}
-    ctx.lost.discard(spec.id)  # claimed again after it was lost once: ours now
+    initial: TaskState = {"spec": spec, "started_at": time.time(), "attempt": 0}
+    ctx.live.lost.discard(spec.id)  # claimed again after it was lost once: ours now
     keeper = LeaseKeeper(
-        ctx.store,
-        ctx.run_id,
+        services.store,
+        config.run_id,
         spec.id,
-        ctx.worker,
-        ctx.policy.store.lease_s,
-        on_lost=lambda: ctx.lost.add(spec.id),
+        services.worker,
+        config.policy.store.lease_s,
+        on_lost=lambda: ctx.live.lost.add(spec.id),
     )
     try:
         with keeper:
@@ -103,14 +99,14 @@ def run_task(ctx: RunContext, graph: TaskGraph, spec: Spec) -> None:
                 # own checkpoint was (LangGraph saves checkpoints in the background, so a kill
                 # can come in between): they are still pending, and `tasks` has them.
                 pending = [task.name for task in saved.tasks]
-                ctx.ledger.event(spec.id, "task", "resumed", next=pending)
+                services.ledger.event(spec.id, "task", "resumed", next=pending)
                 final = graph.invoke(None, thread, durability="sync")
             else:  # it ran to the end; the crash came before its result was recorded
                 final = dict(saved.values)
     except LeaseLost:
         return  # the task is another worker's now
     except Exception as exc:  # the blueprint guards its nodes; this guards the batch from it
-        write_atomic(ctx.task_dir(spec.id) / "error.log", traceback.format_exc())
+        write_atomic(config.task_dir(spec.id) / "error.log", traceback.format_exc())
         final = {**initial, "outcome": "error", "reason": f"task graph failed: {exc}"}
     result = TaskResult(
         spec_id=spec.id,
@@ -119,32 +115,32 @@ def run_task(ctx: RunContext, graph: TaskGraph, spec: Spec) -> None:
         outcome=final.get("outcome") or "error",
         reason=final.get("reason"),
         attempts=final.get("attempt", 0),
-        agent=ctx.agent_kind,
+        agent=config.policy.agent.kind,
         branch=final.get("branch"),
         pr=final.get("pr"),
         escalation=final.get("escalation"),
-        gates=[GateSummary.model_validate(g) for g in final.get("gate_records", [])],
+        gates=[GateSummary.model_validate(g.model_dump()) for g in final.get("gate_records", [])],
         duration_s=round(time.time() - final.get("started_at", initial["started_at"]), 3),
         agent_s=round(final.get("agent_s", 0.0), 3),
         gates_s=round(final.get("gates_s", 0.0), 3),
-        usage=Usage.model_validate(final.get("usage", {})),
+        usage=final.get("usage", Usage()),
     )
-    ctx.store.complete_task(ctx.run_id, spec.id, ctx.worker, result.model_dump())
+    services.store.complete_task(config.run_id, spec.id, services.worker, result.model_dump())
 
 
 def summarize(state: BatchState, config: RunnableConfig) -> dict[str, Any]:
-    ctx = _context(config)
-    tasks = ctx.results()
-    ctx.ledger.write_summary(
+    ctx = run_context(config)
+    tasks, run, isolation = ctx.results(), ctx.config, ctx.services.isolation
+    ctx.services.ledger.write_summary(
         RunSummary(
-            run_id=ctx.run_id,
-            started_at=ctx.started_at,
+            run_id=run.run_id,
+            started_at=run.started_at,
             finished_at=utc_now(),
-            policy=str(ctx.policy_path),
-            isolation="bubblewrap" if ctx.isolation.available else f"none: {ctx.isolation.reason}",
+            policy=str(run.policy_path),
+            isolation="bubblewrap" if isolation.available else f"none: {isolation.reason}",
             tasks=tasks,
             usage=sum((task.usage for task in tasks), Usage()),
-            input_errors=ctx.input_errors,
+            input_errors=list(run.input_errors),
         )
     )
     return {}
@@ -164,17 +160,18 @@ BATCH_GRAPH = build_batch_graph()
 
 
 def run_batch(ctx: RunContext, specs: list[Spec]) -> list[TaskResult]:
-    """Run the run's unfinished tasks through the blueprint, at most `ctx.concurrency` at once;
-    every task's steps are checkpointed in the store."""
-    checkpointer: BaseCheckpointSaver[Any] = ctx.store.checkpointer()
+    """Run the run's unfinished tasks through the blueprint, at most the policy's concurrency
+    at once; every task's steps are checkpointed in the store."""
+    checkpointer: BaseCheckpointSaver[Any] = ctx.services.store.checkpointer()
+    concurrency = ctx.config.policy.concurrency
     BATCH_GRAPH.invoke(
         {
-            "specs": [spec.model_dump() for spec in specs],
-            "lanes": max(1, min(ctx.concurrency, len(specs))),
+            "specs": specs,
+            "lanes": max(1, min(concurrency, len(specs))),
         },
         {
             "configurable": {"run": ctx, "task_graph": build_task_graph(checkpointer)},
-            "max_concurrency": ctx.concurrency,
+            "max_concurrency": concurrency,
         },
     )
     return ctx.results()

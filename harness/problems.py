@@ -110,3 +110,16 @@ def render_markdown(problems: list[Problem]) -> str:
             lines += ["", "```text", problem.context.rstrip(), "```"]
         sections.append("\n".join(lines))
     return "\n\n".join(sections)
+
+
+def one_liners(problems: list[Problem]) -> list[str]:
+    """Each problem in one line, where and what: for records that list many."""
+
+    def line(problem: Problem) -> str:
+        where = problem.test_id or (str(problem.location) if problem.location else problem.gate)
+        first = problem.detail.strip().splitlines()[0][:120] if problem.detail.strip() else ""
+        # pytest's message already starts with the exception name that is the code.
+        code = f" {problem.code}" if problem.code and not first.startswith(problem.code) else ""
+        return f"{where}{code}: {first}"
+
+    return [line(problem) for problem in problems]

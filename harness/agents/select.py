@@ -7,16 +7,31 @@ import os
 from harness.agents import Agent
 from harness.agents.fleet import Fleet
 from harness.agents.replay import ReplayAgent, load_replay
-from harness.config.policy import AgentKind, Policy
+from harness.config.policy import Policy
 from harness.config.spec import Spec
 from harness.errors import InputError
+from harness.problems import Problem, problem_type
 
 
 class AgentUnavailable(Exception):
     """No agent can run this task; the task escalates before any agent runs, with this reason."""
 
 
-def select_agent(kind: AgentKind, spec: Spec, policy: Policy, fleet: Fleet) -> Agent:
+def agent_unavailable(exc: AgentUnavailable) -> Problem:
+    """The problem an escalation for want of an agent records."""
+    return Problem(
+        type=problem_type("agent-unavailable"),
+        title="No agent can run this task",
+        detail=str(exc),
+        category="policy",
+        retryable=False,
+        owner_action_required=True,
+    )
+
+
+def select_agent(spec: Spec, policy: Policy, fleet: Fleet) -> Agent:
+    """The policy's agent (the run's --agent already applied to it) for `spec`."""
+    kind = policy.agent.kind
     if kind == "replay":
         try:
             return ReplayAgent(load_replay(spec))

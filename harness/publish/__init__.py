@@ -1,0 +1,116 @@
+"""The Publisher protocol: where a task ends. A verified task becomes a pull request; any other
+becomes an escalation a person picks up. One file per backend (`local.py`: records under runs/).
+
+A publisher is called through the run's exactly-once effects (harness.run.effects), and must
+itself converge rather than duplicate: called again for the same task after a crash, it finds
+what it made and changes nothing more.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from harness.config.policy import PublishConfig
+from harness.config.spec import Spec
+from harness.gates.runner import GateRecord
+from harness.git import Worktree
+from harness.problems import Problem
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    """A verified task's change and the evidence harness measured for it."""
+
+    spec: Spec
+    run_id: str
+    agent: str
+    branch: str
+    gates: list[GateRecord]
+    attempts: int
+    diffstat: str
+    files: list[str]
+    unexpected_files: list[str]
+    """Changed files outside the spec's expected `paths`."""
+    fixed: dict[str, list[str]]
+    """Per attempt number, the problems of the attempt before that it made go away."""
+    flaky: list[Problem]
+    flagged: list[Problem]
+    """Fake-green findings policy lets through (`guard.action: flag`)."""
+
+    @classmethod
+    def of(
+        cls,
+        spec: Spec,
+        worktree: Worktree,
+        *,
+        run_id: str,
+        agent: str,
+        branch: str,
+        gates: list[GateRecord],
+        attempts: int,
+        fixed: dict[str, list[str]],
+        flaky: list[Problem],
+        flagged: list[Problem],
+    ) -> PullRequest:
+        """The pull request for the committed change in `worktree` since the spec's base."""
+        changed = worktree.changed_files(spec.base_commit)
+        expected = set(worktree.changed_files(spec.base_commit, spec.paths)) if spec.paths else None
+        return cls(
+            spec=spec,
+            run_id=run_id,
+            agent=agent,
+            branch=branch,
+            gates=gates,
+            attempts=attempts,
+            diffstat=worktree.diffstat(spec.base_commit),
+            files=changed,
+            unexpected_files=[f for f in changed if expected is not None and f not in expected],
+            fixed=fixed,
+            flaky=flaky,
+            flagged=flagged,
+        )
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """A task a person must pick up, with why and what harness found."""
+
+    spec: Spec
+    run_id: str
+    agent: str
+    branch: str | None
+    """Where the work in progress is committed; None when no agent ran."""
+    reason: str
+    gates: list[GateRecord]
+    attempts: int
+    found: dict[str, list[str]]
+    """Per attempt number, its problems one line each."""
+    problems: list[Problem]
+    """The last problems: why the task cannot go on as it is."""
+
+
+def refusal(spec: Spec, worktree: Worktree, config: PublishConfig) -> str | None:
+    """Why a verified change is not published as a PR (it escalates), or None."""
+    if not worktree.changed_files(spec.base_commit):
+        return "no changes: the gates pass but there is nothing to publish"
+    if spec.tier not in config.auto_pr_tiers:
+        return (
+            f"verified, but tier {spec.tier} is not in publish.auto_pr_tiers: "
+            "a human reviews the branch"
+        )
+    return None
+
+
+class Publisher(Protocol):
+    name: str
+    """Shown in the run's header, e.g. "local"."""
+
+    def open_pr(self, pr: PullRequest) -> str:
+        """Open (or find, if opened before) the task's pull request; returns where it is: a
+        URL, or a record's path relative to the runs/ parent."""
+        ...
+
+    def escalate(self, escalation: Escalation) -> str:
+        """Record (or find) the task's escalation; returns where it is, as `open_pr` does."""
+        ...

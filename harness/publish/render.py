@@ -1,4 +1,4 @@
-"""PR and escalation records: Markdown written by the local publisher from gate records only.
+"""PR and escalation records as Markdown, from what harness measured only.
 
 The agent's own account never appears as evidence; everything here was measured by harness.
 """
@@ -10,7 +10,8 @@ from collections.abc import Sequence
 
 from harness.config.spec import Spec
 from harness.gates.runner import GateRecord
-from harness.problems import Problem, render_markdown
+from harness.problems import render_markdown
+from harness.publish import Escalation, PullRequest
 
 
 def gate_table(gates: Sequence[GateRecord]) -> str:
@@ -52,23 +53,10 @@ def _header(spec: Spec, run_id: str, agent: str, branch: str | None) -> list[str
     ]
 
 
-def render_pr(
-    spec: Spec,
-    *,
-    run_id: str,
-    agent: str,
-    branch: str,
-    gates: Sequence[GateRecord],
-    attempts: int,
-    diffstat: str,
-    files: list[str],
-    unexpected_files: list[str],
-    fixed: dict[str, list[str]],
-    flaky: list[Problem],
-    flagged: list[Problem],
-) -> str:
+def render_pr(pr: PullRequest) -> str:
+    spec, gates, attempts, fixed = pr.spec, pr.gates, pr.attempts, pr.fixed
     verify = [g for g in gates if g.phase == "verify"]
-    lines = [f"# {spec.title}", "", *_header(spec, run_id, agent, branch), ""]
+    lines = [f"# {spec.title}", "", *_header(spec, pr.run_id, pr.agent, pr.branch), ""]
     lines += [
         f"Verified by harness on attempt {attempts}: all {len(verify)} gates passed again on "
         "the committed tree. Everything below was measured by harness, not reported by the agent.",
@@ -85,48 +73,50 @@ def render_pr(
         verdict = f"failed gate `{failed.name}` ({failed.ending})" if failed else "passed"
         lines.append(f"- attempt {number}: {verdict}")
         lines += [f"  - fixed: {item}" for item in fixed.get(str(number), [])]
-    if flaky:
+    if pr.flaky:
         lines += ["", "## Flaky (failed, then passed on a re-run of the same tree)", ""]
-        lines += [f"- `{p.test_id or p.gate}`: {p.detail.strip().splitlines()[0]}" for p in flaky]
-    if flagged:
+        lines += [
+            f"- `{p.test_id or p.gate}`: {p.detail.strip().splitlines()[0]}" for p in pr.flaky
+        ]
+    if pr.flagged:
         lines += ["", "## Flagged by the fake-green guard (policy: flag)", ""]
-        lines += [f"- {p.code}: {p.detail}" for p in flagged]
-    lines += ["", "## Changes", "", "```text", diffstat.rstrip() or "(no changes)", "```", ""]
-    lines += ["Files changed:", "", *(f"- `{path}`" for path in files), ""]
-    if unexpected_files:
+        lines += [f"- {p.code}: {p.detail}" for p in pr.flagged]
+    lines += ["", "## Changes", "", "```text", pr.diffstat.rstrip() or "(no changes)", "```", ""]
+    lines += ["Files changed:", "", *(f"- `{path}`" for path in pr.files), ""]
+    if pr.unexpected_files:
         lines += [
             "Outside the spec's expected `paths` (review these):",
             "",
-            *(f"- `{path}`" for path in unexpected_files),
+            *(f"- `{path}`" for path in pr.unexpected_files),
             "",
         ]
     return "\n".join(lines)
 
 
-def render_escalation(
-    spec: Spec,
-    *,
-    run_id: str,
-    agent: str,
-    branch: str | None,
-    reason: str,
-    gates: Sequence[GateRecord],
-    attempts: int,
-    found: dict[str, list[str]],
-    problems: list[Problem],
-) -> str:
-    """`found`: per attempt, its problems one line each; the raw output's tail stands in for
+def render_escalation(escalation: Escalation) -> str:
+    """Per attempt its problems one line each (`found`); the raw output's tail stands in for
     an attempt whose output no parser understood."""
-    lines = [f"# Escalated: {spec.title}", "", *_header(spec, run_id, agent, branch), ""]
-    lines += [f"**Reason:** {reason}", ""]
+    spec, branch, gates, found = (
+        escalation.spec,
+        escalation.branch,
+        escalation.gates,
+        escalation.found,
+    )
+    lines = [
+        f"# Escalated: {spec.title}",
+        "",
+        *_header(spec, escalation.run_id, escalation.agent, branch),
+        "",
+    ]
+    lines += [f"**Reason:** {escalation.reason}", ""]
     if branch:
         lines += [f"The work in progress is committed on branch `{branch}`; nothing was discarded."]
     else:
         lines += ["No agent ran, so there is no work in progress."]
-    lines += ["", f"Agent attempts: {attempts}.", ""]
+    lines += ["", f"Agent attempts: {escalation.attempts}.", ""]
     if gates:
         lines += ["## Gate records", "", gate_table(gates), ""]
-    for number in range(1, attempts + 1):
+    for number in range(1, escalation.attempts + 1):
         gate = failing_gate(gates, number)
         if gate is not None:
             lines += [
@@ -139,9 +129,9 @@ def render_escalation(
                 lines += [*(f"- {line}" for line in found[str(number)]), ""]
             else:
                 lines += ["```text", gate.excerpt.rstrip() or "(no output)", "```", ""]
-    if problems:
-        lines += ["## Last problems", "", render_markdown(problems), ""]
-        as_json = [p.as_problem_json() for p in problems]
+    if escalation.problems:
+        lines += ["## Last problems", "", render_markdown(escalation.problems), ""]
+        as_json = [p.as_problem_json() for p in escalation.problems]
         lines += ["As application/problem+json:", "", "```json", json.dumps(as_json, indent=2)]
         lines += ["```", ""]
     return "\n".join(lines)

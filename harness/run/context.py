@@ -1,7 +1,8 @@
-"""A run: its id and directory, the policy in force, the ledger, and the live sandboxes.
+"""A run as its graph nodes see it: what it is (fixed at its start), the services its tasks
+share, and this worker's live per-task objects.
 
-Graph nodes receive the RunContext through LangGraph's `configurable`; it holds what cannot
-live in checkpointed graph state (open files, sandboxes, agents).
+Graph nodes receive the RunContext through LangGraph's `configurable`: it holds what cannot
+live in checkpointed graph state (open files, sandboxes, agents, connections).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import re
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,10 +23,12 @@ from harness.errors import InputError
 from harness.gates.preexisting import PreexistingFailures
 from harness.git import GitRepository
 from harness.integration.local import LocalIntegration
-from harness.run.ledger import RunLedger, TaskResult, utc_now
-from harness.sandbox import Sandbox
+from harness.publish import Publisher
+from harness.run.effects import Effects
+from harness.run.ledger import RunLedger, TaskResult
 from harness.sandbox import bubblewrap as bwrap
-from harness.store import Store, worker_id
+from harness.sandbox.lifecycle import TaskSandboxes
+from harness.store import Store
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -38,35 +42,29 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
 
 
-@dataclass
-class RunContext:
+def with_overrides(policy: Policy, agent: AgentKind | None, concurrency: int | None) -> Policy:
+    """The policy in force for a run: the command line's --agent and --concurrency applied
+    once, so nothing downstream has to remember to prefer an override."""
+    update: dict[str, object] = {}
+    if agent is not None and agent != policy.agent.kind:
+        update["agent"] = policy.agent.model_copy(update={"kind": agent})
+    if concurrency is not None:
+        update["concurrency"] = concurrency
+    return policy.model_copy(update=update) if update else policy
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What the run is, fixed when it starts (or is resumed): identity, layout, policy."""
+
     run_id: str
     run_dir: Path
     policy: Policy
+    """The policy file with the run's overrides applied (see `with_overrides`)."""
     policy_path: Path
-    agent_kind: AgentKind
-    concurrency: int
-    ledger: RunLedger
-    isolation: bwrap.Isolation
-    fleet: Fleet
-    """What every task's model calls share: the request limiter and the run's spend."""
-    base_failures: PreexistingFailures
-    """Failing gates run once on the base commit, to label pre-existing failures."""
-    store: Store
-    """Run, task and environment records, leases, idempotency keys, checkpoints."""
-    worker: str = field(default_factory=worker_id)
-    """This process, as the holder of task leases and environment records."""
-    started_at: str = field(default_factory=utc_now)
-    input_errors: list[str] = field(default_factory=list)
+    started_at: str
+    input_errors: tuple[str, ...] = ()
     """Specs that could not be loaded; reported in the summary, not run."""
-    sandboxes: dict[str, Sandbox] = field(default_factory=dict)
-    agents: dict[str, Agent] = field(default_factory=dict)
-    services: LocalIntegration = field(default_factory=LocalIntegration)
-    """Integration gates' services: the shared baseline (started on first use) and each task's
-    sandboxed services. Stopped at the run's end: `ctx.services.stop()`."""
-    lost: set[str] = field(default_factory=set)
-    """Tasks whose lease this worker lost (another worker reclaimed them): left alone."""
-    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def budget(self, spec: Spec) -> Budget:
         """The policy's budget with the spec's overrides applied."""
@@ -86,12 +84,6 @@ class RunContext:
     def scratch_dir(self, spec_id: str) -> Path:
         return self.run_dir / "scratch" / spec_id
 
-    def results(self) -> list[TaskResult]:
-        """Every finished task of the run (this worker's and others'), from the store, in the
-        order the specs were given."""
-        done = [task.result for task in self.store.tasks(self.run_id) if task.result is not None]
-        return [TaskResult.model_validate(result) for result in done]
-
     def effect_key(self, spec_id: str, kind: str, attempt: int) -> str:
         """The idempotency key of a side effect: it happens once per run, task and attempt."""
         return f"{self.run_id}/{spec_id}/{kind}/{attempt}"
@@ -103,13 +95,71 @@ class RunContext:
         except ValueError:
             return str(path)
 
-    def keep_sandbox(self, spec_id: str, sandbox: Sandbox) -> None:
-        with self._lock:
-            self.sandboxes[spec_id] = sandbox
 
-    def release_sandbox(self, spec_id: str) -> Sandbox | None:
+@dataclass
+class RunServices:
+    """What every task of the run shares; each is safe to use from many lanes at once."""
+
+    store: Store
+    """Run, task and environment records, leases, idempotency keys, checkpoints."""
+    worker: str
+    """This process, as the holder of task leases and environment records."""
+    ledger: RunLedger
+    effects: Effects
+    """Idempotency keys in the store: commit, publish and escalate happen once."""
+    publisher: Publisher
+    """Where verified tasks become PRs and the rest escalations."""
+    isolation: bwrap.Isolation
+    fleet: Fleet
+    """What every task's model calls share: the request limiter and the run's spend."""
+    preexisting: PreexistingFailures
+    """Failing gates run once on the base commit, to label pre-existing failures."""
+    integration: LocalIntegration
+    """Integration gates' services: the shared baselines (started on first use) and each
+    task's forks. Stopped at the run's end: `services.integration.stop()`."""
+
+
+AgentFactory = Callable[[Spec], Agent]
+
+
+@dataclass
+class LiveTasks:
+    """This worker's live objects per task: its sandbox, its agent, and whether its lease
+    was lost. Safe to use from many lanes at once."""
+
+    sandboxes: TaskSandboxes
+    new_agent: AgentFactory
+    lost: set[str] = field(default_factory=set)
+    """Tasks whose lease this worker lost (another worker reclaimed them): left alone."""
+    _agents: dict[str, Agent] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def agent(self, spec: Spec) -> Agent:
+        """The task's agent, made on first use (AgentUnavailable when none can run it)."""
         with self._lock:
-            return self.sandboxes.pop(spec_id, None)
+            found = self._agents.get(spec.id)
+        if found is None:
+            found = self.new_agent(spec)
+            with self._lock:
+                found = self._agents.setdefault(spec.id, found)
+        return found
+
+    def forget(self, spec_id: str) -> None:
+        with self._lock:
+            self._agents.pop(spec_id, None)
+
+
+@dataclass
+class RunContext:
+    config: RunConfig
+    services: RunServices
+    live: LiveTasks
+
+    def results(self) -> list[TaskResult]:
+        """Every finished task of the run (this worker's and others'), from the store, in the
+        order the specs were given."""
+        tasks = self.services.store.tasks(self.config.run_id)
+        return [TaskResult.model_validate(t.result) for t in tasks if t.result is not None]
 
 
 def check_run_id(

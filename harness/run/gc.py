@@ -7,7 +7,8 @@ Three sweeps, each idempotent and safe to run beside workers and other gc runs:
    are deleted (an escalation's WIP branch lives until then);
 3. what is on disk with no live record: worktrees and scratch directories under runs/, and
    sandbox processes still running in them; a finished or dead run's integration services;
-4. Kubernetes sandboxes of runs no worker is running any more (by their labels).
+4. Kubernetes sandboxes of runs no worker is running any more (by their labels); the
+   Kubernetes backend (an optional extra) is imported only for a run whose policy used it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from harness.config.policy import parse_policy
 from harness.errors import InfrastructureError, InputError
 from harness.git import GitRepository
-from harness.integration.kubernetes import fork as kubernetes
+from harness.integration.local import require_kubernetes
 from harness.sandbox import lifecycle
 from harness.store import EnvRecord, Store, owner_is_gone
 
@@ -93,9 +94,10 @@ def _kubernetes(store: Store, dry_run: bool) -> list[Action]:
             policy = parse_policy(record.policy_text, Path(record.policy_path))
             if policy.integration.backend != "kubernetes":
                 continue
-            lines = kubernetes.reap(
-                policy.integration, run_id, dry_run=dry_run, source=record.policy_path
-            )
+            require_kubernetes()
+            from harness.integration.kubernetes.fork import reap
+
+            lines = reap(policy.integration, run_id, dry_run=dry_run, source=record.policy_path)
         except (InputError, InfrastructureError) as exc:
             actions.append(Action("kubernetes", run_id, f"not reaped: {exc}", False))
             continue

@@ -1,4 +1,4 @@
-"""The Sandbox protocol: where an agent's tools and the gates run. One file per backend."""
+"""The Sandbox protocols: where an agent's tools and the gates run. One file per backend."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+from harness.git import Worktree
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,15 @@ class Sandbox(Protocol):
     def teardown(self) -> None:
         """Release everything the sandbox holds. Idempotent; never discards committed work."""
         ...
+
+
+class TaskSandbox(Sandbox, Protocol):
+    """A task's sandbox: a Sandbox whose tree is a worktree on the task's branch. The graph
+    commits each attempt, resets to the committed tree before verifying, and reads the
+    change against the base through `worktree`, whose git directory harness recorded before
+    any agent ran (see harness.git.Worktree)."""
+
+    worktree: Worktree
 
 
 def resolve_inside(root: Path, relpath: str, *, writing: bool = False) -> Path:

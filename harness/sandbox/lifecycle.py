@@ -1,12 +1,15 @@
-"""Task environments as store records: every sandbox is allocated with an owner, a lease and
-an expiry before anything exists on disk, moves through checked statuses, and is torn down
-once, under the teardown lock, by its worker or by `harness gc`.
+"""A task sandbox's whole lifecycle, in one place: acquired (new, adopted, or re-made on its
+branch after a crash), marked around gate runs, and torn down once.
 
-A resumed task gets its sandbox back by `acquire`: the worktree a crashed process left is
-adopted when the record says ready and the worktree is intact; otherwise a new worktree is
-made on the task's branch, which holds every committed attempt. Nothing starts over from the
-base while the branch exists, and half-done work found in an adopted worktree is kept on a
-ref (refs/harness/recovered/...) before the interrupted node runs again.
+Every sandbox is a store record first: allocated with an owner, a lease and an expiry before
+anything exists on disk, moved through checked statuses, and torn down once, under the
+teardown lock, by its worker (`TaskSandboxes.release`) or by `harness gc` (`teardown`).
+
+A resumed task gets its sandbox back by `TaskSandboxes.get`: the worktree a crashed process
+left is adopted when the record says ready and the worktree is intact; otherwise a new worktree
+is made on the task's branch, which holds every committed attempt. Nothing starts over from the
+base while the branch exists, and half-done work found in an adopted worktree is kept on a ref
+(refs/harness/recovered/...) before the interrupted node runs again.
 """
 
 from __future__ import annotations
@@ -15,19 +18,108 @@ import contextlib
 import os
 import shutil
 import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
+from harness.config.policy import TTLConfig
 from harness.config.spec import Spec
 from harness.errors import InfrastructureError
 from harness.git import GitRepository, Worktree
 from harness.run.ledger import RunLedger
+from harness.sandbox import TaskSandbox
 from harness.sandbox.local import WorktreeSandbox
 from harness.store import EnvRecord, EnvStatus, Store
 
 KIND = "worktree"
 RECOVERED_REFS = "refs/harness/recovered"
+
+
+class TaskLayout(Protocol):
+    """Where a run keeps each task's branch, worktree and scratch (a RunConfig)."""
+
+    @property
+    def run_id(self) -> str: ...
+
+    def branch(self, spec_id: str) -> str: ...
+
+    def worktree_dir(self, spec_id: str) -> Path: ...
+
+    def scratch_dir(self, spec_id: str) -> Path: ...
+
+
+class TaskSandboxes:
+    """This worker's task sandboxes, one per task, each backed by its store record."""
+
+    def __init__(
+        self,
+        store: Store,
+        ledger: RunLedger,
+        layout: TaskLayout,
+        *,
+        owner: str,
+        lease_s: float,
+        ttl: TTLConfig,
+    ) -> None:
+        self.store = store
+        self.ledger = ledger
+        self.layout = layout
+        self.owner = owner
+        self.lease_s = lease_s
+        self.ttl = ttl
+        self._live: dict[str, TaskSandbox] = {}
+        self._lock = threading.Lock()
+
+    def get(self, spec: Spec) -> TaskSandbox:
+        """The task's sandbox: the live one, else acquired (see the module's docstring)."""
+        with self._lock:
+            sandbox = self._live.get(spec.id)
+        if sandbox is None:
+            sandbox = acquire(
+                self.store,
+                self.ledger,
+                spec,
+                run_id=self.layout.run_id,
+                owner=self.owner,
+                lease_s=self.lease_s,
+                branch=self.layout.branch(spec.id),
+                root=self.layout.worktree_dir(spec.id),
+                scratch=self.layout.scratch_dir(spec.id),
+                ttl_s=self.ttl.sandbox,
+                retain_s={"verified": self.ttl.verified, "escalated": self.ttl.escalated},
+            )
+            with self._lock:
+                self._live[spec.id] = sandbox
+        return sandbox
+
+    def mark(self, spec_id: str, status: EnvStatus) -> None:
+        """ready ⇄ validating around gate runs, on the task's live environment."""
+        for env in task_envs(self.store, self.layout.run_id, spec_id):
+            if env.status in ("ready", "validating") and env.status != status:
+                self.store.transition(env.env_id, status)
+
+    def release(self, spec_id: str, *, verified: bool) -> None:
+        """Tear the task's sandbox down. Its branch outlives it (a verified task's as its PR's
+        head, any other's as the work in progress a person picks up) for the retention
+        period of its outcome; gc deletes it after that."""
+        with self._lock:
+            sandbox = self._live.pop(spec_id, None)
+        retain = self.ttl.verified if verified else self.ttl.escalated
+        for env in task_envs(self.store, self.layout.run_id, spec_id):
+            if env.status != "deleted":
+                teardown(
+                    self.store,
+                    env,
+                    owner=self.owner,
+                    lease_s=self.lease_s,
+                    retain_s=retain,
+                    sandbox=sandbox,
+                )
+                sandbox = None
+        if sandbox is not None:  # not recorded (a sandbox made outside the store)
+            sandbox.teardown()
 
 
 def task_envs(store: Store, run_id: str, spec_id: str) -> list[EnvRecord]:
@@ -136,13 +228,6 @@ def _adopt(spec: Spec, env: EnvRecord, root: Path, scratch: Path) -> WorktreeSan
     return sandbox
 
 
-def mark(store: Store, spec_id: str, run_id: str, status: EnvStatus) -> None:
-    """ready ⇄ validating around gate runs, on the task's live environment."""
-    for env in task_envs(store, run_id, spec_id):
-        if env.status in ("ready", "validating") and env.status != status:
-            store.transition(env.env_id, status)
-
-
 def teardown(
     store: Store,
     env: EnvRecord,
@@ -150,7 +235,7 @@ def teardown(
     owner: str,
     lease_s: float,
     retain_s: float,
-    sandbox: WorktreeSandbox | None = None,
+    sandbox: TaskSandbox | None = None,
     still_due: Callable[[EnvRecord], bool] | None = None,
 ) -> bool:
     """Tear `env` down once: under its teardown lock, killing processes its sandbox left

@@ -19,7 +19,7 @@ from psycopg_pool import ConnectionPool
 
 from harness.errors import InputError
 from harness.store import redact_url
-from harness.store.sql import Dialect, SqlStore, Tx, first_line
+from harness.store.sql import Dialect, SqlStore, Tx, checkpoint_serializer, first_line
 
 CONNECT_TIMEOUT_S = 5
 """Fail fast on an unreachable server instead of libpq's default of waiting forever."""
@@ -129,7 +129,7 @@ class PostgresStore(SqlStore):
                 )
                 conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
                 try:
-                    saver = PostgresSaver(conn)
+                    saver = PostgresSaver(conn, serde=checkpoint_serializer())
                     saver.setup()
                 finally:
                     conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))

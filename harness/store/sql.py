@@ -15,6 +15,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from pydantic import BaseModel
 
 from harness.errors import InputError
@@ -29,6 +30,14 @@ from harness.store import (
     dumps,
     owner_is_gone,
 )
+
+
+def checkpoint_serializer() -> JsonPlusSerializer:
+    """Checkpoints revive only LangGraph's own safe types, none by module path: a graph lists
+    the models its state holds (`checkpointer.with_allowlist`), and nothing else is imported
+    from what the store holds."""
+    return JsonPlusSerializer(allowed_msgpack_modules=None)
+
 
 # JSON lives in TEXT columns on both backends: nothing queries inside it, and one column type
 # keeps the code paths identical.

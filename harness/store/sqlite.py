@@ -16,7 +16,7 @@ from typing import Any
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from harness.errors import InputError
-from harness.store.sql import Dialect, SqlStore, Tx, first_line
+from harness.store.sql import Dialect, SqlStore, Tx, checkpoint_serializer, first_line
 
 BUSY_TIMEOUT_S = 30.0
 """How long a writer waits for another process's write lock before failing."""
@@ -99,7 +99,9 @@ class SqliteStore(SqlStore):
         with self._lock:
             if self._saver is None:
                 # Its own connection: SqliteSaver commits on its own schedule, under its lock.
-                saver = SqliteSaver(_connect(self.path, autocommit=False))
+                saver = SqliteSaver(
+                    _connect(self.path, autocommit=False), serde=checkpoint_serializer()
+                )
                 saver.setup()
                 self._saver = saver
             return self._saver

@@ -1,0 +1,66 @@
+"""How a blueprint node runs: with the run's context, its steps in the ledger, its failpoints,
+and an exception turned into the task's `error` outcome (teardown still runs)."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, TypeVar
+
+from langchain_core.runnables import RunnableConfig
+
+from harness import failpoints
+from harness.run.context import LeaseLost, RunContext
+from harness.run.ledger import write_atomic
+
+State = TypeVar("State", bound=Mapping[str, Any])
+NodeState = TypeVar("NodeState", bound=Mapping[str, Any], contravariant=True)
+Update = dict[str, Any]
+
+
+class Node(Protocol[NodeState]):
+    """A node as LangGraph calls it (it passes `config` because the parameter is named so)."""
+
+    def __call__(self, state: NodeState, config: RunnableConfig) -> Update: ...
+
+
+def run_context(config: RunnableConfig) -> RunContext:
+    ctx = config.get("configurable", {}).get("run")
+    if not isinstance(ctx, RunContext):
+        raise RuntimeError("the task graph needs configurable.run: a harness RunContext")
+    return ctx
+
+
+def node(name: str) -> Callable[[Callable[[State, RunContext], Update]], Node[State]]:
+    """Records enter/exit events, and turns an exception into the task's `error` outcome."""
+
+    def decorate(body: Callable[[State, RunContext], Update]) -> Node[State]:
+        # Not functools.wraps: LangGraph reads the signature (through __wrapped__) to decide
+        # whether to pass `config`, and must see this wrapper's, not the node body's.
+        def run(state: State, config: RunnableConfig) -> Update:
+            ctx = run_context(config)
+            spec_id = state["spec"].id
+            if spec_id in ctx.live.lost:
+                # Another worker reclaimed the task: stop here, without touching its sandbox.
+                raise LeaseLost(f"{spec_id}: this worker's lease was taken over")
+            # The agent node starts the next attempt; every other node works on the current one.
+            attempt = state.get("attempt", 0) + (1 if name == "agent" else 0)
+            ctx.services.ledger.event(spec_id, name, "enter", attempt=attempt)
+            failpoints.enter(name, spec_id)
+            failpoints.hit(f"{name}.before")
+            try:
+                update = body(state, ctx)
+            except Exception as exc:
+                log = ctx.config.task_dir(spec_id) / "error.log"
+                write_atomic(log, traceback.format_exc())
+                reason = f"{name} failed: {type(exc).__name__}: {exc} (traceback: {log})"
+                update = {"outcome": "error", "reason": reason}
+            ended = {k: update[k] for k in ("outcome", "reason", "escalate_reason") if k in update}
+            ctx.services.ledger.event(spec_id, name, "exit", **ended)
+            failpoints.hit(f"{name}.after")  # done, and LangGraph has not saved it yet
+            return update
+
+        run.__name__ = run.__qualname__ = name
+        return run
+
+    return decorate
