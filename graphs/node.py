@@ -21,6 +21,8 @@ Update = dict[str, Any]
 class Node(Protocol[NodeState]):
     """A node as LangGraph calls it (it passes `config` because the parameter is named so)."""
 
+    __name__: str
+
     def __call__(self, state: NodeState, config: RunnableConfig) -> Update: ...
 
 

@@ -28,7 +28,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
 from graphs.node import Update, node
-from harness.agents import AttemptContext, Usage
+from harness.agents import Usage
 from harness.agents.select import AgentUnavailable, agent_unavailable
 from harness.config.spec import Spec
 from harness.feedback import Feedback, compact, render_for_agent
@@ -36,7 +36,7 @@ from harness.gates.diff_review import review_diff
 from harness.gates.runner import GateRecord, Phase
 from harness.gates.verdict import judge
 from harness.problems import Problem, one_liners
-from harness.publish import Escalation, PullRequest, refusal
+from harness.publish import Escalation, Evidence, PullRequest, refusal
 from harness.run.attempt import make_attempt, stop_escalation
 from harness.run.context import RunContext
 from harness.run.gate_phase import PhaseResult, run_gate_phase
@@ -103,32 +103,14 @@ def provision(state: TaskState, ctx: RunContext) -> Update:
 @node("agent")
 def agent(state: TaskState, ctx: RunContext) -> Update:
     spec, number, spent = state["spec"], state.get("attempt", 0) + 1, state.get("usage", Usage())
-    task_dir, budget = ctx.config.task_dir(spec.id), ctx.config.budget(spec)
-    context = AttemptContext(
-        number=number,
-        budget=budget,
-        spent=spent,
-        deadline=_deadline(ctx, state),
-        log_dir=task_dir / "agent" / f"attempt-{number}",
-        trajectory=task_dir / "trajectory.jsonl",
-    )
-    record = make_attempt(
-        ctx.live.agent(spec),
-        spec,
-        ctx.live.sandboxes.get(spec),
-        state.get("feedback"),
-        context,
-        effects=ctx.services.effects,
-        key=ctx.config.effect_key(spec.id, "commit", number),
-        saved=task_dir / f"attempt-{number}.json",
-        ledger=ctx.services.ledger,
-    )
+    feedback = state.get("feedback")
+    record = make_attempt(ctx, spec, number, feedback, spent=spent, deadline=_deadline(ctx, state))
     update: Update = {
         "attempt": number,
         "agent_s": state.get("agent_s", 0.0) + record.duration_s,
         "usage": spent + record.usage,
     }
-    if (why := stop_escalation(record, budget.max_steps)) is not None:
+    if (why := stop_escalation(record, ctx.config.budget(spec).max_steps)) is not None:
         update["escalate_reason"] = why
         update |= {"problems": [record.problem]} if record.problem is not None else {}
     return update
@@ -190,23 +172,12 @@ def verify(state: TaskState, ctx: RunContext) -> Update:
 
 @node("publish")
 def publish(state: TaskState, ctx: RunContext) -> Update:
-    spec, config = state["spec"], ctx.config
+    spec = state["spec"]
     worktree = ctx.live.sandboxes.get(spec).worktree
-    if (why := refusal(spec, worktree, config.policy.publish)) is not None:
+    if (why := refusal(spec, worktree, ctx.config.policy.publish)) is not None:
         return {"escalate_reason": why}
-    pr = PullRequest.of(
-        spec,
-        worktree,
-        run_id=config.run_id,
-        agent=config.policy.agent.kind,
-        branch=state.get("branch") or "",
-        gates=state.get("gate_records", []),
-        attempts=state.get("attempt", 0),
-        fixed=state.get("fixed", {}),
-        flaky=state.get("flaky", []),
-        flagged=state.get("flagged", []),
-    )
-    key = config.effect_key(spec.id, "publish", state.get("attempt", 0))
+    pr = PullRequest.of(spec, worktree, _evidence(state, ctx))
+    key = ctx.config.effect_key(spec.id, "publish", pr.evidence.attempts)
     done = ctx.services.effects.once(
         key, "publish", lambda: {"pr": ctx.services.publisher.open_pr(pr)}
     )
@@ -215,27 +186,16 @@ def publish(state: TaskState, ctx: RunContext) -> Update:
 
 @node("escalate")
 def escalate(state: TaskState, ctx: RunContext) -> Update:
-    spec, config = state["spec"], ctx.config
-    reason = state.get("escalate_reason") or "escalated"
-    escalation = Escalation(
-        spec=spec,
-        run_id=config.run_id,
-        agent=config.policy.agent.kind,
-        branch=state.get("branch"),
-        reason=reason,
-        gates=state.get("gate_records", []),
-        attempts=state.get("attempt", 0),
-        found=state.get("found", {}),
-        problems=state.get("problems", []),
-    )
+    spec, reason = state["spec"], state.get("escalate_reason") or "escalated"
+    escalation = Escalation(spec, _evidence(state, ctx), reason)
 
     def record() -> dict[str, Any]:
-        if escalation.branch:  # provisioned: the work in progress goes on the branch
+        if escalation.evidence.branch:  # provisioned: the work in progress goes on the branch
             worktree = ctx.live.sandboxes.get(spec).worktree
             worktree.commit_all(f"harness: work in progress, escalated: {reason}")
         return {"path": ctx.services.publisher.escalate(escalation)}
 
-    key = config.effect_key(spec.id, "escalate", escalation.attempts)
+    key = ctx.config.effect_key(spec.id, "escalate", escalation.evidence.attempts)
     done = ctx.services.effects.once(key, "escalate", record)
     return {"outcome": "escalated", "reason": reason, "escalation": done["path"]}
 
@@ -251,6 +211,21 @@ def teardown(state: TaskState, ctx: RunContext) -> Update:
     return {}
 
 
+def _evidence(state: TaskState, ctx: RunContext) -> Evidence:
+    return Evidence(
+        run_id=ctx.config.run_id,
+        agent=ctx.config.policy.agent.kind,
+        branch=state.get("branch"),
+        gates=state.get("gate_records", []),
+        attempts=state.get("attempt", 0),
+        fixed=state.get("fixed", {}),
+        found=state.get("found", {}),
+        flaky=state.get("flaky", []),
+        flagged=state.get("flagged", []),
+        problems=state.get("problems", []),
+    )
+
+
 def _deadline(ctx: RunContext, state: TaskState) -> float:
     """The wall-clock budget's end as a monotonic time, for command timeouts."""
     wall_clock_s = ctx.config.budget(state["spec"]).wall_clock_s
@@ -258,12 +233,8 @@ def _deadline(ctx: RunContext, state: TaskState) -> float:
 
 
 def _gate_phase(state: TaskState, ctx: RunContext, phase: Phase) -> PhaseResult:
-    spec = state["spec"]
-    sandbox = ctx.live.sandboxes.get(spec)
-    deadline = _deadline(ctx, state)
-    return run_gate_phase(
-        ctx, spec, sandbox, phase=phase, attempt=state.get("attempt", 0), deadline=deadline
-    )
+    attempt, deadline = state.get("attempt", 0), _deadline(ctx, state)
+    return run_gate_phase(ctx, state["spec"], phase=phase, attempt=attempt, deadline=deadline)
 
 
 def _gates_ran(state: TaskState, result: PhaseResult) -> Update:
@@ -312,19 +283,9 @@ TaskGraph = CompiledStateGraph[TaskState, None, TaskState, TaskState]
 def build_task_graph(checkpointer: BaseCheckpointSaver[Any] | None = None) -> TaskGraph:
     """The blueprint, checkpointed after every node when given a checkpointer."""
     graph = StateGraph(TaskState)
-    for name, fn in [
-        ("triage", triage),
-        ("provision", provision),
-        ("agent", agent),
-        ("gates", gates),
-        ("feedback", feedback),
-        ("guard", guard),
-        ("verify", verify),
-        ("publish", publish),
-        ("escalate", escalate),
-        ("teardown", teardown),
-    ]:
-        graph.add_node(name, fn)
+    for step in (triage, provision, agent, gates, feedback, guard, verify, publish, escalate):
+        graph.add_node(step.__name__, step)
+    graph.add_node("teardown", teardown)
     graph.add_edge(START, "triage")
     graph.add_conditional_edges("triage", _next("provision"), ["provision", "escalate", "teardown"])
     graph.add_conditional_edges("provision", _next("agent"), ["agent", "escalate", "teardown"])

@@ -19,75 +19,58 @@ from harness.problems import Problem
 
 
 @dataclass(frozen=True)
-class PullRequest:
-    """A verified task's change and the evidence harness measured for it."""
+class Evidence:
+    """What harness measured of a task (never what the agent reported), for its record."""
 
-    spec: Spec
     run_id: str
     agent: str
-    branch: str
+    branch: str | None
+    """Where the work is committed; None when no agent ran."""
     gates: list[GateRecord]
     attempts: int
+    fixed: dict[str, list[str]]
+    """Per attempt number, the problems of the attempt before that it made go away."""
+    found: dict[str, list[str]]
+    """Per attempt number, its problems one line each."""
+    flaky: list[Problem]
+    flagged: list[Problem]
+    """Fake-green findings policy lets through (`guard.action: flag`)."""
+    problems: list[Problem]
+    """The last problems: why the task cannot go on as it is."""
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    """A verified task's change, with its evidence."""
+
+    spec: Spec
+    evidence: Evidence
     diffstat: str
     files: list[str]
     unexpected_files: list[str]
     """Changed files outside the spec's expected `paths`."""
-    fixed: dict[str, list[str]]
-    """Per attempt number, the problems of the attempt before that it made go away."""
-    flaky: list[Problem]
-    flagged: list[Problem]
-    """Fake-green findings policy lets through (`guard.action: flag`)."""
 
     @classmethod
-    def of(
-        cls,
-        spec: Spec,
-        worktree: Worktree,
-        *,
-        run_id: str,
-        agent: str,
-        branch: str,
-        gates: list[GateRecord],
-        attempts: int,
-        fixed: dict[str, list[str]],
-        flaky: list[Problem],
-        flagged: list[Problem],
-    ) -> PullRequest:
+    def of(cls, spec: Spec, worktree: Worktree, evidence: Evidence) -> PullRequest:
         """The pull request for the committed change in `worktree` since the spec's base."""
         changed = worktree.changed_files(spec.base_commit)
         expected = set(worktree.changed_files(spec.base_commit, spec.paths)) if spec.paths else None
         return cls(
             spec=spec,
-            run_id=run_id,
-            agent=agent,
-            branch=branch,
-            gates=gates,
-            attempts=attempts,
+            evidence=evidence,
             diffstat=worktree.diffstat(spec.base_commit),
             files=changed,
             unexpected_files=[f for f in changed if expected is not None and f not in expected],
-            fixed=fixed,
-            flaky=flaky,
-            flagged=flagged,
         )
 
 
 @dataclass(frozen=True)
 class Escalation:
-    """A task a person must pick up, with why and what harness found."""
+    """A task a person must pick up: why, and what harness found."""
 
     spec: Spec
-    run_id: str
-    agent: str
-    branch: str | None
-    """Where the work in progress is committed; None when no agent ran."""
+    evidence: Evidence
     reason: str
-    gates: list[GateRecord]
-    attempts: int
-    found: dict[str, list[str]]
-    """Per attempt number, its problems one line each."""
-    problems: list[Problem]
-    """The last problems: why the task cannot go on as it is."""
 
 
 def refusal(spec: Spec, worktree: Worktree, config: PublishConfig) -> str | None:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from harness.config.spec import Spec
 from harness.gates.runner import GateRecord
 from harness.problems import render_markdown
-from harness.publish import Escalation, PullRequest
+from harness.publish import Escalation, Evidence, PullRequest
 
 
 def gate_table(gates: Sequence[GateRecord]) -> str:
@@ -45,18 +45,20 @@ def failing_gate(gates: Sequence[GateRecord], attempt: int) -> GateRecord | None
     return next((gate for gate in last.values() if not gate.passed), None)
 
 
-def _header(spec: Spec, run_id: str, agent: str, branch: str | None) -> list[str]:
+def _header(spec: Spec, evidence: Evidence) -> list[str]:
+    branch = evidence.branch
     return [
         f"- spec: `{spec.id}` (tier {spec.tier}) from `{spec.source}`",
-        f"- run: `{run_id}` · agent: `{agent}`",
+        f"- run: `{evidence.run_id}` · agent: `{evidence.agent}`",
         f"- branch: `{branch}` · base: `{spec.base_commit[:12]}`" if branch else "- branch: none",
     ]
 
 
 def render_pr(pr: PullRequest) -> str:
-    spec, gates, attempts, fixed = pr.spec, pr.gates, pr.attempts, pr.fixed
+    spec, evidence = pr.spec, pr.evidence
+    gates, attempts = evidence.gates, evidence.attempts
     verify = [g for g in gates if g.phase == "verify"]
-    lines = [f"# {spec.title}", "", *_header(spec, pr.run_id, pr.agent, pr.branch), ""]
+    lines = [f"# {spec.title}", "", *_header(spec, evidence), ""]
     lines += [
         f"Verified by harness on attempt {attempts}: all {len(verify)} gates passed again on "
         "the committed tree. Everything below was measured by harness, not reported by the agent.",
@@ -72,15 +74,15 @@ def render_pr(pr: PullRequest) -> str:
         failed = failing_gate(gates, number)
         verdict = f"failed gate `{failed.name}` ({failed.ending})" if failed else "passed"
         lines.append(f"- attempt {number}: {verdict}")
-        lines += [f"  - fixed: {item}" for item in fixed.get(str(number), [])]
-    if pr.flaky:
+        lines += [f"  - fixed: {item}" for item in evidence.fixed.get(str(number), [])]
+    if evidence.flaky:
         lines += ["", "## Flaky (failed, then passed on a re-run of the same tree)", ""]
         lines += [
-            f"- `{p.test_id or p.gate}`: {p.detail.strip().splitlines()[0]}" for p in pr.flaky
+            f"- `{p.test_id or p.gate}`: {p.detail.strip().splitlines()[0]}" for p in evidence.flaky
         ]
-    if pr.flagged:
+    if evidence.flagged:
         lines += ["", "## Flagged by the fake-green guard (policy: flag)", ""]
-        lines += [f"- {p.code}: {p.detail}" for p in pr.flagged]
+        lines += [f"- {p.code}: {p.detail}" for p in evidence.flagged]
     lines += ["", "## Changes", "", "```text", pr.diffstat.rstrip() or "(no changes)", "```", ""]
     lines += ["Files changed:", "", *(f"- `{path}`" for path in pr.files), ""]
     if pr.unexpected_files:
@@ -96,27 +98,18 @@ def render_pr(pr: PullRequest) -> str:
 def render_escalation(escalation: Escalation) -> str:
     """Per attempt its problems one line each (`found`); the raw output's tail stands in for
     an attempt whose output no parser understood."""
-    spec, branch, gates, found = (
-        escalation.spec,
-        escalation.branch,
-        escalation.gates,
-        escalation.found,
-    )
-    lines = [
-        f"# Escalated: {spec.title}",
-        "",
-        *_header(spec, escalation.run_id, escalation.agent, branch),
-        "",
-    ]
+    spec, evidence = escalation.spec, escalation.evidence
+    branch, gates, found = evidence.branch, evidence.gates, evidence.found
+    lines = [f"# Escalated: {spec.title}", "", *_header(spec, evidence), ""]
     lines += [f"**Reason:** {escalation.reason}", ""]
     if branch:
         lines += [f"The work in progress is committed on branch `{branch}`; nothing was discarded."]
     else:
         lines += ["No agent ran, so there is no work in progress."]
-    lines += ["", f"Agent attempts: {escalation.attempts}.", ""]
+    lines += ["", f"Agent attempts: {evidence.attempts}.", ""]
     if gates:
         lines += ["## Gate records", "", gate_table(gates), ""]
-    for number in range(1, escalation.attempts + 1):
+    for number in range(1, evidence.attempts + 1):
         gate = failing_gate(gates, number)
         if gate is not None:
             lines += [
@@ -129,9 +122,9 @@ def render_escalation(escalation: Escalation) -> str:
                 lines += [*(f"- {line}" for line in found[str(number)]), ""]
             else:
                 lines += ["```text", gate.excerpt.rstrip() or "(no output)", "```", ""]
-    if escalation.problems:
-        lines += ["## Last problems", "", render_markdown(escalation.problems), ""]
-        as_json = [p.as_problem_json() for p in escalation.problems]
+    if evidence.problems:
+        lines += ["## Last problems", "", render_markdown(evidence.problems), ""]
+        as_json = [p.as_problem_json() for p in evidence.problems]
         lines += ["As application/problem+json:", "", "```json", json.dumps(as_json, indent=2)]
         lines += ["```", ""]
     return "\n".join(lines)

@@ -10,15 +10,14 @@ and committed before a crash is not paid for twice.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from harness.agents import Agent, AttemptContext, AttemptRecord
+from harness.agents import AttemptContext, AttemptRecord, Usage
 from harness.config.spec import Spec
 from harness.feedback import Feedback
 from harness.redact import Redactor
-from harness.run.effects import Effects, Value
-from harness.run.ledger import RunLedger, write_atomic
-from harness.sandbox import TaskSandbox
+from harness.run.context import RunContext
+from harness.run.effects import Value
+from harness.run.ledger import write_atomic
 
 KEY_TRAILER = "Harness-Key: "
 
@@ -33,19 +32,29 @@ STOP_REASONS = {
 
 
 def make_attempt(
-    agent: Agent,
+    ctx: RunContext,
     spec: Spec,
-    sandbox: TaskSandbox,
+    number: int,
     feedback: Feedback | None,
-    context: AttemptContext,
     *,
-    effects: Effects,
-    key: str,
-    saved: Path,
-    ledger: RunLedger,
+    spent: Usage,
+    deadline: float,
 ) -> AttemptRecord:
-    """Attempt `context.number` at the spec, committed under idempotency key `key`; its
-    record (redacted) is kept at `saved`."""
+    """Attempt `number` at the spec by the task's agent in its sandbox, committed; its record
+    (redacted) is kept in the task's directory as attempt-<number>.json."""
+    task_dir = ctx.config.task_dir(spec.id)
+    context = AttemptContext(
+        number=number,
+        budget=ctx.config.budget(spec),
+        spent=spent,
+        deadline=deadline,
+        log_dir=task_dir / "agent" / f"attempt-{number}",
+        trajectory=task_dir / "trajectory.jsonl",
+    )
+    agent, sandbox = ctx.live.agent(spec), ctx.live.sandboxes.get(spec)
+    effects = ctx.services.effects
+    key = ctx.config.effect_key(spec.id, "commit", number)
+    saved = task_dir / f"attempt-{number}.json"
     worktree = sandbox.worktree
 
     def committed_before_crash() -> Value | None:
@@ -55,14 +64,14 @@ def make_attempt(
 
     if effects.done(key, found=committed_before_crash) and saved.exists():
         # Its record was redacted on disk; what follows needs no secrets.
-        ledger.event(spec.id, "agent", "reused", attempt=context.number)
+        ctx.services.ledger.event(spec.id, "agent", "reused", attempt=number)
         return AttemptRecord.model_validate_json(saved.read_text(encoding="utf-8"))
     record = agent.attempt(spec, sandbox, feedback, context)
     # Tool results quote files, which may hold secrets: the record on disk is redacted, and
     # it is the only copy harness keeps (graph state, and so the store, holds none of it).
     redacted = Redactor.from_environment().value(record.model_dump(mode="json"))
     write_atomic(saved, json.dumps(redacted, indent=2))
-    message = f"harness: attempt {context.number} by the {agent.name} agent\n\n{KEY_TRAILER}{key}"
+    message = f"harness: attempt {number} by the {agent.name} agent\n\n{KEY_TRAILER}{key}"
     effects.once(key, "commit", lambda: {"sha": worktree.commit_all(message)})
     return record
 

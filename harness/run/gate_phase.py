@@ -13,7 +13,6 @@ from harness.gates.runner import GateRun, GateRunner, Phase, acceptance_gates
 from harness.integration.gate import IntegrationGates
 from harness.problems import Problem
 from harness.run.context import RunContext
-from harness.sandbox import TaskSandbox
 
 
 @dataclass(frozen=True)
@@ -28,13 +27,13 @@ class PhaseResult:
 def run_gate_phase(
     ctx: RunContext,
     spec: Spec,
-    sandbox: TaskSandbox,
     *,
     phase: Phase,
     attempt: int,
     deadline: float,
 ) -> PhaseResult:
     config, policy = ctx.config, ctx.config.policy
+    sandbox = ctx.live.sandboxes.get(spec)
     integration = IntegrationGates(
         ctx.services.integration,
         spec,
