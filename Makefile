@@ -21,7 +21,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy --strict harness graphs
+	$(BIN)/mypy --strict harness graphs cli
+	$(BIN)/lint-imports
 	$(BIN)/pytest
 
 bench: $(STAMP)

@@ -34,8 +34,9 @@ from harness.config.spec import Spec, load_spec
 from harness.gates.runner import GateRunner
 from harness.integration.config import IntegrationConfig
 from harness.integration.gate import IntegrationGates
-from harness.integration.local import LocalIntegration
+from harness.integration.local import LocalIntegration, TaskFork
 from harness.integration.processes import descendants
+from harness.integration.routing_key import routing_key
 from harness.integration.servicemap import load_service_map
 from harness.sandbox import bubblewrap as bwrap
 from harness.sandbox.local import WorktreeSandbox
@@ -110,6 +111,13 @@ class Mesh:
             log_dir=self.run_dir / "tasks" / spec.id,
         )
 
+    def fork(self, services: LocalIntegration, spec: Spec) -> TaskFork:
+        """The task's sandbox that its gate's `prepare` made (`sandbox()` returns that one)."""
+        service_map = load_service_map(spec, CONFIG)
+        assert service_map is not None
+        key = routing_key("bench", spec.id)
+        return services.sandbox(spec, service_map, CONFIG, key=key, run_dir=self.run_dir)
+
 
 def ready_times(mesh: Mesh, services: LocalIntegration, iterations: int) -> dict[str, Any]:
     """Fresh tasks (new routing keys) over one worktree with pricing changed."""
@@ -127,9 +135,7 @@ def ready_times(mesh: Mesh, services: LocalIntegration, iterations: int) -> dict
             started = time.perf_counter()
             mesh.gates(services, task, box).prepare(GATE)
             elapsed = (time.perf_counter() - started) * 1000
-            sandbox = services.task(task.id)
-            assert sandbox is not None
-            [process] = sandbox.processes.values()
+            [process] = mesh.fork(services, task).processes.values()
             services.release(task.id)
             if n >= 3 and process.ready_s is not None:  # 3 warm-ups: page cache, imports
                 totals.append(elapsed)
@@ -162,7 +168,7 @@ def concurrent_sandboxes(mesh: Mesh, services: LocalIntegration, count: int) -> 
     with ThreadPoolExecutor(max_workers=count) as pool:
         results = list(pool.map(one, range(count)))
     wall = time.perf_counter() - started
-    shared = _memory(services)  # while all of them are still up
+    shared = _memory([mesh.fork(services, spec) for spec in specs])  # while all are still up
     return {
         "sandboxes": count,
         "correct": sum(ok for ok, _, _ in results),
@@ -180,22 +186,27 @@ def full_copies(mesh: Mesh, count: int) -> dict[str, float]:
     service_map = load_service_map(spec, CONFIG)
     assert service_map is not None
     stacks: list[LocalIntegration] = []
+    forks: list[TaskFork] = []
     try:
         for n in range(count):
             stack = LocalIntegration()  # its own baseline: every service, nothing shared
             stacks.append(stack)
-            stack.sandbox(spec, service_map, CONFIG, key=f"copy-{n}", run_dir=mesh.root / str(n))
-        totals = [_memory(stack) for stack in stacks]
+            run_dir = mesh.root / str(n)
+            forks.append(stack.sandbox(spec, service_map, CONFIG, key=f"copy-{n}", run_dir=run_dir))
+        totals = [_memory([fork]) for fork in forks]
         return {key: round(sum(t[key] for t in totals), 1) for key in totals[0]}
     finally:
         for stack in stacks:
             stack.stop()
 
 
-def _memory(services: LocalIntegration) -> dict[str, float]:
-    """RSS and PSS (MiB) summed over every process of every service of `services`."""
+def _memory(forks: list[TaskFork]) -> dict[str, float]:
+    """RSS and PSS (MiB) summed over every service process of `forks` and their baselines
+    (each counted once: sandboxes share one)."""
+    baselines = {id(fork.baseline): fork.baseline for fork in forks}.values()
+    stacks = [fork.processes for fork in forks] + [b.processes for b in baselines]
     pids: set[int] = set()
-    for process in services.processes():
+    for process in (process for processes in stacks for process in processes.values()):
         pids |= {process.process.pid, *descendants(process.process.pid)}
     rss = pss = 0
     for pid in pids:

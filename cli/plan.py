@@ -5,39 +5,21 @@ from __future__ import annotations
 
 from fnmatch import fnmatch
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-import yaml
-from kubernetes.client.exceptions import ApiException
-from rich.console import Console
-from rich.markup import escape
 
-from harness.config.policy import load_policy
-from harness.config.spec import Spec, load_spec
-from harness.errors import InfrastructureError, InputError
-from harness.integration.config import ServiceMap
-from harness.integration.kubernetes.api import check_namespaces
-from harness.integration.kubernetes.fork import plan_for
-from harness.integration.kubernetes.manifests import ForkIdentity, Manifest
-from harness.integration.kubernetes.plan import (
-    ForkPlan,
-    baselines_from_documents,
-    plan_fork,
-    sandboxed,
-)
-from harness.integration.routing_key import routing_key
-from harness.integration.servicemap import load_service_map
+from cli.render import fail
+
+if TYPE_CHECKING:
+    from harness.config.spec import Spec
+    from harness.integration.config import ServiceMap
+    from harness.integration.kubernetes.manifests import Manifest
+    from harness.integration.kubernetes.plan import ForkPlan
 
 sandbox_app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
-err = Console(stderr=True)
 PLAN_RUN_ID = "plan"
 """The run id a plan is drawn for: names and labels show what a real run's would look like."""
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
 
 
 def _overlap(spec_path: str, service_glob: str) -> bool:
@@ -63,6 +45,10 @@ def expected_services(spec: Spec, service_map: ServiceMap) -> list[str]:
 
 
 def _read_documents(path: Path) -> list[Manifest]:
+    import yaml
+
+    from harness.errors import InputError
+
     try:
         documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
     except (OSError, UnicodeDecodeError) as exc:
@@ -76,6 +62,8 @@ def _read_documents(path: Path) -> list[Manifest]:
 
 def _render(plan: ForkPlan) -> str:
     """YAML documents, each under a comment saying what applying it does."""
+    import yaml
+
     identity = plan.identity
     head = (
         f"# sandbox {identity.sandbox} (run {identity.run_id}), routing key "
@@ -113,6 +101,25 @@ def plan(
 ) -> None:
     """Print, as YAML, the manifests a Kubernetes sandbox for SPEC would apply. The baselines
     are read from the allowlisted kube context (reads only) or from --baselines FILE."""
+    from harness.config.policy import load_policy
+    from harness.config.spec import load_spec
+    from harness.errors import InfrastructureError, InputError
+    from harness.integration.local import require_kubernetes
+    from harness.integration.routing_key import routing_key
+    from harness.integration.servicemap import load_service_map
+
+    try:
+        # A plan is drawn by the Kubernetes backend: without its optional extra, say which.
+        require_kubernetes()
+    except InputError as exc:
+        raise fail(str(exc)) from None
+    from kubernetes.client.exceptions import ApiException
+
+    from harness.integration.kubernetes.api import check_namespaces
+    from harness.integration.kubernetes.fork import plan_for
+    from harness.integration.kubernetes.manifests import ForkIdentity
+    from harness.integration.kubernetes.plan import baselines_from_documents, plan_fork, sandboxed
+
     source = str(policy)
     try:
         loaded = load_policy(policy)
@@ -150,11 +157,11 @@ def plan(
                 tests=spec.integration or None,
             )
     except InputError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     except ApiException as exc:
-        raise _fail(f"the kube API server answered {exc.status} {exc.reason}", code=1) from None
+        raise fail(f"the kube API server answered {exc.status} {exc.reason}", code=1) from None
     except InfrastructureError as exc:
-        raise _fail(
+        raise fail(
             f"cannot read the baselines: {exc}. A plan copies the baseline Deployments and "
             "Services from the cluster; without one, pass --baselines FILE "
             "(kubectl get deployment,service,virtualservice -o yaml)",

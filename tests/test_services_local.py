@@ -109,10 +109,18 @@ def get(url: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
     return body
 
 
-def task_of(services: LocalIntegration, spec_id: str) -> TaskFork:
-    task = services.task(spec_id)
-    assert task is not None, f"no sandbox for {spec_id}"
-    return task
+def fork_of(
+    services: LocalIntegration, mesh: Mesh, spec: Spec, config: IntegrationConfig = CONFIG
+) -> TaskFork:
+    """The task's sandbox as its integration gate reaches it: `sandbox()` returns the one the
+    gate's `prepare` made (and over the baseline it made it on); a fork never started means
+    the gate never prepared one."""
+    service_map = load_service_map(spec, config)
+    assert service_map is not None
+    run = mesh.root / "runs" / "r1"
+    fork = services.sandbox(spec, service_map, config, key=routing_key("r1", spec.id), run_dir=run)
+    assert fork.starts > 0, f"no sandbox for {spec.id}: its gate never prepared one"
+    return fork
 
 
 def keyed(env: GateEnvironment) -> dict[str, str]:
@@ -392,10 +400,11 @@ def _proc_table() -> dict[int, tuple[int, str]]:
     return table
 
 
-def process_trees(services: LocalIntegration) -> set[int]:
-    """Every live process started for `services`' baselines and sandboxes (bubblewrap, the
+def process_trees(fork: TaskFork) -> set[int]:
+    """Every live process started for a task's sandbox and its baseline (bubblewrap, the
     shell, the service itself), found by parentage on the host."""
-    roots = {process.process.pid for process in services.processes()}
+    stacks = [fork.processes, fork.baseline.processes]
+    roots = {process.process.pid for processes in stacks for process in processes.values()}
     table = _proc_table()
     found, frontier = set(), set(roots)
     while frontier:
@@ -423,6 +432,7 @@ class Stack:
     services: LocalIntegration
     boxes: dict[str, WorktreeSandbox]
     envs: dict[str, GateEnvironment]
+    forks: dict[str, TaskFork]
     baseline_pids: set[int]
 
 
@@ -434,15 +444,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     services = LocalIntegration()
     boxes: dict[str, WorktreeSandbox] = {}
     envs: dict[str, GateEnvironment] = {}
+    forks: dict[str, TaskFork] = {}
     try:
         for name, cents in (("a", 1), ("b", 2)):
             spec = mesh.spec(f"task-{name}")
             edit = (BASE_TOTAL, f"return unit_cents * quantity - {cents}\n")
             boxes[name] = mesh.sandbox(spec, {PRICING: edit})
             envs[name] = gates_for(services, mesh, spec, boxes[name]).prepare(INTEGRATION)
-        [baseline] = services.baselines()
+            forks[name] = fork_of(services, mesh, spec)
+        baseline = forks["a"].baseline
+        assert forks["b"].baseline is baseline  # one baseline, shared by both sandboxes
         pids = {p.process.pid for p in baseline.processes.values()}
-        yield Stack(mesh, services, boxes, envs, pids)
+        yield Stack(mesh, services, boxes, envs, forks, pids)
     finally:
         services.stop()
         for box in boxes.values():
@@ -457,11 +470,11 @@ def test_an_integration_gate_gets_the_key_the_headers_and_the_urls(stack: Stack)
     assert env.env["HARNESS_BAGGAGE"] == f"harness-routing-key={key}"
     assert env.env["HARNESS_TRACESTATE"] == f"harness={key}"
     assert env.env["HARNESS_SANDBOXED"] == "pricing"
-    [baseline] = stack.services.baselines()
+    baseline = stack.forks["a"].baseline
     for name in ("front", "catalog", "pricing"):
         assert env.env[f"HARNESS_URL_{name.upper()}"] == baseline.routing.url(name)
     # Only the changed service runs in the sandbox.
-    assert list(task_of(stack.services, "task-a").processes) == ["pricing"]
+    assert list(stack.forks["a"].processes) == ["pricing"]
 
 
 def test_keyed_requests_reach_the_sandboxed_deepest_service_plain_ones_the_baseline(
@@ -517,16 +530,18 @@ def test_two_sandboxes_on_one_baseline_do_not_see_each_other(stack: Stack) -> No
 
 def test_the_baseline_starts_once_and_sandboxes_restart_on_each_gate_run(stack: Stack) -> None:
     spec = load_spec(stack.mesh.root / "specs" / "task-a.md")
-    task = task_of(stack.services, "task-a")
+    task = stack.forks["a"]
     before = {p.process.pid for p in task.processes.values()}
     starts = task.starts
     gates = gates_for(stack.services, stack.mesh, spec, stack.boxes["a"])
     env = gates.prepare(INTEGRATION)
+    # The same sandbox over the same baseline (a new baseline would have made a new one).
+    assert fork_of(stack.services, stack.mesh, spec) is task
     assert task.starts == starts + 1
     assert not alive(before)  # the old instance is gone, a new one answers
     assert {p.process.pid for p in task.processes.values()}.isdisjoint(before)
     assert env.env["HARNESS_ROUTING_KEY"] == stack.envs["a"].env["HARNESS_ROUTING_KEY"]
-    [baseline] = stack.services.baselines()
+    baseline = task.baseline
     assert {p.process.pid for p in baseline.processes.values()} == stack.baseline_pids
     assert get(f"{env.env['HARNESS_URL_FRONT']}/quote/TEA?qty=1", keyed(env))["total_cents"] == 474
 
@@ -578,9 +593,9 @@ def test_a_changed_service_that_crashes_fails_the_gate_with_its_traceback(mesh: 
         assert "service 'pricing'" in log and "exited with code 1" in log
         assert "RuntimeError: pricing table unreadable" in log
         # The baseline is untouched and still serves.
-        [baseline] = services.baselines()
-        assert get(baseline.routing.url("front") + "/quote/MUG")["total_cents"] == 1250
-        assert task_of(services, "crash").processes == {}
+        fork = fork_of(services, mesh, spec)
+        assert get(fork.baseline.routing.url("front") + "/quote/MUG")["total_cents"] == 1250
+        assert fork.processes == {}
     finally:
         services.stop()
         box.teardown()
@@ -628,7 +643,10 @@ def test_a_service_that_never_gets_healthy_times_out_with_its_log(mesh: Mesh) ->
             "'slow' (baseline) did not answer /health with 2xx within 0.5 s" in caught.value.title
         )
         assert "booting" in caught.value.detail
-        assert services.baselines() == []
+        # Not kept: the baseline that never got healthy was stopped and its worktree removed.
+        services_dir = mesh.root / "runs" / "r1" / "services"
+        assert list(services_dir.glob("baseline-*/logs/slow.log"))  # it did start
+        assert not list(services_dir.glob("baseline-*/tree"))
         # The failure is remembered: the next task fails at once rather than retrying it.
         with pytest.raises(GateSetupError, match=r"within 0\.5 s"):
             gates_for(services, mesh, spec, box, config).prepare(INTEGRATION)
@@ -650,7 +668,7 @@ def test_a_repository_without_a_service_map_passes_as_not_applicable(mesh: Mesh)
         assert record.not_applicable and "absent.yaml" in record.not_applicable
         assert record.ending == "not applicable"
         assert not (mesh.root / "logs").exists()  # nothing ran
-        assert services.baselines() == []
+        assert not (mesh.root / "runs" / "r1" / "services").exists()  # no baseline started
     finally:
         services.stop()
         box.teardown()
@@ -673,12 +691,13 @@ def test_teardown_and_stop_leave_no_process_port_or_worktree(mesh: Mesh) -> None
     services = LocalIntegration()
     try:
         env = gates_for(services, mesh, spec, box).prepare(INTEGRATION)
-        [baseline] = services.baselines()
+        fork = fork_of(services, mesh, spec)
+        baseline = fork.baseline
         assert worktree_count(mesh.repo) == 3  # the checkout, the task's, the baseline's
-        pids = process_trees(services)
+        pids = process_trees(fork)
         # bubblewrap (outer, inner), the shell and python for each of 3 + 1 services.
         assert len(pids) >= 4 * 3
-        sandboxed = {p.process.pid for p in task_of(services, "leaks").processes.values()}
+        sandboxed = {p.process.pid for p in fork.processes.values()}
         sandboxed_tree = {pid for pid in pids if pid in sandboxed or _descends(pid, sandboxed)}
         urls = [env.env[f"HARNESS_URL_{n}"] for n in ("FRONT", "CATALOG", "PRICING")]
         ports = [p.port for p in baseline.processes.values()]

@@ -5,8 +5,9 @@ A `kind: integration` gate runs the spec's `integration:` commands, else the ser
 its sandbox over the shared baseline, and the command gets the routing key, the headers that
 carry it and the routing layer's URL of every service. With `integration.backend: kubernetes`
 the changed services are forked in the cluster instead and the command runs there as a Job
-(harness.integration.kubernetes.gate). A repository without a service map has
-nothing to integrate: the gate passes as not applicable, and its record says so.
+(harness.integration.kubernetes.gate, imported only then: the client is an optional extra). A
+repository without a service map has nothing to integrate: the gate passes as not applicable,
+and its record says so.
 """
 
 from __future__ import annotations
@@ -18,13 +19,11 @@ from harness.config.spec import Spec
 from harness.gates.runner import GateEnvironment, GateSetupError
 from harness.integration.changes import changed_services
 from harness.integration.config import IntegrationConfig, ServiceMap
-from harness.integration.kubernetes.manifests import ForkIdentity
 from harness.integration.local import LocalIntegration
 from harness.integration.processes import BASELINE, ServiceNotReady
 from harness.integration.routing_key import routing_key
 from harness.integration.servicemap import load_service_map
-from harness.sandbox import Completed
-from harness.sandbox.local import WorktreeSandbox
+from harness.sandbox import Completed, TaskSandbox
 
 
 class IntegrationGates:
@@ -32,7 +31,7 @@ class IntegrationGates:
         self,
         services: LocalIntegration,
         spec: Spec,
-        sandbox: WorktreeSandbox,
+        sandbox: TaskSandbox,
         config: IntegrationConfig,
         *,
         run_id: str,
@@ -98,7 +97,10 @@ class IntegrationGates:
 
     def _on_kubernetes(self, gate: GateConfig, service_map: ServiceMap) -> GateEnvironment:
         """The changed services forked in the cluster and the gate's command run as a Job
-        (see harness.integration.kubernetes.gate); torn down by `services.release`."""
+        (see harness.integration.kubernetes.gate); torn down by `services.release`. The
+        backend is imported here, on its first use: it is an optional extra."""
+        from harness.integration.kubernetes.manifests import ForkIdentity
+
         changed = changed_services(service_map, self.sandbox.worktree, self.spec.base_commit)
         commands = self.spec.integration or service_map.tests
         return self.services.kubernetes.run_gate(

@@ -15,11 +15,12 @@ import hashlib
 import shutil
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.config.spec import Spec
+from harness.errors import InputError
 from harness.git import GitRepository
 from harness.integration.config import IntegrationConfig, ServiceConfig, ServiceMap
-from harness.integration.kubernetes.gate import KubernetesIntegration
 from harness.integration.processes import (
     BASELINE,
     Launcher,
@@ -29,6 +30,25 @@ from harness.integration.processes import (
 )
 from harness.integration.routing import RoutingLayer
 from harness.integration.routing_key import routing_headers
+
+if TYPE_CHECKING:
+    from harness.integration.kubernetes.gate import KubernetesIntegration
+
+KUBERNETES_EXTRA = (
+    "integration.backend: kubernetes needs the optional extra: pip install 'harness[kubernetes]'"
+)
+
+
+def require_kubernetes() -> None:
+    """Import the Kubernetes client, or raise an InputError naming the optional extra that
+    installs it: a policy asking for the Kubernetes backend fails before anything is made, in
+    one line, rather than with a traceback from deep inside a gate."""
+    try:
+        import kubernetes  # noqa: F401
+    except ImportError as exc:
+        if exc.name != "kubernetes":  # installed, but broken: that traceback is the news
+            raise
+        raise InputError(KUBERNETES_EXTRA) from None
 
 
 def _start_all(
@@ -179,10 +199,11 @@ class LocalIntegration:
 
     It also holds the run's Kubernetes sandboxes (`kubernetes`, for integration.backend:
     kubernetes), so that a task's teardown (`release`) and the run's end (`stop`) are one call
-    whichever backend its integration gates used."""
+    whichever backend its integration gates used. That backend is made on first use: a run
+    on the local backend never imports the Kubernetes client (an optional extra)."""
 
     def __init__(self) -> None:
-        self.kubernetes = KubernetesIntegration()
+        self._kubernetes: KubernetesIntegration | None = None
         self._lock = threading.Lock()
         self._baselines: dict[str, Baseline] = {}
         self._failed: dict[str, ServiceNotReady] = {}
@@ -190,6 +211,18 @@ class LocalIntegration:
         self._tasks: dict[str, TaskFork] = {}
         self._launcher: Launcher | None = None
         self._stopped = False
+
+    @property
+    def kubernetes(self) -> KubernetesIntegration:
+        """The run's Kubernetes sandboxes, made (and the client imported) on first use;
+        InputError naming the extra when the client is not installed."""
+        with self._lock:
+            if self._kubernetes is None:
+                require_kubernetes()
+                from harness.integration.kubernetes.gate import KubernetesIntegration
+
+                self._kubernetes = KubernetesIntegration()
+            return self._kubernetes
 
     def sandbox(
         self,
@@ -214,15 +247,20 @@ class LocalIntegration:
     def release(self, spec_id: str) -> None:
         """Stop a task's services and drop its routes (teardown); the baseline keeps running.
         Its Kubernetes sandbox, if it has one, is torn down."""
-        self.kubernetes.release(spec_id)
         with self._lock:
+            kubernetes = self._kubernetes
             task = self._tasks.pop(spec_id, None)
+        if kubernetes is not None:
+            kubernetes.release(spec_id)
         if task is not None:
             task.stop()
 
     def stop(self) -> None:
         """Stop every sandbox and baseline and remove their worktrees (the run's end)."""
-        self.kubernetes.stop()
+        with self._lock:
+            kubernetes = self._kubernetes
+        if kubernetes is not None:
+            kubernetes.stop()
         with self._lock:
             self._stopped = True
             tasks, self._tasks = list(self._tasks.values()), {}
@@ -236,21 +274,6 @@ class LocalIntegration:
             launcher.close()
         with contextlib.suppress(Exception):
             atexit.unregister(self.stop)
-
-    def baselines(self) -> list[Baseline]:
-        with self._lock:
-            return list(self._baselines.values())
-
-    def task(self, spec_id: str) -> TaskFork | None:
-        with self._lock:
-            return self._tasks.get(spec_id)
-
-    def processes(self) -> list[ServiceProcess]:
-        """Every running service process: the baselines' and the sandboxes'."""
-        with self._lock:
-            stacks = [b.processes for b in self._baselines.values()]
-            stacks += [t.processes for t in self._tasks.values()]
-        return [process for processes in stacks for process in processes.values()]
 
     def _baseline(
         self, spec: Spec, services: ServiceMap, config: IntegrationConfig, run_dir: Path

@@ -15,13 +15,20 @@ import json
 import os
 import socket
 import time
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from langgraph.checkpoint.base import BaseCheckpointSaver
 from pydantic import BaseModel, Field
 
 from harness.errors import InputError
+
+if TYPE_CHECKING:
+    # Only a type here; each backend imports its checkpointer when it opens (LangGraph is
+    # slow to import, and the PostgreSQL one is an optional extra).
+    from langgraph.checkpoint.base import BaseCheckpointSaver
+
+POSTGRES_DRIVERS = ("psycopg", "psycopg_pool", "langgraph.checkpoint.postgres")
+"""What the `postgres` extra installs, as import names: missing, a postgresql:// URL says so."""
 
 EnvStatus = Literal[
     "allocating", "provisioning", "ready", "validating", "tearing_down", "deleted", "failed"
@@ -53,7 +60,8 @@ class RunRecord(BaseModel):
     policy_text: str
     """The policy file's text when the run started: resume compares the file with it."""
     options: dict[str, Any] = {}
-    """What `harness run` was given besides specs: agent kind, concurrency, workflow."""
+    """What `harness run` was given besides specs: agent kind, concurrency. (Runs recorded
+    before the CLI imported its workflow directly also hold a `workflow`, now ignored.)"""
     specs: list[dict[str, Any]] = []
     """The specs as loaded (Spec.model_dump()), with base resolved: resume does not reload."""
     input_errors: list[str] = []
@@ -231,8 +239,15 @@ def open_store(url: str) -> Store:
 
         return SqliteStore.open(url)
     if url.startswith(("postgresql://", "postgres://")):
-        from harness.store.postgres import PostgresStore
-
+        try:
+            from harness.store.postgres import PostgresStore
+        except ImportError as exc:
+            if not (exc.name or "").startswith(POSTGRES_DRIVERS):
+                raise  # installed, but broken: that traceback is the news
+            raise InputError(
+                f"store url {redact_url(url)!r}: postgresql:// needs the optional extra: "
+                "pip install 'harness[postgres]'"
+            ) from None
         return PostgresStore.open(url)
     raise InputError(
         f"store url {redact_url(url)!r}: unknown scheme; use sqlite:///path/to/harness.db or "

@@ -1,0 +1,274 @@
+"""`harness run` and `harness resume`: a run's specs through the batch workflow
+(graphs.batch), with a live table on a terminal and the outcomes at the end.
+
+The engine, the store and the workflow are imported inside the commands: `harness --help`
+and the other commands do not pay for LangGraph, the store's drivers or the agents.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal
+
+import typer
+
+from cli.options import StoreOption, store_url
+from cli.render import console, err, error_line, fail, live_table, print_step, summary_table
+
+if TYPE_CHECKING:
+    from harness.config.policy import AgentKind, Policy
+    from harness.config.spec import Spec
+    from harness.run.context import RunContext
+    from harness.store import RunRecord, Store
+
+AgentChoice = Literal["anthropic", "command", "replay"]
+"""The policy's agent kinds (harness.config.policy.AgentKind), spelled out here because typer
+reads the option's choices when it builds the command line: importing the policy's models
+would double what `harness --help` costs. tests/test_startup.py checks the two match."""
+
+
+def run(
+    specs: Annotated[list[Path], typer.Argument(help="Spec files or directories of specs.")],
+    policy: Annotated[Path, typer.Option(help="Policy YAML.")] = Path("policies/default.yaml"),
+    concurrency: Annotated[int | None, typer.Option(help="Tasks at once.", min=1)] = None,
+    run_id: Annotated[str | None, typer.Option(help="Default: a timestamp.")] = None,
+    agent: Annotated[AgentChoice | None, typer.Option(help="Override the policy's agent.")] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where runs are recorded.")] = Path("runs"),
+    store: StoreOption = None,
+) -> None:
+    """Run specs through the validation loop; each ends verified (a PR record) or escalated."""
+    from harness.config.policy import load_policy
+    from harness.config.spec import load_specs
+    from harness.errors import InputError
+    from harness.run.context import check_run_id, create_run_dir
+    from harness.store import RunRecord, open_store
+
+    try:
+        loaded_policy = load_policy(policy)
+        agent_kind = agent or loaded_policy.agent.kind
+        loaded_policy.check_agent(agent_kind, policy)
+        _require_backends(loaded_policy)
+        spec_set = load_specs(specs)
+    except InputError as exc:
+        raise fail(str(exc)) from None
+    for problem in spec_set.errors:
+        error_line(problem)
+    if not spec_set.specs:
+        raise fail("no spec could be loaded; nothing was run")
+    try:
+        run_id, _ = check_run_id(runs_dir, run_id, loaded_policy, spec_set.specs)
+        # Then the store: one that does not connect stops the run before anything is made.
+        state = open_store(store_url(store, loaded_policy, runs_dir))
+        run_id, run_dir = create_run_dir(runs_dir, run_id, loaded_policy, spec_set.specs)
+        state.create_run(
+            RunRecord(
+                run_id=run_id,
+                run_dir=str(run_dir),
+                policy_path=str(policy.resolve()),
+                policy_text=policy.read_text(encoding="utf-8"),
+                options={"agent": agent_kind, "concurrency": concurrency},
+                specs=[spec.model_dump() for spec in spec_set.specs],
+                input_errors=spec_set.errors,
+            ),
+            [spec.id for spec in spec_set.specs],
+        )
+    except InputError as exc:
+        raise fail(str(exc)) from None
+    ctx = _context(
+        state, run_id, run_dir, loaded_policy, policy, agent_kind, concurrency, spec_set.errors
+    )
+    _execute(ctx, spec_set.specs, "run")
+    if spec_set.errors:
+        raise typer.Exit(2)
+    raise typer.Exit(1 if any(r.outcome == "error" for r in ctx.results()) else 0)
+
+
+def resume(
+    run_id: Annotated[str, typer.Argument(help="The run to continue (its runs/ directory name).")],
+    force: Annotated[
+        bool, typer.Option(help="Resume even though the policy file changed since the start.")
+    ] = False,
+    concurrency: Annotated[int | None, typer.Option(help="Tasks at once.", min=1)] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where runs are recorded.")] = Path("runs"),
+    store: StoreOption = None,
+) -> None:
+    """Continue a run a crash interrupted, or join it as another worker: finished tasks are
+    not redone; an in-flight one continues from its last completed step."""
+    from harness.config.spec import Spec
+    from harness.errors import InputError
+    from harness.store import open_store, redact_url
+
+    try:
+        state = open_store(store_url(store, None, runs_dir))
+        record = state.get_run(run_id)
+        if record is None:
+            raise InputError(
+                f"resume: no run {run_id!r} in the store {redact_url(state.url)}; list runs with "
+                f"`ls {runs_dir}`, or pass --store if it used another store"
+            )
+        loaded_policy = _policy_for_resume(record, force)
+        _require_backends(loaded_policy)
+    except InputError as exc:
+        raise fail(str(exc)) from None
+    specs = [Spec.model_validate(spec) for spec in record.specs]
+    # Runs recorded before the workflow was imported directly also hold a "workflow" option:
+    # it is ignored (there is one workflow, graphs.batch).
+    ctx = _context(
+        state,
+        run_id,
+        Path(record.run_dir),
+        loaded_policy,
+        Path(record.policy_path),
+        record.options["agent"],
+        concurrency or record.options.get("concurrency"),
+        record.input_errors,
+        started_at=datetime.fromtimestamp(record.created_at, UTC).isoformat(
+            timespec="milliseconds"
+        ),
+    )
+    # The run-wide spend cap counts what finished tasks already spent. (What an interrupted
+    # task spent before the crash counts toward its own budget, from its checkpoint, but not
+    # toward the run's.)
+    for result in ctx.results():
+        ctx.services.fleet.spend.add(result.usage)
+    done = sum(task.status == "done" for task in state.tasks(run_id))
+    console.print(f"resume [bold]{run_id}[/bold]: {done} of {len(specs)} task(s) already done")
+    _execute(ctx, specs, "resume")
+    raise typer.Exit(1 if any(r.outcome == "error" for r in ctx.results()) else 0)
+
+
+def _require_backends(policy: Policy) -> None:
+    """InputError, before anything is made, when the policy asks for a backend whose optional
+    extra is not installed."""
+    if policy.integration.backend == "kubernetes":
+        from harness.integration.local import require_kubernetes
+
+        require_kubernetes()
+
+
+def _policy_for_resume(record: RunRecord, force: bool) -> Policy:
+    """The run's policy: its file as it was at the start. If the file changed since, resuming
+    is refused unless forced (then the file's current version is used)."""
+    from harness.config.policy import load_policy, parse_policy, policy_changes
+    from harness.errors import InputError
+
+    path = Path(record.policy_path)
+    try:
+        current = path.read_text(encoding="utf-8")
+    except OSError:
+        current = None
+    if current is not None and current != record.policy_text:
+        changes = policy_changes(record.policy_text, current)
+        if not force:
+            raise InputError(
+                f"resume: policy {path} changed since run {record.run_id} started "
+                f"({'; '.join(changes)}); restore it, or pass --force to resume with the new one"
+            )
+        return load_policy(path)
+    if current is None and not force:
+        raise InputError(
+            f"resume: policy {path} no longer exists; restore it, or pass --force to resume "
+            "with the policy recorded when the run started"
+        )
+    return parse_policy(record.policy_text, path)
+
+
+def _context(
+    store: Store,
+    run_id: str,
+    run_dir: Path,
+    policy: Policy,
+    policy_path: Path,
+    agent_kind: AgentKind,
+    concurrency: int | None,
+    input_errors: list[str],
+    *,
+    started_at: str | None = None,
+) -> RunContext:
+    """The run's context, wired: its config (the overrides applied to the policy once), the
+    services its tasks share, and this worker's live per-task objects."""
+    # Imported here, with the rest of the engine, only when a run starts (see the docstring).
+    from harness.agents.fleet import Fleet
+    from harness.agents.select import select_agent
+    from harness.gates.preexisting import PreexistingFailures
+    from harness.integration.local import LocalIntegration
+    from harness.publish.local import LocalPublisher
+    from harness.run.context import LiveTasks, RunConfig, RunContext, RunServices, with_overrides
+    from harness.run.effects import Effects
+    from harness.run.ledger import RunLedger, utc_now
+    from harness.sandbox import bubblewrap as bwrap
+    from harness.sandbox.lifecycle import TaskSandboxes
+    from harness.store import worker_id
+
+    isolation = bwrap.probe()
+    if not isolation.available:
+        err.print(
+            f"[bold red]WARNING: sandbox isolation is OFF: {isolation.reason}. Agent and gate "
+            "commands run unconfined on this host. Install bubblewrap (apt-get install "
+            "bubblewrap) to confine them.[/bold red]"
+        )
+    config = RunConfig(
+        run_id=run_id,
+        run_dir=run_dir,
+        policy=with_overrides(policy, agent_kind, concurrency),
+        policy_path=policy_path,
+        started_at=started_at or utc_now(),
+        input_errors=tuple(input_errors),
+    )
+    worker = worker_id()
+    # A terminal gets a live table; a log (CI, a pipe) gets one line per step instead.
+    ledger = RunLedger(run_dir, run_id, listener=None if console.is_terminal else print_step)
+    fleet = Fleet.for_policy(config.policy)
+    services = RunServices(
+        store=store,
+        worker=worker,
+        ledger=ledger,
+        effects=Effects(store),
+        publisher=LocalPublisher(run_dir, config.relative),
+        isolation=isolation,
+        fleet=fleet,
+        preexisting=PreexistingFailures(run_dir),
+        integration=LocalIntegration(),
+    )
+    sandboxes = TaskSandboxes(
+        store, ledger, config, owner=worker, lease_s=policy.store.lease_s, ttl=policy.ttl
+    )
+    return RunContext(
+        config,
+        services,
+        LiveTasks(sandboxes, new_agent=lambda spec: select_agent(spec, config.policy, fleet)),
+    )
+
+
+def _execute(ctx: RunContext, specs: list[Spec], verb: str) -> None:
+    from rich.live import Live
+
+    from graphs.batch import run_batch
+    from harness.store import redact_url
+
+    config, services = ctx.config, ctx.services
+    console.print(
+        f"{verb} [bold]{config.run_id}[/bold]: {len(specs)} task(s), concurrency "
+        f"{config.policy.concurrency}, agent {config.policy.agent.kind}, isolation "
+        f"{'bubblewrap' if services.isolation.available else 'OFF'}, "
+        f"store {redact_url(services.store.url)}",
+        soft_wrap=True,
+    )
+    started = time.monotonic()
+    try:
+        with Live(
+            get_renderable=lambda: live_table(services.ledger),
+            console=console,
+            transient=True,
+            auto_refresh=console.is_terminal,
+        ):
+            run_batch(ctx, specs)
+    finally:
+        services.integration.stop()  # integration baselines and forks: processes, worktrees
+        services.ledger.close()
+    console.print(summary_table(ctx.results()))
+    console.print(
+        f"finished in {time.monotonic() - started:.1f}s · summary: {config.run_dir}/summary.json"
+    )
