@@ -1,13 +1,16 @@
-"""Git operations harness needs, on the user's repository and on task worktrees.
+"""Git operations harness needs, on the user's repository and on task worktrees: the only
+module that runs git on the host.
 
 The user's checkout is never switched, stashed or written to: all work happens in worktrees on
-task branches. Every call goes through GitPython's `Git` command wrapper, so the exact git
-invocation is visible in one place.
+task branches. Every call goes through `_call` (GitPython's `Git` command wrapper), so the exact
+git invocation, and what keeps git from running anything a task's tree could supply, are in one
+place.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -18,6 +21,17 @@ from harness.errors import InfrastructureError, InputError
 
 # Commits made by harness must work on a fresh machine that has no git identity configured.
 _IDENTITY = ("-c", "user.name=harness", "-c", "user.email=harness@localhost")
+# On every call: the user's config may name programs git runs at paths relative to the work
+# tree, which in a task's worktree the agent writes: an fsmonitor (e.g. `./fsmonitor.sh`) and
+# hooks (a relative core.hooksPath, as husky's `.husky`; `--no-verify` skips only pre-commit
+# and commit-msg, not prepare-commit-msg, post-commit or reference-transaction).
+_NO_PROGRAMS = ("-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null")
+# Diffs never run an external diff or a textconv filter (.gitattributes, which the agent writes,
+# chooses them), and name paths from the top level whatever diff.relative says.
+_DIFF = ("diff", "--no-color", "--no-ext-diff", "--no-textconv", "--no-relative")
+
+Lines = list[tuple[int, str]]
+"""Lines of a diff with their line numbers."""
 
 # `git worktree add/remove` edit shared files under .git (worktrees/, refs); serialise them per
 # repository so parallel tasks never race on git's lock files.
@@ -55,8 +69,8 @@ class GitRepository:
 
     def resolve_commit(self, ref: str, *, source: Path) -> str:
         try:
-            return str(self._git.rev_parse("--verify", "--quiet", f"{ref}^{{commit}}")).strip()
-        except git.GitCommandError:
+            return self._run("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").strip()
+        except InfrastructureError:
             raise InputError(
                 f"{source}: base: ref {ref!r} not found in {self.toplevel} "
                 "(name an existing branch, tag or commit, or omit `base:` to use HEAD)"
@@ -64,8 +78,7 @@ class GitRepository:
 
     def common_dir(self) -> Path:
         """The repository's shared .git directory (objects, refs), also for linked worktrees."""
-        out = self._git.rev_parse("--path-format=absolute", "--git-common-dir")
-        return Path(str(out).strip())
+        return Path(self._run("rev-parse", "--path-format=absolute", "--git-common-dir").strip())
 
     def add_worktree(self, path: Path, branch: str | None, commit: str) -> None:
         """Create `branch` at `commit` checked out in a new worktree at `path` (detached at
@@ -127,13 +140,30 @@ class GitRepository:
 
     def branch_exists(self, branch: str) -> bool:
         try:
-            self._git.rev_parse("--verify", "--quiet", f"refs/heads/{branch}")
-        except git.GitCommandError:
+            self._run("rev-parse", "--verify", "--quiet", f"refs/heads/{branch}")
+        except InfrastructureError:
             return False
         return True
 
+    def read_file(self, commit: str, relpath: str) -> str | None:
+        """A file's text in `commit` (`relpath` from the top level), or None when it has none."""
+        return _blob(self._git, (), commit, relpath)
+
+    @staticmethod
+    def listed_files(directory: Path) -> list[Path] | None:
+        """The files git knows under `directory`, relative to it: tracked (also those deleted
+        since) and untracked but not ignored. None when `directory` is in no work tree."""
+        try:
+            out = _call(git.Git(str(directory)), ("ls-files", "-z", *_LISTED))
+        except InfrastructureError:
+            return None
+        return [Path(name) for name in out.split("\0") if name]
+
     def _run(self, *args: str) -> str:
         return _call(self._git, args)
+
+
+_LISTED = ("--cached", "--others", "--exclude-standard")
 
 
 class Worktree:
@@ -141,8 +171,9 @@ class Worktree:
 
     Sandboxed commands can write anything in the worktree, so harness never lets git discover
     its repository from it (a forged `.git` file could point git at a repository whose config
-    runs commands, e.g. core.fsmonitor). Every call names the git directory recorded when the
-    worktree was made, before any agent ran.
+    runs commands, e.g. core.fsmonitor, or at one where the agent's change is not there to
+    see). Every call names the git directory recorded when the worktree was made, before any
+    agent ran, and the work tree.
     """
 
     def __init__(self, root: Path, project: Path, git_dir: Path) -> None:
@@ -221,15 +252,73 @@ class Worktree:
 
     def diffstat(self, base: str) -> str:
         """The whole change's diffstat: also what lies outside the spec's repo directory."""
-        return self._run("diff", "--stat", base, "HEAD", "--", ":/")
+        return self._run(*_DIFF, "--stat", base, "HEAD", "--", ":/")
+
+    def resolve(self, ref: str) -> str:
+        """The commit `ref` names; InfrastructureError when it names none."""
+        return self._run("rev-parse", "--verify", "--end-of-options", f"{ref}^{{commit}}").strip()
+
+    def read_file(self, commit: str, path: str) -> str | None:
+        """A file's text in `commit` (`path` from the top level), or None when it has none."""
+        return _blob(self._git, self._where, commit, path)
+
+    def renames(self, base: str, head: str) -> list[tuple[str | None, str | None]]:
+        """Each file changed from `base` to `head`, renames found, as (its path in base, its
+        path in head), paths from the top level; None on the side where it does not exist."""
+        out = self._run(*_DIFF, "-M", "--name-status", "-z", base, head)
+        fields, changes = out.split("\0"), []
+        while len(fields) > 1 and fields[0]:
+            status, old = fields[0][0], fields[1]
+            new = fields[2] if status in "RC" else old
+            fields = fields[3:] if status in "RC" else fields[2:]
+            changes.append((None if status == "A" else old, None if status == "D" else new))
+        return changes
+
+    def changed_lines(self, base: str, head: str, paths: list[str]) -> tuple[Lines, Lines]:
+        """In `paths` (from the top level, taken literally): (the lines removed, with their
+        numbers in base; the lines added, with their numbers in head)."""
+        specs = [f":(top,literal){path}" for path in paths]
+        removed: Lines = []
+        added: Lines = []
+        old_no = new_no = 0
+        in_hunk = False
+        for line in self._run(*_DIFF, "-M", "-U0", base, head, "--", *specs).split("\n"):
+            if line.startswith("diff --git"):
+                in_hunk = False
+            elif hunk := _HUNK.match(line):
+                in_hunk, old_no, new_no = True, int(hunk[1]), int(hunk[2])
+            elif in_hunk and line.startswith("-"):
+                removed.append((old_no, line[1:]))
+                old_no += 1
+            elif in_hunk and line.startswith("+"):
+                added.append((new_no, line[1:]))
+                new_no += 1
+        return removed, added
 
     def _run(self, *args: str) -> str:
-        return _call(self._git, (*self._where, *args))
+        return _call(self._git, args, self._where)
 
 
-def _call(runner: git.Git, args: tuple[str, ...]) -> str:
+_HUNK = re.compile(r"@@ -(\d+)(?:,\d+)? \+(\d+)(?:,\d+)? @@")
+
+
+def _blob(runner: git.Git, where: tuple[str, ...], commit: str, path: str) -> str | None:
     try:
-        return str(runner.execute(["git", *args], strip_newline_in_stdout=False))
+        return _call(runner, ("cat-file", "blob", f"{commit}:{path}"), where)
+    except InfrastructureError:
+        return None
+
+
+def _call(runner: git.Git, args: tuple[str, ...], where: tuple[str, ...] = ()) -> str:
+    """git `args` in the runner's directory (or at `where`: --git-dir and --work-tree), with
+    the options above; its stdout, undecodable bytes replaced. InfrastructureError, naming the
+    command without them, when git fails."""
+    try:
+        out = runner.execute(
+            ["git", *_NO_PROGRAMS, *where, *args],
+            stdout_as_string=False,
+            strip_newline_in_stdout=False,
+        )
     except git.GitCommandError as exc:
-        command = " ".join(arg for arg in args if not arg.startswith(("--git-dir", "--work-tree")))
-        raise InfrastructureError(f"git {command} failed: {exc.stderr.strip()}") from None
+        raise InfrastructureError(f"git {' '.join(args)} failed: {exc.stderr.strip()}") from None
+    return out.decode("utf-8", errors="replace")

@@ -1,7 +1,8 @@
 """The fake-green guard: changes that turn a suite green by weakening it instead of fixing code.
 
-`find_fake_green(repo_root, base, head)` diffs two commits with git (reading only) and returns
-one policy Problem per finding. Python first; other languages and tools are rows in the tables.
+`find_fake_green(repo_root, base, head)` diffs two commits with git (reading only, through
+harness.git) and returns one policy Problem per finding. Python first; other languages and
+tools are rows in the tables.
 
 - test_file_removed: a test file (under tests/ or test/, test_*.py, *_test.py, conftest.py)
   deleted, or renamed to a non-test path; nothing else is reported for that file.
@@ -38,7 +39,6 @@ from __future__ import annotations
 import ast
 import configparser
 import re
-import subprocess
 import tomllib
 from collections import Counter
 from collections.abc import Iterator
@@ -47,7 +47,7 @@ from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
 
 from harness.config.policy import GuardFindingKind
-from harness.errors import InfrastructureError
+from harness.git import Lines, Worktree
 from harness.problems import Location, Problem, problem_type
 
 # The kinds are part of the policy (guard.allow names them), so the policy defines them.
@@ -105,72 +105,35 @@ THRESHOLD = re.compile(r"(?:fail[_-]under\s*[=:]\s*|--cov-fail-under[=\s]+)(\d+(
 FALSY = frozenset({"", "none", "false", "0", "no", "off"})
 CONFIG_NAMES = frozenset(TOML_FILES) | frozenset(INI_FILES) | TEXT_FILES
 LINES = ("(lines)",)  # the one key of a config file compared by changed lines
-DIFF = ("diff", "-M", "--no-color", "--no-ext-diff", "--no-textconv", "--no-relative")
 
-Lines = list[tuple[int, str]]
 Key = tuple[str, ...]
 
 
 def find_fake_green(
     repo_root: Path, base: str, head: str = "HEAD", *, git_dir: Path | None = None
 ) -> list[Problem]:
-    """Compare `head` with `base` in the repository at `repo_root`; one Problem per finding.
+    """Compare `head` with `base` in the repository whose work tree's top is `repo_root`; one
+    Problem per finding.
 
     `git_dir`, recorded before any agent ran, keeps git from finding its repository through the
-    worktree's `.git` file, which an agent could have forged to hide its change.
+    worktree's `.git` file, which an agent could have forged to hide its change. Without it the
+    git directory is read from `repo_root` now: only for a tree no agent wrote.
     """
-    git = _Git(repo_root, git_dir)
-    base, head = git.commit(base), git.commit(head)
-    fields = git.run(*DIFF, "--name-status", "-z", base, head).split("\0")
+    tree = (
+        Worktree(repo_root, repo_root, git_dir)
+        if git_dir
+        else Worktree.create(repo_root, repo_root)
+    )
+    base, head = tree.resolve(base), tree.resolve(head)
     problems: list[Problem] = []
-    while len(fields) > 1 and fields[0]:
-        status, old = fields[0][0], fields[1]
-        new = fields[2] if status in "RC" else old
-        fields = fields[3:] if status in "RC" else fields[2:]
-        problems += _check(git, base, head, *_sides(status, old, new))
+    for old, new in tree.renames(base, head):
+        problems += _check(tree, base, head, old, new)
     return problems
 
 
-def _sides(status: str, old: str, new: str) -> tuple[str | None, str | None]:
-    return (None if status == "A" else old), (None if status == "D" else new)
-
-
-class _Git:
-    def __init__(self, root: Path, git_dir: Path | None) -> None:
-        where = [f"--git-dir={git_dir}", f"--work-tree={root}"] if git_dir else ["-C", str(root)]
-        self._argv = ["git", *where, "--literal-pathspecs", "-c", "core.fsmonitor=false"]
-
-    def run(self, *args: str, ok: bool = False) -> str:
-        argv = [*self._argv, *args]
-        done = subprocess.run(argv, check=False, capture_output=True, text=True, errors="replace")
-        if done.returncode != 0 and not ok:
-            raise InfrastructureError(f"git {' '.join(args)} failed: {done.stderr.strip()}")
-        return done.stdout if done.returncode == 0 else ""
-
-    def commit(self, ref: str) -> str:
-        return self.run("rev-parse", "--verify", "--end-of-options", f"{ref}^{{commit}}").strip()
-
-    def show(self, commit: str, path: str | None) -> str:
-        return self.run("cat-file", "blob", f"{commit}:{path}", ok=True) if path else ""
-
-    def diff(self, base: str, head: str, paths: list[str]) -> tuple[Lines, Lines]:
-        """(removed lines with their line numbers in base, added lines with theirs in head)."""
-        removed: Lines = []
-        added: Lines = []
-        old_no = new_no = 0
-        in_hunk = False
-        for line in self.run(*DIFF, "-U0", base, head, "--", *paths).split("\n"):
-            if line.startswith("diff --git"):
-                in_hunk = False
-            elif hunk := re.match(r"@@ -(\d+)(?:,\d+)? \+(\d+)(?:,\d+)? @@", line):
-                in_hunk, old_no, new_no = True, int(hunk[1]), int(hunk[2])
-            elif in_hunk and line.startswith("-"):
-                removed.append((old_no, line[1:]))
-                old_no += 1
-            elif in_hunk and line.startswith("+"):
-                added.append((new_no, line[1:]))
-                new_no += 1
-        return removed, added
+def _read(tree: Worktree, commit: str, path: str | None) -> str:
+    """The file's text, or "" where it does not exist (an added or deleted file)."""
+    return (tree.read_file(commit, path) or "") if path else ""
 
 
 def is_test_path(path: str) -> bool:
@@ -199,7 +162,7 @@ def _problem(
     )
 
 
-def _check(git: _Git, base: str, head: str, old: str | None, new: str | None) -> list[Problem]:
+def _check(tree: Worktree, base: str, head: str, old: str | None, new: str | None) -> list[Problem]:
     kept = new is not None and is_test_path(new) and (_collected(new) or not _collected(old or ""))
     if old and is_test_path(old) and not kept:
         how = "deleted" if new is None else f"renamed to {new}, where its tests are not collected,"
@@ -211,15 +174,17 @@ def _check(git: _Git, base: str, head: str, old: str | None, new: str | None) ->
     is_ci = any(path.startswith(d) or f"/{d}" in path for d in CI_DIRS)
     if lang is None and not is_ci and name not in CONFIG_NAMES:
         return []
-    removed, added = git.diff(base, head, [p for p in dict.fromkeys((old, new)) if p])
+    removed, added = tree.changed_lines(base, head, [p for p in dict.fromkeys((old, new)) if p])
     problems: list[Problem] = []
     if lang and new:
         for kind, pattern, why in lang.added_lines:
             problems += _added_tokens(kind, pattern, why, new, removed, added)
         if old and is_test_path(new):
-            problems += _compare_tests(lang, old, new, git.show(base, old), git.show(head, new))
+            problems += _compare_tests(
+                lang, old, new, _read(tree, base, old), _read(tree, head, new)
+            )
     else:
-        before, after = git.show(base, old), git.show(head, new)
+        before, after = _read(tree, base, old), _read(tree, head, new)
         keys_before, keys_after = _parse_config(name, before), _parse_config(name, after)
         if keys_before is None or keys_after is None:  # not comparable by keys: by lines
             keys_before, keys_after = {LINES: before}, {LINES: after}

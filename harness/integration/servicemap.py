@@ -7,12 +7,11 @@ tested). A repository without the file has no service map: its integration gates
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
-
-import git
+from pathlib import Path, PurePosixPath
 
 from harness.config.spec import Spec
 from harness.config.strict import parse_yaml_mapping
+from harness.git import GitRepository
 from harness.integration.config import IntegrationConfig, ServiceMap
 
 
@@ -24,18 +23,7 @@ def load_service_map(spec: Spec, config: IntegrationConfig) -> ServiceMap | None
         return None
     relpath = PurePosixPath(spec.subdir.as_posix(), config.services_file)
     where = f"{spec.repo_dir}/{config.services_file} (at base {spec.base_commit[:12]})"
-    text = _read_at(spec.git_toplevel, spec.base_commit, str(relpath))
+    text = GitRepository(Path(spec.git_toplevel)).read_file(spec.base_commit, str(relpath))
     if text is None:
         return None
     return parse_yaml_mapping(text, where, ServiceMap, "with `services:` (a service map)")
-
-
-def _read_at(toplevel: str, commit: str, relpath: str) -> str | None:
-    """A file's text in `commit`, or None when the commit has no such file."""
-    runner = git.Git(toplevel)
-    try:
-        # `cat-file -e` first: a missing file is an answer here, not an error to parse.
-        runner.execute(["git", "cat-file", "-e", f"{commit}:{relpath}"])
-    except git.GitCommandError:
-        return None
-    return str(runner.execute(["git", "show", f"{commit}:{relpath}"]))

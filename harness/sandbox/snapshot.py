@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
+from harness.git import GitRepository
 from harness.sandbox.confined import ConfinedDirectory
 
 
@@ -35,15 +35,10 @@ class SnapshotSandbox(ConfinedDirectory):
 
 
 def _files(source: Path) -> list[Path]:
-    listed = subprocess.run(
-        ["git", "-C", str(source), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        capture_output=True,
-        check=False,
-    )
-    if listed.returncode == 0:
-        names = [Path(n) for n in listed.stdout.decode("utf-8", "replace").split("\0") if n]
+    listed = GitRepository.listed_files(source)
+    if listed is not None:
         # Deleted but still tracked files are listed too; only what exists is copied.
-        return [n for n in names if (source / n).is_file() or (source / n).is_symlink()]
+        return [n for n in listed if (source / n).is_file() or (source / n).is_symlink()]
     files: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(source):
         dirnames[:] = [d for d in dirnames if d != ".git"]
