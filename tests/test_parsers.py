@@ -20,7 +20,7 @@ import pytest
 
 import harness.parsers.ruff
 from harness.config.policy import GateConfig, GateKind
-from harness.parsers import MAX_PROBLEMS, parse_gate_output, source_context
+from harness.parsers import MAX_PROBLEMS, count_results, parse_gate_output, source_context
 from harness.parsers.builder import ProblemBuilder
 from harness.parsers.tracebacks import repo_frames
 from harness.problems import Problem, problem_type
@@ -650,3 +650,17 @@ def test_source_context(tmp_path: Path) -> None:
     (root / "min.js").write_bytes(b"x" * 1_000_000 + b"\nsecond\n")
     context = source_context(root, "min.js", 2, radius=1)
     assert context and context.endswith("> 2 | second") and len(context) < 400
+
+
+def test_counts_from_each_tools_closing_line(project: Project) -> None:
+    counts = {name: count_results(run.output) for name, run in project.runs.items()}
+    # ruff finds F401 (import os) and E501 (LONG); extra.py's import is noqa'd.
+    assert counts["ruff-full"] == counts["ruff-concise"] == {"errors": 2}
+    # mypy: label's return value and the missing module; its line, not ruff's shape of it.
+    assert counts["mypy-text"] == counts["mypy-pretty"] == {"errors": 2, "files": 2}
+    assert counts["pytest"] == {"failed": 4, "passed": 1, "errors": 1}
+    assert counts["pytest-collect"] == {"errors": 1}
+    # Machine formats print no closing count line.
+    assert counts["ruff-json"] == counts["mypy-json"] == {}
+    clean = "Success: no issues found in 3 source files\n"
+    assert count_results(clean) == {"errors": 0, "files": 3}

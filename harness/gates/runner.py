@@ -19,7 +19,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from harness.config.policy import FlakyConfig, GateConfig, InfrastructureConfig
-from harness.parsers import parse_gate_output
+from harness.parsers import count_results, parse_gate_output
 from harness.problems import Problem, problem_type
 from harness.sandbox import PYTEST_ADDOPTS, Completed, Sandbox
 
@@ -29,11 +29,6 @@ PARSE_LIMIT_BYTES = 16 * 1024 * 1024
 """Past this, problems come from the capped head and tail of the output only."""
 EXCERPT_CHARS = 6_000
 
-# Counts where the tool prints them in its closing line: pytest, ruff, mypy.
-_PYTEST_COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|deselected)\b")
-_RUFF_FOUND = re.compile(r"^Found (\d+) errors?", re.MULTILINE)
-_MYPY_FOUND = re.compile(r"^Found (\d+) errors? in (\d+) files?", re.MULTILINE)
-_MYPY_CLEAN = re.compile(r"^Success: no issues found in (\d+) source files?", re.MULTILINE)
 # dash: "sh: 1: mypyy: not found"; bash: "bash: line 1: mypyy: command not found".
 _MISSING_TOOL = re.compile(r"([^\s:]+): (?:command )?not found", re.MULTILINE)
 # SIGKILL that harness did not send: the sandbox's shell reports 128+9, Popen reports -9.
@@ -397,23 +392,6 @@ def infrastructure_problem(record: GateRecord, instance: str) -> Problem:
         owner_action_required=True,
         log=record.log,
     )
-
-
-def count_results(output: str) -> dict[str, int]:
-    """Test and finding counts from the closing lines of pytest, ruff or mypy output."""
-    tail = output[-4000:]
-    counts: dict[str, int] = {}
-    if match := _MYPY_FOUND.search(tail):
-        counts |= {"errors": int(match[1]), "files": int(match[2])}
-    elif match := _MYPY_CLEAN.search(tail):
-        counts |= {"errors": 0, "files": int(match[1])}
-    elif match := _RUFF_FOUND.search(tail):
-        counts["errors"] = int(match[1])
-    else:
-        last_lines = tail.strip().splitlines()[-3:]
-        for number, word in _PYTEST_COUNT.findall("\n".join(last_lines)):
-            counts["errors" if word.startswith("error") else word] = int(number)
-    return counts
 
 
 def excerpt(output: str) -> str:

@@ -18,13 +18,15 @@ from harness.parsers.builder import ProblemBuilder
 from harness.parsers.context import source_context
 from harness.problems import Problem
 
-__all__ = ["MAX_PROBLEMS", "parse_gate_output", "source_context"]
+__all__ = ["MAX_PROBLEMS", "count_results", "parse_gate_output", "source_context"]
 
 # Past this many findings more of them tell the agent nothing new; it also bounds the work
 # (source context is read per problem) on an output of many megabytes.
 MAX_PROBLEMS = 1000
 TAIL_LINES = 60
 TAIL_CHARS = 4000
+COUNT_TAIL_CHARS = 4000
+"""The closing lines that name counts are in this much of the output's end."""
 
 # harness.sandbox.process keeps the head and tail of a long output around this marker.
 _CUT = re.compile(r"\n\[… \d+ bytes of output cut here[^\n]*\]\n")
@@ -59,6 +61,13 @@ def parse_gate_output(
     if not problems and exit_code != 0:
         problems = [_gate_failed(output, builder)]
     return problems
+
+
+def count_results(output: str) -> dict[str, int]:
+    """Test and finding counts from the closing lines of mypy, ruff or pytest output (tried in
+    that order: ruff's `Found N errors` line would also match mypy's)."""
+    tail = output[-COUNT_TAIL_CHARS:]
+    return mypy.count(tail) or ruff.count(tail) or pytest.count(tail)
 
 
 def _specific(

@@ -18,6 +18,9 @@ _LINE = re.compile(
 )
 _CODE = re.compile(r"^(?P<msg>.*?)\s+\[(?P<code>[a-z][a-z0-9-]*)\]$", re.DOTALL)
 _SUMMARY = re.compile(r"^(?:Found \d+ errors? in \d+ files?|Success: no issues found)", re.M)
+# Its closing line, counted.
+_FOUND = re.compile(r"^Found (\d+) errors? in (\d+) files?", re.MULTILINE)
+_CLEAN = re.compile(r"^Success: no issues found in (\d+) source files?", re.MULTILINE)
 
 
 @dataclass
@@ -34,6 +37,15 @@ class _Entry:
 def looks_like_mypy(command: str, kind: str, text: str) -> bool:
     """mypy's text shape (`path:line: error: …`) is also gcc's; trust it only for mypy."""
     return "mypy" in command or kind == "type" or _SUMMARY.search(text) is not None
+
+
+def count(tail: str) -> dict[str, int] | None:
+    """Errors and files checked, from mypy's closing line; None when `tail` has none."""
+    if match := _FOUND.search(tail):
+        return {"errors": int(match[1]), "files": int(match[2])}
+    if match := _CLEAN.search(tail):
+        return {"errors": 0, "files": int(match[1])}
+    return None
 
 
 def parse_json(text: str, builder: ProblemBuilder) -> Iterator[Problem]:

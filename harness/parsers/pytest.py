@@ -23,6 +23,17 @@ _SECTION = re.compile(r"^_{3,} (?P<title>.+?) _{3,}$")
 _CAPTURED = re.compile(r"^-+ Captured .+ -+$")
 # The short test summary; pytest cuts the message to the terminal's width.
 _SUMMARY = re.compile(r"^(?P<kind>FAILED|ERROR) (?P<id>\S+?(?:\.py|::\S+?))(?: - (?P<msg>.*))?$")
+# Its closing line: "2 failed, 40 passed, 1 skipped in 1.2s".
+_COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|deselected)\b")
+
+
+def count(tail: str) -> dict[str, int]:
+    """Tests by outcome from pytest's closing line, among the last three lines of `tail`
+    ("error" and "errors" both counted as errors); empty when none names a count."""
+    counts: dict[str, int] = {}
+    for number, word in _COUNT.findall("\n".join(tail.strip().splitlines()[-3:])):
+        counts["errors" if word.startswith("error") else word] = int(number)
+    return counts
 
 
 def parse_junit(report: Path, builder: ProblemBuilder, *, limit: int) -> list[Problem] | None:

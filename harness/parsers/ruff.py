@@ -35,9 +35,17 @@ _FULL = re.compile(
 )
 _HELP = re.compile(r"^help: (?P<help>.+)$", re.MULTILINE)
 _WOULD_REFORMAT = re.compile(r"^Would reformat: (?P<path>.+?)\s*$", re.MULTILINE)
+# Its closing line (mypy's `Found N errors in M files` matches too: count mypy first).
+_FOUND = re.compile(r"^Found (\d+) errors?", re.MULTILINE)
 # Where a diagnostic object starts: an element of ruff's pretty-printed array (nested objects
 # are indented deeper) or a json-lines line.
 _OBJECT_START = re.compile(r'^(?:  \{$|\{")', re.MULTILINE)
+
+
+def count(tail: str) -> dict[str, int] | None:
+    """Errors from ruff check's closing line; None when `tail` has none."""
+    match = _FOUND.search(tail)
+    return {"errors": int(match[1])} if match else None
 
 
 def parse_json(text: str, builder: ProblemBuilder) -> Iterator[Problem]:
