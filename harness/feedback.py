@@ -238,17 +238,12 @@ def render_for_agent(feedback: Feedback, attempt: int) -> str:
     return f"---\n{front}---\n" + _body(feedback, attempt)
 
 
-def render_for_humans(feedback: Feedback, attempt: int | None = None) -> str:
-    """The same body, without front matter, for records."""
-    return _body(feedback, attempt)
-
-
-def _body(feedback: Feedback, attempt: int | None) -> str:
+def _body(feedback: Feedback, attempt: int) -> str:
     new = {p.key() for p in feedback.new}
     lines = ["## What happened"] + ([] if feedback.problems else ["Every gate passed."])
     open_list: object = object()  # the gate whose list of one-liners is open, if any
     for problem in feedback.problems:
-        status = None if not attempt or attempt < 2 else problem.key() in new
+        status = None if attempt < 2 else problem.key() in new
         marks = _marks(problem, status)
         if _is_brief(problem):
             if problem.gate != open_list:
@@ -273,7 +268,7 @@ def _body(feedback: Feedback, attempt: int | None) -> str:
             p = problem
             lines += _finding(p.location, p.code, None, p.detail, p.context, "", "")
     if feedback.fixed:
-        since = f"attempt {attempt - 1}" if attempt and attempt > 1 else "the previous attempt"
+        since = f"attempt {attempt - 1}" if attempt > 1 else "the previous attempt"
         labels = [_label(p) for p in feedback.fixed[:MAX_FIXED_SHOWN]]
         more = len(feedback.fixed) - MAX_FIXED_SHOWN
         lines.append(

@@ -10,7 +10,6 @@ from harness.feedback import (
     compact,
     estimate_tokens,
     render_for_agent,
-    render_for_humans,
 )
 from harness.problems import Location, Problem, ProblemItem, problem_type, render_markdown
 
@@ -350,8 +349,11 @@ def test_no_problems_renders_and_round_trips() -> None:
     assert feedback.problems == [] and not feedback.truncated
     assert "Every gate passed." in render_for_agent(feedback, 1)
     full = compact(ALL, previous=ALL[:4], max_tokens=BIG)
-    assert Feedback.model_validate_json(full.model_dump_json()) == full
-    assert render_for_humans(full, 2) == render_for_agent(full, 2).split("---\n", 2)[2]
+    again = Feedback.model_validate_json(full.model_dump_json())
+    assert again == full
+    assert render_for_agent(again, 2) == render_for_agent(full, 2)
+    front, body = render_for_agent(full, 2).split("---\n", 2)[1:]
+    assert front.startswith("attempt: 2\n") and body.startswith("## What happened\n")
 
 
 def test_a_policy_problem_keeps_its_items_and_their_test_ids() -> None:
