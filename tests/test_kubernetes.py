@@ -410,7 +410,9 @@ def test_test_jobs_carry_deadline_ttl_baggage_and_report_failures(
     config = integration(job_deadline_s=600, job_ttl_s=120)
     sandbox = open_cart(kubeconfig, who, config=config)
 
-    assert sandbox.run_tests(poll_s=POLL_S) == []
+    command = "pytest -q tests/integration"
+    passed = sandbox.run_test(command, poll_s=POLL_S)
+    assert passed.passed and passed.exit_code == 0 and passed.log == "3 passed\n"
     [job] = emulator.all("Job")
     assert (
         job["spec"]["activeDeadlineSeconds"] == 600
@@ -434,12 +436,12 @@ def test_test_jobs_carry_deadline_ttl_baggage_and_report_failures(
     assert key_from_headers(headers, "harness-routing-key") == who.routing_key
     assert container["image"] == f"registry.example/shop-tests:{COMMIT}"
 
-    [failed] = sandbox.run_tests(poll_s=POLL_S)  # a second run gets a fresh Job
-    assert failed.category == "agent_fixable" and failed.exit_code == 1
-    assert "FAILED tests/integration/test_cart.py" in failed.detail
-    assert failed.command == "pytest -q tests/integration"
-    [late] = sandbox.run_tests(poll_s=POLL_S)
-    assert late.category == "infrastructure" and late.code == "DeadlineExceeded"
+    failed = sandbox.run_test(command, poll_s=POLL_S)  # a second run gets a fresh Job
+    assert not failed.passed and failed.tests_failed and failed.exit_code == 1
+    assert "FAILED tests/integration/test_cart.py" in (failed.log or "")
+    assert failed.command == command and failed.name != passed.name
+    late = sandbox.run_test(command, poll_s=POLL_S)
+    assert not late.passed and not late.tests_failed and late.reason == "DeadlineExceeded"
     assert len(emulator.all("Job")) == 3
 
     sandbox.teardown()

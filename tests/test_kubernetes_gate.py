@@ -234,6 +234,27 @@ def test_a_failing_job_fails_the_gate_with_its_log_and_a_new_commit_gets_a_fresh
     assert harness_objects(emulator) == []  # the run's end tears down what teardown did not
 
 
+def test_a_job_past_its_deadline_is_a_timed_out_gate_not_the_agents_failure(
+    tiny: TinyProject, emulator: KubeEmulator, kubeconfig: Path
+) -> None:
+    emulator.on_create["Deployment"] = rolls_out
+    emulator.on_create["Job"] = jobs_finish(
+        lambda command: ("Failed", "DeadlineExceeded", 137, "running...\n")
+    )
+    spec, box = task_sandbox(tiny, "fix-cart")
+    services = LocalIntegration()
+    try:
+        change(box, "cart/pricing.py", "BULK_DISCOUNT = 0.9\n")
+        runner, gate = runner_for(services, spec, box, tiny.root / "logs")
+        record, [problem] = runner.run_once(gate, 1, "attempt")
+        assert not record.passed and record.timed_out and record.infrastructure_failure
+        assert (problem.category, problem.command) == ("infrastructure", COMMAND)
+        assert "timed out" in problem.title
+    finally:
+        services.stop()
+        box.teardown()
+
+
 def test_a_crash_looping_fork_is_a_setup_failure_with_its_log_and_no_job_runs(
     tiny: TinyProject, emulator: KubeEmulator, kubeconfig: Path
 ) -> None:

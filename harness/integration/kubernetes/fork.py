@@ -3,7 +3,7 @@ Deployment, a Service for it and an Istio route on the routing key, all owned by
 per namespace so that deleting it cascades; test runners as Jobs; teardown and reaping by label.
 
 Entry points: `plan_for` (manifests, no writes), `open_fork` (apply), `KubernetesFork`
-(`wait_ready`, `run_tests`, `run_test`, `teardown`) and `reap` (for `harness gc`)."""
+(`wait_ready`, `run_test`, `teardown`) and `reap` (for `harness gc`)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ from harness.integration.kubernetes.plan import ForkPlan, plan_fork, read_baseli
 from harness.integration.kubernetes.readiness import (
     JobRun,
     job_command,
-    job_problem,
     run_test_job,
     wait_for_rollout,
 )
@@ -93,11 +92,6 @@ class KubernetesFork:
             if problem is not None:
                 problems.append(problem)
         return problems
-
-    def run_tests(self, poll_s: float = 1.0) -> list[Problem]:
-        """Run the integration test Jobs one after the other; a problem for each that fails."""
-        runs = [self._run_job(job, poll_s) for job in self.plan.jobs]
-        return [problem for run in runs if (problem := job_problem(run)) is not None]
 
     def run_test(self, command: str, poll_s: float = 1.0) -> JobRun:
         """Run the Job of one of the plan's test commands (an integration gate runs one)."""

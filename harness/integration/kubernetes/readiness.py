@@ -1,6 +1,7 @@
-"""Waiting on the cluster: a fork's rollout, and the integration test Jobs. What goes wrong
-becomes a Problem carrying the pods' last log lines, so a human (or the agent's feedback) sees
-the real runtime error, not just "not ready"."""
+"""Waiting on the cluster: a fork's rollout, and the integration test Jobs. A rollout that goes
+wrong becomes a Problem carrying the pods' last log lines, so a human (or the agent's feedback)
+sees the real runtime error, not just "not ready"; a Job's run is a JobRun, whose log the
+integration gate parses like any gate's output."""
 
 from __future__ import annotations
 
@@ -209,39 +210,3 @@ def run_test_job(api: ClusterApi, manifest: Manifest, poll_s: float = 1.0) -> Jo
         duration_s=round(time.monotonic() - started, 3),
         deadline_s=manifest["spec"]["activeDeadlineSeconds"],
     )
-
-
-def job_log_section(run: JobRun) -> str:
-    """The last LOG_LINES lines of a Job's test container, headed like a pod's log section."""
-    if run.pod is None:
-        return f"(no pod of Job {run.name} was found)"
-    if not run.log:
-        return f"(no log from pod {run.pod}, container tests: it has not run)"
-    lines = run.log.rstrip("\n").splitlines()[-LOG_LINES:]
-    return f"last {len(lines)} log lines of pod {run.pod}, container tests:\n" + "\n".join(lines)
-
-
-def job_problem(run: JobRun) -> Problem | None:
-    """None for a Complete Job. A failed test is the change's problem (agent_fixable); a
-    deadline or a Job nobody finishes is infrastructure."""
-    if run.passed:
-        return None
-    failed_test = run.tests_failed
-    return Problem(
-        type=problem_type("integration-test-failed" if failed_test else "integration-job"),
-        title="Integration test failed" if failed_test else "Integration test Job did not finish",
-        detail="\n\n".join(
-            [f"Job {run.namespace}/{run.name}: {run.outcome}: {run.reason}", job_log_section(run)]
-        ),
-        command=run.command,
-        exit_code=run.exit_code,
-        code=run.reason,
-        category="agent_fixable" if failed_test else "infrastructure",
-        instance=f"kubernetes/{run.namespace}/jobs/{run.name}",
-    )
-
-
-def run_test_jobs(api: ClusterApi, jobs: list[Manifest], poll_s: float = 1.0) -> list[Problem]:
-    """Create each test Job in turn and wait for it; a problem for each that fails."""
-    runs = [run_test_job(api, manifest, poll_s) for manifest in jobs]
-    return [problem for run in runs if (problem := job_problem(run)) is not None]
