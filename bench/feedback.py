@@ -8,8 +8,9 @@ bubblewrap. The output goes through the real pipeline:
 
     parse_gate_output(...) -> compact(problems) (default budget) -> render_for_agent(feedback, 1)
 
-(as the gate runner does, the parser gets the whole log when the in-memory output was cut to its
-head and tail and the log is at most PARSE_LIMIT_BYTES), and the figures compare:
+(the parser gets `harness.gates.runner.output_to_parse(done)`, as in the gate runner: the whole
+log when the in-memory output was cut to its head and tail and the log is at most
+PARSE_LIMIT_BYTES), and the figures compare:
 
 - raw: the tool's whole stdout+stderr (the gate's log), as a person or an agent running the
   gate's command would get it: the default text output of `ruff check .`, `mypy .`, `pytest -q`;
@@ -54,7 +55,7 @@ from typing import Any
 
 from harness.config.policy import GateConfig
 from harness.feedback import compact, estimate_tokens, render_for_agent
-from harness.gates.runner import _output_to_parse
+from harness.gates.runner import output_to_parse
 from harness.parsers import parse_gate_output
 from harness.problems import Problem
 from harness.sandbox import PYTEST_ADDOPTS
@@ -518,7 +519,7 @@ def run_gate(
 
     # What the gate runner parses: the whole log when the in-memory output was cut (up to
     # harness.gates.runner.PARSE_LIMIT_BYTES), else the capped output.
-    parser_input = _output_to_parse(done)
+    parser_input = output_to_parse(done)
     problems = parse(parser_input)
     uncapped = problems if parser_input == raw or not done.output_cut_bytes else parse(raw)
     figures = GateFigures(
@@ -546,7 +547,7 @@ def run_gate(
         text = machine_log.read_text(encoding="utf-8", errors="replace")
         parsed = parse_gate_output(
             machine_gate,
-            _output_to_parse(other),
+            output_to_parse(other),
             root=root,
             junit_xml=None,
             exit_code=other.exit_code,

@@ -257,7 +257,7 @@ class GateRunner:
             return record, [infrastructure_problem(record, instance)]
         problems = parse_gate_output(
             gate,
-            _output_to_parse(done),
+            output_to_parse(done),
             root=self.sandbox.path,
             junit_xml=junit if junit.is_file() else None,
             exit_code=done.exit_code,
@@ -330,9 +330,10 @@ def _ran_elsewhere(done: Completed, log: Path) -> Completed:
     return replace(done, log_path=log)
 
 
-def _output_to_parse(done: Completed) -> str:
-    """The whole output when it was cut in memory but is not huge: findings in the middle of a
-    long report (say, 300 lint violations as JSON) must not be lost to the head-and-tail cap."""
+def output_to_parse(done: Completed) -> str:
+    """What a gate run's problems are parsed from: the whole output when it was cut in memory
+    but is not huge (findings in the middle of a long report, say 300 lint violations as JSON,
+    must not be lost to the head-and-tail cap), else the output as captured."""
     log = done.log_path
     if done.output_cut_bytes and log is not None and log.stat().st_size <= PARSE_LIMIT_BYTES:
         return log.read_text(encoding="utf-8", errors="replace")
