@@ -154,16 +154,14 @@ class GitRepository:
         """The files git knows under `directory`, relative to it: tracked (also those deleted
         since) and untracked but not ignored. None when `directory` is in no work tree."""
         try:
-            out = _call(git.Git(str(directory)), ("ls-files", "-z", *_LISTED))
+            listing = ("ls-files", "-z", "--cached", "--others", "--exclude-standard")
+            out = _call(git.Git(str(directory)), listing)
         except InfrastructureError:
             return None
         return [Path(name) for name in out.split("\0") if name]
 
     def _run(self, *args: str) -> str:
         return _call(self._git, args)
-
-
-_LISTED = ("--cached", "--others", "--exclude-standard")
 
 
 class Worktree:
@@ -262,7 +260,7 @@ class Worktree:
         """A file's text in `commit` (`path` from the top level), or None when it has none."""
         return _blob(self._git, self._where, commit, path)
 
-    def renames(self, base: str, head: str) -> list[tuple[str | None, str | None]]:
+    def file_changes(self, base: str, head: str) -> list[tuple[str | None, str | None]]:
         """Each file changed from `base` to `head`, renames found, as (its path in base, its
         path in head), paths from the top level; None on the side where it does not exist."""
         out = self._run(*_DIFF, "-M", "--name-status", "-z", base, head)

@@ -81,7 +81,7 @@ def test_worktree_reads_commits_through_the_recorded_git_dir(repo: Path, tmp_pat
     (tree.root / ".git").write_text(f"gitdir: {repo / '.git'}\n")  # forged: main, at base
 
     assert tree.resolve("HEAD") == head and tree.resolve(base[:10]) == base
-    assert sorted(tree.renames(base, head), key=str) == sorted(
+    assert sorted(tree.file_changes(base, head), key=str) == sorted(
         [("README.md", None), (None, "pkg/c.py"), ("pkg/a.py", "pkg/b.py")], key=str
     )
     assert tree.changed_lines(base, head, ["pkg/c.py"]) == ([], [(1, "y = 1"), (2, "z = 2")])

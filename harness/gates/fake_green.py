@@ -126,7 +126,7 @@ def find_fake_green(
     )
     base, head = tree.resolve(base), tree.resolve(head)
     problems: list[Problem] = []
-    for old, new in tree.renames(base, head):
+    for old, new in tree.file_changes(base, head):
         problems += _check(tree, base, head, old, new)
     return problems
 
