@@ -2,11 +2,11 @@
 
     .venv/bin/python bench/run.py [--only NAME]... [--quick]      (or: make bench)
 
-NAME: provision, overhead, feedback, model_calls, store, services, resume.
+NAME: provision, overhead, feedback, model_calls, store, services, resume, startup.
 
 Figures, never pass/fail: the exit code is non-zero only when a benchmark could not run.
 `--quick` runs fewer iterations (10 provisions, 1 batch, 50 store tasks, 5 service sandboxes,
-1 crashed run per store) to check the benchmarks themselves.
+1 crashed run per store, 5 start-ups of each command) to check the benchmarks themselves.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import overhead
 import provision
 import resume
 import services
+import startup
 import store_latency
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -33,7 +34,16 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the harness benchmarks.")
-    names = ["provision", "overhead", "feedback", "model_calls", "store", "services", "resume"]
+    names = [
+        "provision",
+        "overhead",
+        "feedback",
+        "model_calls",
+        "store",
+        "services",
+        "resume",
+        "startup",
+    ]
     parser.add_argument("--only", choices=names, action="append")
     parser.add_argument("--quick", action="store_true", help="fewer iterations")
     args = parser.parse_args(argv)
@@ -71,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         result = resume.run(repeats=1 if args.quick else 3)
         report["results"]["resume"] = result
         sections.append(resume.markdown(result))
+    if "startup" in chosen:
+        result = startup.run(runs=5 if args.quick else 21)
+        report["results"]["startup"] = result
+        sections.append(startup.markdown(result))
     report["elapsed_s"] = round(time.perf_counter() - started, 1)
 
     RESULTS.mkdir(exist_ok=True)
