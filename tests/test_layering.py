@@ -1,15 +1,20 @@
-"""The layering contract (pyproject.toml's [tool.importlinter]): harness/ imports neither
-graphs/ nor cli/, and graphs/ does not import cli/. Checked on this tree, and shown to fail on
-a small tree that breaks it, so a pass here means something."""
+"""The layering: the CLI is the composition root. The contract (pyproject.toml's
+[tool.importlinter]: harness/ imports neither graphs/ nor cli/, and graphs/ does not import
+cli/) is checked on this tree, and shown to fail on a small tree that breaks it, so a pass here
+means something. The CLI imports its workflow directly: none is named by reference any more,
+on the command line or in the store."""
 
 from __future__ import annotations
 
+import json
 import os
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
-from helpers import REPO_ROOT
+from helpers import REPO_ROOT, TinyProject, run_cli
 
 LINT_IMPORTS = str(Path(sys.executable).parent / "lint-imports")
 
@@ -72,3 +77,30 @@ def test_the_contract_reports_an_engine_or_workflow_that_imports_upward(tmp_path
     assert "Contracts: 0 kept, 2 broken." in done.stdout, done.stdout
     assert "harness.engine -> graphs" in done.stdout
     assert "graphs.workflow -> cli.main" in done.stdout
+
+
+def test_no_workflow_is_named_on_the_command_line_or_in_the_store(tiny: TinyProject) -> None:
+    tiny.add_spec("ok")
+    named = tiny.run("--workflow", "graphs.batch:run_batch")
+    assert named.exit_code == 2 and "No such option" in named.stderr
+    assert tiny.run().exit_code == 0
+    with closing(sqlite3.connect(tiny.runs / "harness.db")) as db:
+        [(options,)] = db.execute("SELECT options FROM harness_runs WHERE run_id = 'r1'")
+        assert "workflow" not in json.loads(options)
+
+
+def test_a_run_recorded_with_a_workflow_reference_resumes_ignoring_it(tiny: TinyProject) -> None:
+    """Runs recorded before kept the workflow's reference in their options; one that no longer
+    loads (or any other) is ignored: there is one workflow, graphs.batch."""
+    tiny.add_spec("ok")
+    assert tiny.run().exit_code == 0
+    with closing(sqlite3.connect(tiny.runs / "harness.db")) as db, db:
+        [(options,)] = db.execute("SELECT options FROM harness_runs WHERE run_id = 'r1'")
+        old = json.loads(options) | {"workflow": "no_such_module:run_batch"}
+        db.execute("UPDATE harness_runs SET options = ? WHERE run_id = 'r1'", (json.dumps(old),))
+
+    resumed = run_cli(["resume", "r1", "--runs-dir", str(tiny.runs)], cwd=tiny.root)
+
+    assert resumed.exit_code == 0, resumed.stderr
+    assert "1 of 1 task(s) already done" in resumed.stdout
+    assert tiny.task("ok")["outcome"] == "verified"
