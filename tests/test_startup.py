@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
@@ -21,7 +22,8 @@ from cli.run import AgentChoice
 from harness.config.policy import AgentKind
 from harness.errors import InputError
 from harness.integration.local import LocalIntegration
-from harness.store import open_store
+from harness.run.gc import collect
+from harness.store import EnvRecord, RunRecord, open_store, worker_id
 
 HEAVY = ("langgraph", "kubernetes", "psycopg", "anthropic")
 KUBERNETES_EXTRA = (
@@ -178,6 +180,31 @@ def test_the_kubernetes_backend_of_a_run_is_made_on_first_use(
     with pytest.raises(InputError) as caught:
         services.kubernetes  # noqa: B018 (reading the property makes the backend)
     assert f"error: {caught.value}" == KUBERNETES_EXTRA
+
+
+def test_gc_without_the_kubernetes_extra_says_why_it_reaped_nothing_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dead run whose policy used the Kubernetes backend: gc cannot look for its objects
+    without the client, and its action says so (the rest of gc goes on)."""
+    store = open_store(f"sqlite:///{tmp_path / 'harness.db'}")
+    try:
+        policy = (
+            "gates: [{name: t, kind: test, command: 'true'}]\nintegration: {backend: kubernetes}\n"
+        )
+        run = RunRecord(run_id="r1", run_dir=str(tmp_path), policy_path="p", policy_text=policy)
+        store.create_run(run, ["t"])
+        env = EnvRecord(
+            env_id="r1/t", run_id="r1", spec_id="t", kind="worktree", expires_at=time.time()
+        )
+        store.allocate_env(env)
+        monkeypatch.setitem(sys.modules, "kubernetes", None)
+        actions = collect(store, tmp_path / "runs", owner=worker_id(), dry_run=True)
+    finally:
+        store.close()
+    [kubernetes] = [action for action in actions if action.kind == "kubernetes"]
+    assert (kubernetes.target, kubernetes.done) == ("r1", False)
+    assert kubernetes.why == f"not reaped: {KUBERNETES_EXTRA.removeprefix('error: ')}"
 
 
 def test_the_store_names_the_postgres_extra_for_a_missing_driver(
