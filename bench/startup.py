@@ -7,10 +7,8 @@ files:
 - before: commit 056ba16 (the entry point was `harness.cli:app`), from a temporary detached
   `git worktree` of it, with PYTHONPATH pointing there;
 - now: this checkout's `cli.main:app`;
-- now with typer's plain help (TYPER_USE_RICH=0): what dropping rich's help panels would
-  save (their module imports typer.rich_utils, rich.markdown and markdown-it), for contrast;
-- a bare typer app (two commands, no harness code) printing its help: what typer and rich
-  cost by themselves, the floor for any typer CLI with rich help;
+- a bare typer app (two commands, no harness code) printing its help with rich's panels:
+  what typer and rich's help cost by themselves, which harness's plain help avoids;
 - `python -c pass`: the interpreter's own start.
 
 Each sample is the child's wall time (time.perf_counter around it) and its CPU time (user +
@@ -70,19 +68,13 @@ def commands(before_tree: Path) -> list[Command]:
             before_tree,
         ),
         Command("`harness --help` now", [python, "-c", HELP.format(module="cli.main")], SOURCE),
-        Command(
-            "`harness --help` now, plain help (TYPER_USE_RICH=0)",
-            [python, "-c", HELP.format(module="cli.main")],
-            SOURCE,
-            (("TYPER_USE_RICH", "0"),),
-        ),
-        Command("a bare typer app's `--help`", [python, "-c", BARE_TYPER], None),
+        Command("a bare typer app's `--help` (rich's panels)", [python, "-c", BARE_TYPER], None),
         Command("`python -c pass`", [python, "-c", "pass"], None),
     ]
 
 
 def _env(command: Command) -> dict[str, str]:
-    drop = ("PYTHONPATH", "PYTHONSTARTUP", "TYPER_USE_RICH")
+    drop = ("PYTHONPATH", "PYTHONSTARTUP", "TYPER_USE_RICH")  # the help as users see it
     env = {k: v for k, v in os.environ.items() if k not in drop} | dict(command.env)
     if command.pythonpath is not None:
         # Before the venv's editable install of this checkout: that tree's packages win.
@@ -164,7 +156,7 @@ def run(runs: int = 21, warmup: int = 3) -> dict[str, Any]:
     finally:
         subprocess.run([*git, "worktree", "remove", "--force", str(before_tree)], check=False)
         shutil.rmtree(before_tree.parent, ignore_errors=True)
-    before, now, _, _, bare = rows
+    before, now, _, bare = rows  # bare: `python -c pass`
     cpu_goal = 2 * bare["cpu_ms"] + GOAL_CPU_SLACK_MS
     return {
         "runs": runs,

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
-from rich.markup import escape
 
-from cli.render import console, fail
+from cli.render import console, escape, fail
 
 
 def check(
@@ -69,19 +68,19 @@ def check(
         for record in result.records:
             verdict = "pass" if record.passed else "FAIL"
             name = record.name if record.run == 1 else f"{record.name} (re-run)"
-            console.print(
+            console().print(
                 f"{verdict:<4}  {name:<16} {escape(record.command)}",
                 highlight=False,
                 soft_wrap=True,
             )
         for name in skipped:
-            console.print(
+            console().print(
                 f"skip  {name:<16} integration gates run in `harness run`, with the services",
                 highlight=False,
             )
         if result.problems:
             # soft_wrap: the feedback must reach a pipe or a CI log exactly as an agent gets it.
             text = escape(render_for_agent(feedback, 1))
-            console.print(text, highlight=False, soft_wrap=True)
-        console.print(f"logs: {check_dir}", highlight=False, soft_wrap=True)
+            console().print(text, highlight=False, soft_wrap=True)
+        console().print(f"logs: {check_dir}", highlight=False, soft_wrap=True)
     raise typer.Exit(0 if result.passed else 1)

@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from cli.options import StoreOption, store_url
-from cli.render import console, fail
+from cli.render import console, escape, fail
 
 
 def gc(
@@ -37,10 +36,10 @@ def gc(
     verb = "would" if dry_run else "did"
     for action in actions:
         mark = "" if action.done or dry_run else " (not done)"
-        console.print(
+        console().print(
             f"{action.kind:<11} {escape(action.target)}  ({escape(action.why)}){mark}",
             highlight=False,
             soft_wrap=True,
         )
     count = sum(a.done for a in actions) if not dry_run else len(actions)
-    console.print(f"gc: {verb} {count} action(s)")
+    console().print(f"gc: {verb} {count} action(s)")

@@ -11,7 +11,16 @@ from cli.gc import gc
 from cli.plan import sandbox_app
 from cli.run import resume, run
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+# Plain click help and tracebacks (here and in `harness sandbox`): rich's help panels and
+# pretty tracebacks import rich's Markdown, markdown-it and rich.traceback, more than half of
+# what `harness --help` took to start (bench/startup.py). rich still prints runs and errors.
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help=__doc__,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
 
 
 @app.callback()

@@ -17,7 +17,13 @@ if TYPE_CHECKING:
     from harness.integration.kubernetes.manifests import Manifest
     from harness.integration.kubernetes.plan import ForkPlan
 
-sandbox_app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+sandbox_app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help=__doc__,
+    rich_markup_mode=None,  # plain help, as the main app's (see cli/main.py)
+    pretty_exceptions_enable=False,
+)
 PLAN_RUN_ID = "plan"
 """The run id a plan is drawn for: names and labels show what a real run's would look like."""
 

@@ -1,28 +1,52 @@
 """What the CLI prints: its two consoles, the one-line errors, a run's live table (on a
-terminal), its step lines (in a log), and the outcomes table at its end."""
+terminal), its step lines (in a log), and the outcomes table at its end.
+
+rich is imported when something is printed, not when the CLI loads: `harness --help` (plain
+click help) needs none of it.
+"""
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
     from harness.run.ledger import RunLedger, TaskResult
 
-console = Console()
-err = Console(stderr=True)
+
+@functools.cache
+def console() -> Console:
+    from rich.console import Console
+
+    return Console()
+
+
+@functools.cache
+def err() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def escape(text: str) -> str:
+    """`text` with its [brackets] escaped, so rich prints it as it is, not as markup."""
+    from rich.markup import escape
+
+    return escape(text)
+
 
 OUTCOME_STYLE = {"verified": "green", "escalated": "yellow", "error": "red"}
 
 
 def error_line(message: str) -> None:
     # Escaped: messages quote user input and patterns, whose [brackets] are not rich markup.
-    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    err().print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -34,12 +58,14 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 def print_step(event: dict[str, Any]) -> None:
     if event["event"] == "enter":
         attempt = f" (attempt {event['attempt']})" if event.get("attempt") else ""
-        console.print(f"  {event['spec_id']:<30} {event['node']}{attempt}", highlight=False)
+        console().print(f"  {event['spec_id']:<30} {event['node']}{attempt}", highlight=False)
     elif event["node"] == "teardown":
-        console.print(f"  {event['spec_id']:<30} done", highlight=False)
+        console().print(f"  {event['spec_id']:<30} done", highlight=False)
 
 
 def live_table(ledger: RunLedger) -> Table:
+    from rich.table import Table
+
     table = Table(title="harness run", expand=False)
     for column in ("task", "attempt", "step", "elapsed"):
         table.add_column(column)
@@ -51,6 +77,8 @@ def live_table(ledger: RunLedger) -> Table:
 
 
 def summary_table(results: list[TaskResult]) -> Table:
+    from rich.table import Table
+
     table = Table(title="outcomes")
     for column in ("task", "outcome", "attempts", "reason / record"):
         table.add_column(column, overflow="fold")

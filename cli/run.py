@@ -134,7 +134,7 @@ def resume(
     for result in ctx.results():
         ctx.services.fleet.spend.add(result.usage)
     done = sum(task.status == "done" for task in state.tasks(run_id))
-    console.print(f"resume [bold]{run_id}[/bold]: {done} of {len(specs)} task(s) already done")
+    console().print(f"resume [bold]{run_id}[/bold]: {done} of {len(specs)} task(s) already done")
     _execute(ctx, specs, "resume")
     raise typer.Exit(1 if any(r.outcome == "error" for r in ctx.results()) else 0)
 
@@ -204,7 +204,7 @@ def _context(
 
     isolation = bwrap.probe()
     if not isolation.available:
-        err.print(
+        err().print(
             f"[bold red]WARNING: sandbox isolation is OFF: {isolation.reason}. Agent and gate "
             "commands run unconfined on this host. Install bubblewrap (apt-get install "
             "bubblewrap) to confine them.[/bold red]"
@@ -219,7 +219,7 @@ def _context(
     )
     worker = worker_id()
     # A terminal gets a live table; a log (CI, a pipe) gets one line per step instead.
-    ledger = RunLedger(run_dir, run_id, listener=None if console.is_terminal else print_step)
+    ledger = RunLedger(run_dir, run_id, listener=None if console().is_terminal else print_step)
     fleet = Fleet.for_policy(config.policy)
     services = RunServices(
         store=store,
@@ -249,7 +249,7 @@ def _execute(ctx: RunContext, specs: list[Spec], verb: str) -> None:
     from harness.store import redact_url
 
     config, services = ctx.config, ctx.services
-    console.print(
+    console().print(
         f"{verb} [bold]{config.run_id}[/bold]: {len(specs)} task(s), concurrency "
         f"{config.policy.concurrency}, agent {config.policy.agent.kind}, isolation "
         f"{'bubblewrap' if services.isolation.available else 'OFF'}, "
@@ -260,15 +260,15 @@ def _execute(ctx: RunContext, specs: list[Spec], verb: str) -> None:
     try:
         with Live(
             get_renderable=lambda: live_table(services.ledger),
-            console=console,
+            console=console(),
             transient=True,
-            auto_refresh=console.is_terminal,
+            auto_refresh=console().is_terminal,
         ):
             run_batch(ctx, specs)
     finally:
         services.integration.stop()  # integration baselines and forks: processes, worktrees
         services.ledger.close()
-    console.print(summary_table(ctx.results()))
-    console.print(
+    console().print(summary_table(ctx.results()))
+    console().print(
         f"finished in {time.monotonic() - started:.1f}s · summary: {config.run_dir}/summary.json"
     )
