@@ -116,7 +116,7 @@ class Mesh:
         service_map = load_service_map(spec, CONFIG)
         assert service_map is not None
         key = routing_key("bench", spec.id)
-        return services.sandbox(spec, service_map, CONFIG, key=key, run_dir=self.run_dir)
+        return services.fork(spec, service_map, CONFIG, key=key, run_dir=self.run_dir)
 
 
 def ready_times(mesh: Mesh, services: LocalIntegration, iterations: int) -> dict[str, Any]:

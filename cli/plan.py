@@ -110,7 +110,7 @@ def plan(
     from harness.config.policy import load_policy
     from harness.config.spec import load_spec
     from harness.errors import InfrastructureError, InputError
-    from harness.integration.local import require_kubernetes
+    from harness.integration.kubernetes import require_kubernetes
     from harness.integration.routing_key import routing_key
     from harness.integration.servicemap import load_service_map
 

@@ -143,7 +143,7 @@ def _require_backends(policy: Policy) -> None:
     """InputError, before anything is made, when the policy asks for a backend whose optional
     extra is not installed."""
     if policy.integration.backend == "kubernetes":
-        from harness.integration.local import require_kubernetes
+        from harness.integration.kubernetes import require_kubernetes
 
         require_kubernetes()
 

@@ -187,7 +187,7 @@ def test_a_changed_service_is_forked_routed_and_a_passing_job_passes_the_gate(
             "front",
             "pricing",
         ]
-        assert services.kubernetes.sandbox("fix-cart") is None
+        assert services.kubernetes.fork("fix-cart") is None
     finally:
         services.stop()
         box.teardown()

@@ -118,7 +118,7 @@ def fork_of(
     service_map = load_service_map(spec, config)
     assert service_map is not None
     run = mesh.root / "runs" / "r1"
-    fork = services.sandbox(spec, service_map, config, key=routing_key("r1", spec.id), run_dir=run)
+    fork = services.fork(spec, service_map, config, key=routing_key("r1", spec.id), run_dir=run)
     assert fork.starts > 0, f"no sandbox for {spec.id}: its gate never prepared one"
     return fork
 

@@ -77,7 +77,7 @@ class IntegrationGates:
         if self.config.backend == "kubernetes":
             return self._on_kubernetes(gate, self.service_map)
         try:
-            task = self.services.sandbox(
+            task = self.services.fork(
                 self.spec, self.service_map, self.config, key=self.key, run_dir=self.run_dir
             )
             base = self.spec.base_commit

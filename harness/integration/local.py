@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.config.spec import Spec
-from harness.errors import InputError
 from harness.git import GitRepository
 from harness.integration.config import IntegrationConfig, ServiceConfig, ServiceMap
 from harness.integration.processes import (
@@ -34,21 +33,7 @@ from harness.integration.routing_key import routing_headers
 if TYPE_CHECKING:
     from harness.integration.kubernetes.gate import KubernetesIntegration
 
-KUBERNETES_EXTRA = (
-    "integration.backend: kubernetes needs the optional extra: pip install 'harness[kubernetes]'"
-)
-
-
-def require_kubernetes() -> None:
-    """Import the Kubernetes client, or raise an InputError naming the optional extra that
-    installs it: a policy asking for the Kubernetes backend fails before anything is made, in
-    one line, rather than with a traceback from deep inside a gate."""
-    try:
-        import kubernetes  # noqa: F401
-    except ImportError as exc:
-        if exc.name != "kubernetes":  # installed, but broken: that traceback is the news
-            raise
-        raise InputError(KUBERNETES_EXTRA) from None
+from harness.integration.kubernetes import require_kubernetes
 
 
 def _start_all(
@@ -90,7 +75,7 @@ def _start_all(
     return started
 
 
-class Baseline:
+class BaselineStack:
     """Every service at the base commit, behind one routing layer listener per service."""
 
     def __init__(
@@ -137,7 +122,9 @@ class Baseline:
 class TaskFork:
     """One task's sandbox: its changed services, registered under its routing key."""
 
-    def __init__(self, key: str, baseline: Baseline, scratch: Path, launcher: Launcher) -> None:
+    def __init__(
+        self, key: str, baseline: BaselineStack, scratch: Path, launcher: Launcher
+    ) -> None:
         self.key = key
         self.baseline = baseline
         self.scratch = scratch
@@ -205,7 +192,7 @@ class LocalIntegration:
     def __init__(self) -> None:
         self._kubernetes: KubernetesIntegration | None = None
         self._lock = threading.Lock()
-        self._baselines: dict[str, Baseline] = {}
+        self._baselines: dict[str, BaselineStack] = {}
         self._failed: dict[str, ServiceNotReady] = {}
         self._starting: dict[str, threading.Lock] = {}
         self._tasks: dict[str, TaskFork] = {}
@@ -224,7 +211,7 @@ class LocalIntegration:
                 self._kubernetes = KubernetesIntegration()
             return self._kubernetes
 
-    def sandbox(
+    def fork(
         self,
         spec: Spec,
         services: ServiceMap,
@@ -277,7 +264,7 @@ class LocalIntegration:
 
     def _baseline(
         self, spec: Spec, services: ServiceMap, config: IntegrationConfig, run_dir: Path
-    ) -> Baseline:
+    ) -> BaselineStack:
         ident = "\0".join(
             [spec.git_toplevel, spec.base_commit, str(spec.subdir), services.model_dump_json()]
         )
@@ -297,7 +284,7 @@ class LocalIntegration:
                         failed.service, failed.instance, failed.why, failed.log, failed.tail
                     )
                 launcher = self._get_launcher()
-            baseline = Baseline(spec, services, config, run_dir / "services" / name)
+            baseline = BaselineStack(spec, services, config, run_dir / "services" / name)
             try:
                 baseline.start(launcher)
             except ServiceNotReady as exc:

@@ -21,7 +21,7 @@ from pathlib import Path
 from harness.config.policy import parse_policy
 from harness.errors import InfrastructureError, InputError
 from harness.git import GitRepository
-from harness.integration.local import require_kubernetes
+from harness.integration.kubernetes import require_kubernetes
 from harness.sandbox import lifecycle
 from harness.store import EnvRecord, Store, owner_is_gone
 

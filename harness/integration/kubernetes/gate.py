@@ -96,7 +96,7 @@ class KubernetesIntegration:
             )
         return GateEnvironment(ran=_completed(run))
 
-    def sandbox(self, spec_id: str) -> KubernetesFork | None:
+    def fork(self, spec_id: str) -> KubernetesFork | None:
         with self._lock:
             applied = self._applied.get(spec_id)
         return applied.sandbox if applied is not None else None

@@ -23,7 +23,7 @@ Manifest = m.Manifest
 
 
 @dataclass(frozen=True)
-class Baseline:
+class ClusterBaseline:
     """What a fork copies: the baseline's objects as the cluster has them."""
 
     deployment: Manifest
@@ -93,8 +93,8 @@ def _collect(
     get: Lookup,
     virtual_services: Callable[[str], list[Manifest]],
     where: str,
-) -> dict[str, Baseline]:
-    baselines: dict[str, Baseline] = {}
+) -> dict[str, ClusterBaseline]:
+    baselines: dict[str, ClusterBaseline] = {}
     for service in services:
         k8s = service.kubernetes
         assert k8s is not None
@@ -106,11 +106,13 @@ def _collect(
         if baseline_service is None:
             raise InputError(f"service {service.name}: no Service {k8s.service!r} ({here})")
         chosen = choose_virtual_service(service, virtual_services(k8s.namespace), here)
-        baselines[service.name] = Baseline(deployment, baseline_service, chosen)
+        baselines[service.name] = ClusterBaseline(deployment, baseline_service, chosen)
     return baselines
 
 
-def read_baselines(api: ClusterApi, services: Sequence[ServiceConfig]) -> dict[str, Baseline]:
+def read_baselines(
+    api: ClusterApi, services: Sequence[ServiceConfig]
+) -> dict[str, ClusterBaseline]:
     """Read each service's baseline Deployment, Service and VirtualService (no writes)."""
 
     def virtual_services(namespace: str) -> list[Manifest]:
@@ -130,7 +132,7 @@ def read_baselines(api: ClusterApi, services: Sequence[ServiceConfig]) -> dict[s
 
 def baselines_from_documents(
     documents: list[Manifest], services: Sequence[ServiceConfig], source: str
-) -> dict[str, Baseline]:
+) -> dict[str, ClusterBaseline]:
     """The baselines from YAML documents (e.g. `kubectl get deploy,svc,virtualservice -o yaml`),
     for planning without a cluster; List documents are flattened."""
     objects: dict[tuple[str, str, str], Manifest] = {}
@@ -197,7 +199,7 @@ def plan_fork(
     integration: IntegrationConfig,
     service_map: ServiceMap,
     services: Sequence[ServiceConfig],
-    baselines: dict[str, Baseline],
+    baselines: dict[str, ClusterBaseline],
     commit: str | None = None,
     tests: Sequence[str] | None = None,
 ) -> ForkPlan:
@@ -234,7 +236,7 @@ def plan_fork(
 def _record(
     identity: m.ForkIdentity,
     plans: list[ServicePlan],
-    baselines: dict[str, Baseline],
+    baselines: dict[str, ClusterBaseline],
     namespace: str,
 ) -> dict[str, str]:
     """What the owner ConfigMap records: the routing key, and for each VirtualService it patches
