@@ -33,7 +33,7 @@ from harness.agents.select import AgentUnavailable, agent_unavailable
 from harness.config.spec import Spec
 from harness.feedback import Feedback, compact, render_for_agent
 from harness.gates.diff_review import review_diff
-from harness.gates.runner import GateRecord, Phase
+from harness.gates.record import GateRecord, Phase
 from harness.gates.verdict import judge
 from harness.problems import Problem, one_liners
 from harness.publish import Escalation, Evidence, PullRequest, refusal

@@ -12,7 +12,7 @@ from graphs.task import build_task_graph
 from harness.agents import Usage
 from harness.config.spec import Spec
 from harness.feedback import Feedback
-from harness.gates.runner import GateRecord
+from harness.gates.record import GateRecord
 from harness.problems import Problem
 from harness.store import open_store
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from harness.config.policy import Budget
-from harness.gates.runner import GateRecord, GateRun, Phase
+from harness.gates.record import GateRecord, GateRun, Phase
 from harness.gates.verdict import Verdict, judge
 
 BUDGET = Budget(max_attempts=3, wall_clock_s=100)

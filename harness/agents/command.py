@@ -12,7 +12,7 @@ from harness.agents.prompt import repo_instructions, system_prompt, task_message
 from harness.config.policy import AgentConfig, GateConfig
 from harness.config.spec import Spec
 from harness.feedback import Feedback
-from harness.gates.runner import excerpt
+from harness.gates.record import excerpt
 from harness.sandbox import Sandbox
 
 

@@ -8,78 +8,27 @@ then pass are flaky. What remains is parsed into problems the agent can act on.
 
 from __future__ import annotations
 
-import re
-import signal
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
-
-from pydantic import BaseModel
 
 from harness.config.policy import FlakyConfig, GateConfig, InfrastructureConfig
-from harness.parsers import count_results, parse_gate_output
+from harness.gates.record import (
+    GateRecord,
+    GateRun,
+    Phase,
+    excerpt,
+    gate_record,
+    infrastructure_problem,
+    not_run_record,
+)
+from harness.parsers import parse_gate_output
 from harness.problems import Problem, problem_type
 from harness.sandbox import PYTEST_ADDOPTS, Completed, Sandbox
 
-Phase = Literal["attempt", "verify", "base", "check"]
-EXCERPT_LINES = 80
 PARSE_LIMIT_BYTES = 16 * 1024 * 1024
 """Past this, problems come from the capped head and tail of the output only."""
-EXCERPT_CHARS = 6_000
-
-# dash: "sh: 1: mypyy: not found"; bash: "bash: line 1: mypyy: command not found".
-_MISSING_TOOL = re.compile(r"([^\s:]+): (?:command )?not found", re.MULTILINE)
-# SIGKILL that harness did not send: the sandbox's shell reports 128+9, Popen reports -9.
-_KILLED_EXIT_CODES = {128 + signal.SIGKILL, -signal.SIGKILL}
-
-
-class GateRecord(BaseModel):
-    """One run of one gate."""
-
-    name: str
-    kind: str
-    command: str
-    attempt: int
-    phase: Phase
-    run: int = 1
-    """1, or 2 and up for a re-run (flaky check or infrastructure retry)."""
-    exit_code: int | None
-    duration_s: float
-    passed: bool
-    timed_out: bool = False
-    killed: bool = False
-    """Killed by a signal harness did not send (e.g. the out-of-memory killer)."""
-    tool_missing: bool = False
-    missing_tool: str | None = None
-    """The command sh could not find, when `tool_missing`."""
-    counts: dict[str, int] = {}
-    log: str | None = None
-    excerpt: str = ""
-    """The tail of the output, for records (not the summary)."""
-    not_applicable: str | None = None
-    """Why the gate did not apply to this task (it passed without running), e.g. an
-    integration gate for a repository without a service map."""
-    setup_failure: str | None = None
-    """Why what the gate runs against could not be made ready (a service exited or never
-    answered its health check); the command did not run. Infrastructure."""
-    setup_s: float = 0.0
-    """Of `duration_s`, the time spent making the gate's environment ready (its services)."""
-
-    @property
-    def ending(self) -> str:
-        """How the run ended, for records: "exit 1", "timed out"."""
-        if self.not_applicable is not None:
-            return "not applicable"
-        if self.setup_failure is not None:
-            return "setup failed"
-        return "timed out" if self.timed_out else f"exit {self.exit_code}"
-
-    @property
-    def infrastructure_failure(self) -> bool:
-        """Failures that are not the agent's doing and must not be charged to its budget."""
-        return self.timed_out or self.killed or self.tool_missing or self.setup_failure is not None
 
 
 @dataclass(frozen=True)
@@ -120,29 +69,6 @@ def no_services(gate: GateConfig) -> GateEnvironment:
     if gate.kind == "integration":
         return GateEnvironment(not_applicable="no services were started for integration gates")
     return GateEnvironment()
-
-
-@dataclass
-class GateRun:
-    """The gates of one phase: every run's record, and the verdict."""
-
-    records: list[GateRecord] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
-    """What blocks: the first failing gate's problems (empty when every gate passed)."""
-    flaky: list[Problem] = field(default_factory=list)
-    """Tests that failed and then passed on a re-run; recorded, blocking only by policy."""
-    failed: GateRecord | None = None
-    """The run of the first gate that failed for good."""
-    flaky_blocked: bool = False
-    """The first failing gate failed only on flaky tests, and policy says flaky blocks."""
-
-    @property
-    def passed(self) -> bool:
-        return self.failed is None
-
-    @property
-    def infrastructure(self) -> bool:
-        return self.failed is not None and self.failed.infrastructure_failure
 
 
 def acceptance_gates(commands: list[str]) -> list[GateConfig]:
@@ -229,7 +155,9 @@ class GateRunner:
             return _setup_failed(gate, exc, attempt, phase, run, instance, started)
         if setup.not_applicable is not None:
             why = setup.not_applicable
-            record = _not_run(gate, attempt, phase, run, started, passed=True, not_applicable=why)
+            record = not_run_record(
+                gate, attempt, phase, run, started, passed=True, not_applicable=why
+            )
             return record.model_copy(update={"excerpt": f"not applicable: {why}"}), []
         setup_s = time.monotonic() - started
         timeout = gate.timeout_s
@@ -250,7 +178,7 @@ class GateRunner:
             done = self.sandbox.run(
                 gate.command, timeout_s=timeout, log_path=log, env=env, network=setup.network
             )
-        record = _record(gate, done, attempt=attempt, phase=phase, run=run, setup_s=setup_s)
+        record = gate_record(gate, done, attempt=attempt, phase=phase, run=run, setup_s=setup_s)
         if record.passed:
             return record, []
         if record.infrastructure_failure:
@@ -279,7 +207,9 @@ def _setup_failed(
     started: float,
 ) -> tuple[GateRecord, list[Problem]]:
     log = str(error.log) if error.log else None
-    record = _not_run(gate, attempt, phase, run, started, passed=False, setup_failure=error.title)
+    record = not_run_record(
+        gate, attempt, phase, run, started, passed=False, setup_failure=error.title
+    )
     record = record.model_copy(update={"log": log, "excerpt": excerpt(error.detail)})
     problem = Problem(
         type=problem_type("gate-setup-failed"),
@@ -294,33 +224,6 @@ def _setup_failed(
         log=log,
     )
     return record, [problem]
-
-
-def _not_run(
-    gate: GateConfig,
-    attempt: int,
-    phase: Phase,
-    run: int,
-    started: float,
-    *,
-    passed: bool,
-    not_applicable: str | None = None,
-    setup_failure: str | None = None,
-) -> GateRecord:
-    """The record of a gate run whose command never ran."""
-    return GateRecord(
-        name=gate.name,
-        kind=gate.kind,
-        command=gate.command,
-        attempt=attempt,
-        phase=phase,
-        run=run,
-        exit_code=None,
-        duration_s=round(time.monotonic() - started, 3),
-        passed=passed,
-        not_applicable=not_applicable,
-        setup_failure=setup_failure,
-    )
 
 
 def _ran_elsewhere(done: Completed, log: Path) -> Completed:
@@ -342,61 +245,3 @@ def output_to_parse(done: Completed) -> str:
 
 def _runs(result: GateRun, gate: GateConfig) -> list[GateRecord]:
     return [r for r in result.records if r.name == gate.name]
-
-
-def _record(
-    gate: GateConfig, done: Completed, *, attempt: int, phase: Phase, run: int, setup_s: float = 0
-) -> GateRecord:
-    # sh reports 127 for "command not found" and 126 for "found but not executable".
-    missing = _MISSING_TOOL.search(done.output[-2000:]) if done.exit_code in (126, 127) else None
-    return GateRecord(
-        name=gate.name,
-        kind=gate.kind,
-        command=gate.command,
-        attempt=attempt,
-        phase=phase,
-        run=run,
-        exit_code=None if done.timed_out else done.exit_code,
-        duration_s=round(done.duration_s + setup_s, 3),
-        setup_s=round(setup_s, 3),
-        passed=done.exit_code == 0 and not done.timed_out,
-        timed_out=done.timed_out,
-        killed=not done.timed_out and done.exit_code in _KILLED_EXIT_CODES,
-        tool_missing=missing is not None,
-        missing_tool=missing[1] if missing else None,
-        counts=count_results(done.output),
-        log=str(done.log_path) if done.log_path else None,
-        excerpt=excerpt(done.output),
-    )
-
-
-def infrastructure_problem(record: GateRecord, instance: str) -> Problem:
-    if record.tool_missing:
-        title = f"Gate {record.name!r} could not run: {record.missing_tool!r} was not found"
-        todo = "install it where the sandbox can see it, or fix the gate's command"
-    elif record.timed_out:
-        title = f"Gate {record.name!r} timed out"
-        todo = "raise the gate's timeout_s, or make it faster"
-    else:
-        title = f"Gate {record.name!r} was killed (out of memory?)"
-        todo = "check the machine's memory, or what the gate runs"
-    return Problem(
-        type=problem_type("gate-infrastructure"),
-        title=title,
-        detail=f"{record.excerpt or '(no output)'}\n\nA person must act: {todo}.",
-        instance=instance,
-        gate=record.name,
-        command=record.command,
-        exit_code=record.exit_code,
-        category="infrastructure",
-        retryable=not record.tool_missing,
-        owner_action_required=True,
-        log=record.log,
-    )
-
-
-def excerpt(output: str) -> str:
-    """The tail of the output: tools put their findings and verdict last."""
-    lines = output.rstrip().splitlines()[-EXCERPT_LINES:]
-    text = "\n".join(lines)
-    return text[-EXCERPT_CHARS:]

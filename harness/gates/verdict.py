@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from harness.config.policy import Budget
-from harness.gates.runner import GateRun, Phase
+from harness.gates.record import GateRun, Phase
 
 Action = Literal["pass", "retry", "escalate", "error"]
 

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from harness.config.policy import PublishConfig
 from harness.config.spec import Spec
-from harness.gates.runner import GateRecord
+from harness.gates.record import GateRecord
 from harness.git import Worktree
 from harness.problems import Problem
 

@@ -9,7 +9,7 @@ import json
 from collections.abc import Sequence
 
 from harness.config.spec import Spec
-from harness.gates.runner import GateRecord
+from harness.gates.record import GateRecord
 from harness.problems import render_markdown
 from harness.publish import Escalation, Evidence, PullRequest
 

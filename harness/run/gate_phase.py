@@ -9,7 +9,8 @@ import time
 from dataclasses import dataclass
 
 from harness.config.spec import Spec
-from harness.gates.runner import GateRun, GateRunner, Phase, acceptance_gates
+from harness.gates.record import GateRun, Phase
+from harness.gates.runner import GateRunner, acceptance_gates
 from harness.integration.gate import IntegrationGates
 from harness.problems import Problem
 from harness.run.context import RunContext
