@@ -120,6 +120,7 @@ class RunServices:
 
 
 AgentFactory = Callable[[Spec], Agent]
+"""Makes a task's agent; raises AgentUnavailable when none can run it."""
 
 
 @dataclass
@@ -151,6 +152,8 @@ class LiveTasks:
 
 @dataclass
 class RunContext:
+    """What a graph node is given besides its task's state (through `configurable`)."""
+
     config: RunConfig
     services: RunServices
     live: LiveTasks

@@ -77,19 +77,7 @@ class TaskSandboxes:
         with self._lock:
             sandbox = self._live.get(spec.id)
         if sandbox is None:
-            sandbox = acquire(
-                self.store,
-                self.ledger,
-                spec,
-                run_id=self.layout.run_id,
-                owner=self.owner,
-                lease_s=self.lease_s,
-                branch=self.layout.branch(spec.id),
-                root=self.layout.worktree_dir(spec.id),
-                scratch=self.layout.scratch_dir(spec.id),
-                ttl_s=self.ttl.sandbox,
-                retain_s={"verified": self.ttl.verified, "escalated": self.ttl.escalated},
-            )
+            sandbox = self._acquire(spec)
             with self._lock:
                 self._live[spec.id] = sandbox
         return sandbox
@@ -121,84 +109,74 @@ class TaskSandboxes:
         if sandbox is not None:  # not recorded (a sandbox made outside the store)
             sandbox.teardown()
 
+    def _acquire(self, spec: Spec) -> WorktreeSandbox:
+        """The task's sandbox: adopted, re-made on its branch, or provisioned new at the base."""
+        store, ledger, owner, lease_s = self.store, self.ledger, self.owner, self.lease_s
+        run_id, branch = self.layout.run_id, self.layout.branch(spec.id)
+        root, scratch = self.layout.worktree_dir(spec.id), self.layout.scratch_dir(spec.id)
+        retain_s = {"verified": self.ttl.verified, "escalated": self.ttl.escalated}
+        envs = task_envs(store, run_id, spec.id)
+        live = next((env for env in envs if env.status != "deleted"), None)
+        if live is not None and live.status in ("ready", "validating"):
+            # Under the teardown lock, so gc cannot start tearing it down while it is adopted
+            # (and re-reads the record, renewed by then, before it would).
+            if store.lock_teardown(live.env_id, owner, lease_s):
+                try:
+                    sandbox = _adopt(spec, live, root, scratch)
+                    if sandbox is not None:
+                        ref = f"{RECOVERED_REFS}/{run_id}/{spec.id}"
+                        kept = sandbox.worktree.keep_uncommitted(ref)
+                        if live.status == "validating":  # the gates a crash interrupted run again
+                            store.transition(live.env_id, "ready")
+                        ledger.event(spec.id, "provision", "adopted", env_id=live.env_id, kept=kept)
+                        return sandbox
+                    # Its worktree is gone or not to be trusted: the record says what happened.
+                    lost = {"lost": "worktree missing"}
+                    live = store.transition(live.env_id, "failed", artifacts=lost)
+                finally:
+                    store.unlock_teardown(live.env_id, owner)
+            else:  # gc is tearing it down: let it finish (the work is committed to the branch)
+                _wait_until_deleted(store, live.env_id, lease_s)
+                live = None
+        if live is not None and live.status in ("failed", "tearing_down"):
+            # Its branch lives on in the environment made next, which protects it from gc.
+            teardown(store, live, owner=owner, lease_s=lease_s, retain_s=0)
+            live = None
+
+        now = time.time()
+        env = live or store.allocate_env(
+            EnvRecord(
+                env_id=f"{run_id}/{spec.id}/{len(envs) + 1}",
+                run_id=run_id,
+                spec_id=spec.id,
+                kind=KIND,
+                config={"base": spec.base_commit, "retain_s": retain_s},
+                expires_at=now + self.ttl.sandbox,
+                owner=owner,
+                lease_expires_at=now + lease_s,
+            )
+        )
+        artifacts = {
+            "repo": spec.git_toplevel,
+            "branch": branch,
+            "worktree": str(root),
+            "scratch": str(scratch),
+        }
+        if env.status == "allocating":
+            store.transition(env.env_id, "provisioning", artifacts=artifacts)
+        repository = GitRepository(Path(spec.git_toplevel))
+        if repository.branch_exists(branch):
+            # A resumed task (or a provision a crash interrupted): the branch is the work so far.
+            sandbox = WorktreeSandbox.reattach(spec, branch, root, scratch)
+            ledger.event(spec.id, "provision", "reattached", env_id=env.env_id, branch=branch)
+        else:
+            sandbox = WorktreeSandbox.provision(spec, branch, root, scratch)
+        store.transition(env.env_id, "ready")
+        return sandbox
+
 
 def task_envs(store: Store, run_id: str, spec_id: str) -> list[EnvRecord]:
     return [env for env in store.envs(run_id=run_id) if env.spec_id == spec_id]
-
-
-def acquire(
-    store: Store,
-    ledger: RunLedger,
-    spec: Spec,
-    *,
-    run_id: str,
-    owner: str,
-    lease_s: float,
-    branch: str,
-    root: Path,
-    scratch: Path,
-    ttl_s: float,
-    retain_s: dict[str, float],
-) -> WorktreeSandbox:
-    """The task's sandbox: adopted, re-made on its branch, or provisioned new at the base."""
-    envs = task_envs(store, run_id, spec.id)
-    live = next((env for env in envs if env.status != "deleted"), None)
-    if live is not None and live.status in ("ready", "validating"):
-        # Under the teardown lock, so gc cannot start tearing it down while it is adopted
-        # (and re-reads the record, renewed by then, before it would).
-        if store.lock_teardown(live.env_id, owner, lease_s):
-            try:
-                sandbox = _adopt(spec, live, root, scratch)
-                if sandbox is not None:
-                    ref = f"{RECOVERED_REFS}/{run_id}/{spec.id}"
-                    kept = sandbox.worktree.keep_uncommitted(ref)
-                    if live.status == "validating":  # the gates a crash interrupted run again
-                        store.transition(live.env_id, "ready")
-                    ledger.event(spec.id, "provision", "adopted", env_id=live.env_id, kept=kept)
-                    return sandbox
-                # Its worktree is gone or not to be trusted: the record says what happened.
-                lost = {"lost": "worktree missing"}
-                live = store.transition(live.env_id, "failed", artifacts=lost)
-            finally:
-                store.unlock_teardown(live.env_id, owner)
-        else:  # gc is tearing it down: let it finish (the work is committed to the branch)
-            _wait_until_deleted(store, live.env_id, lease_s)
-            live = None
-    if live is not None and live.status in ("failed", "tearing_down"):
-        # Its branch lives on in the environment made next, which protects it from gc.
-        teardown(store, live, owner=owner, lease_s=lease_s, retain_s=0)
-        live = None
-
-    now = time.time()
-    env = live or store.allocate_env(
-        EnvRecord(
-            env_id=f"{run_id}/{spec.id}/{len(envs) + 1}",
-            run_id=run_id,
-            spec_id=spec.id,
-            kind=KIND,
-            config={"base": spec.base_commit, "retain_s": retain_s},
-            expires_at=now + ttl_s,
-            owner=owner,
-            lease_expires_at=now + lease_s,
-        )
-    )
-    artifacts = {
-        "repo": spec.git_toplevel,
-        "branch": branch,
-        "worktree": str(root),
-        "scratch": str(scratch),
-    }
-    if env.status == "allocating":
-        store.transition(env.env_id, "provisioning", artifacts=artifacts)
-    repository = GitRepository(Path(spec.git_toplevel))
-    if repository.branch_exists(branch):
-        # A resumed task (or a provision a crash interrupted): the branch is the work so far.
-        sandbox = WorktreeSandbox.reattach(spec, branch, root, scratch)
-        ledger.event(spec.id, "provision", "reattached", env_id=env.env_id, branch=branch)
-    else:
-        sandbox = WorktreeSandbox.provision(spec, branch, root, scratch)
-    store.transition(env.env_id, "ready")
-    return sandbox
 
 
 def _wait_until_deleted(store: Store, env_id: str, timeout_s: float) -> None:
