@@ -26,9 +26,22 @@ _IDENTITY = ("-c", "user.name=harness", "-c", "user.email=harness@localhost")
 # hooks (a relative core.hooksPath, as husky's `.husky`; `--no-verify` skips only pre-commit
 # and commit-msg, not prepare-commit-msg, post-commit or reference-transaction).
 _NO_PROGRAMS = ("-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null")
+# Nor is any nested repository entered: the agent can make one (a commit records it as a
+# gitlink), and git trusts a repository's own .git/config, which there the agent writes (its
+# filters, fsmonitor, includes). Whatever the user's config says, nothing recurses into one,
+# and a diff names a gitlink's commit rather than diffing inside it.
+_NO_NESTED = ("-c", "submodule.recurse=false", "-c", "diff.submodule=short")
+_IGNORE_NESTED = "--ignore-submodules=all"
 # Diffs never run an external diff or a textconv filter (.gitattributes, which the agent writes,
 # chooses them), and name paths from the top level whatever diff.relative says.
-_DIFF = ("diff", "--no-color", "--no-ext-diff", "--no-textconv", "--no-relative")
+_DIFF = (
+    "diff",
+    "--no-color",
+    "--no-ext-diff",
+    "--no-textconv",
+    "--no-relative",
+    "--submodule=short",
+)
 
 Lines = list[tuple[int, str]]
 """Lines of a diff with their line numbers."""
@@ -182,6 +195,28 @@ class Worktree:
         """Recorded when the worktree was made; every git call names it (see above)."""
         self._git = git.Git(str(project))
         self._where = (f"--git-dir={git_dir}", f"--work-tree={root}")
+        self._no_filters: tuple[str, ...] | None = None
+
+    def _filters_off(self) -> tuple[str, ...]:
+        """Options that blank every filter driver the configuration defines. The agent's
+        .gitattributes choose which files a driver runs on, and a driver's command may be a
+        path relative to the work tree, which the agent writes (as `./fsmonitor.sh` above);
+        git has no switch for "no filters", so each configured driver is named and emptied."""
+        if self._no_filters is None:
+            try:
+                listing = ("config", "--name-only", "--get-regexp", r"^filter\.")
+                names = _call(self._git, listing, self._where).split()
+            except InfrastructureError:  # exit 1: no filter configured
+                names = []
+            drivers = sorted({name[len("filter.") :].rpartition(".")[0] for name in names})
+            settings = ("clean=", "smudge=", "process=", "required=false")
+            self._no_filters = tuple(
+                option
+                for driver in drivers
+                for setting in settings
+                for option in ("-c", f"filter.{driver}.{setting}")
+            )
+        return self._no_filters
 
     @classmethod
     def create(cls, root: Path, project: Path) -> Worktree:
@@ -190,7 +225,8 @@ class Worktree:
         return cls(root, project, Path(out.strip()))
 
     def has_changes(self) -> bool:
-        return bool(self._run("status", "--porcelain", "--untracked-files=all").strip())
+        status = ("status", "--porcelain", "--untracked-files=all", _IGNORE_NESTED)
+        return bool(self._run(*status).strip())
 
     def commit_all(self, message: str) -> str | None:
         """Commit everything in the worktree (ignored files excepted); None when nothing changed."""
@@ -294,7 +330,7 @@ class Worktree:
         return removed, added
 
     def _run(self, *args: str) -> str:
-        return _call(self._git, args, self._where)
+        return _call(self._git, args, (*self._filters_off(), *self._where))
 
 
 _HUNK = re.compile(r"@@ -(\d+)(?:,\d+)? \+(\d+)(?:,\d+)? @@")

@@ -7,6 +7,7 @@ pass means harness's options stopped it, not that the setup never triggered it.
 from __future__ import annotations
 
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,73 @@ def test_repository_reads_a_file_at_a_commit_and_lists_files(repo: Path, tmp_pat
     outside = tmp_path / "plain"
     outside.mkdir()
     assert GitRepository.listed_files(outside) is None
+
+
+def nested_repository(tree: Worktree, marker: Path, config: dict[str, str]) -> Path:
+    """A repository the agent made inside its worktree, with a commit and its own config (which
+    the agent writes: git trusts a repository's own .git/config)."""
+    nested = tree.root / "vendor" / "nested"
+    nested.mkdir(parents=True)
+    plant(tree.root / "tool.sh", marker)
+    (nested / ".gitattributes").write_text("* filter=sneaky\n")
+    (nested / "f.txt").write_text("one\n")
+    git(nested, "init", "-q")
+    git(nested, "config", "filter.sneaky.clean", "cat")
+    git(nested, "add", "-A")
+    git(nested, *IDENTITY, "commit", "-q", "-m", "nested")
+    for key, value in config.items():
+        git(nested, "config", key, value)
+    return nested
+
+
+@pytest.mark.parametrize(
+    "program",
+    ["core.fsmonitor", "filter.sneaky.clean", "filter.sneaky.process"],
+)
+def test_a_nested_repositorys_own_config_runs_nothing_on_the_host(
+    repo: Path, tmp_path: Path, program: str
+) -> None:
+    tree = worktree(repo, tmp_path)
+    marker = tmp_path / "ran-on-host"
+    tool = str(tree.root / "tool.sh")
+    nested = nested_repository(tree, marker, {program: tool})
+    (tree.root / "pkg" / "a.py").write_text("x = 2\n")
+
+    base = tree.head()
+    head = tree.commit_all("work")  # records the nested repository as a gitlink
+    assert head is not None
+    (nested / "f.txt").touch()  # stat-dirty: git status in there would have to re-read it
+    tree.has_changes()
+    tree.commit_all("again")
+    tree.diffstat(base)
+    tree.file_changes(base, head)
+    tree.keep_uncommitted("refs/harness/kept")
+    assert not marker.exists(), f"a nested repository's {program} ran on the host"
+
+    (nested / "f.txt").touch()
+    # The control: plain git runs it (a process filter that speaks no protocol fails after).
+    subprocess.run(["git", "status", "--porcelain"], cwd=tree.root, capture_output=True)
+    if program == "core.fsmonitor":  # harness's own -c reaches git's recursion, too
+        subprocess.run(["git", "status", "--porcelain"], cwd=nested, capture_output=True)
+    assert marker.exists()
+
+
+def test_a_filter_the_users_config_defines_does_not_run_on_the_agents_files(
+    repo: Path, tmp_path: Path
+) -> None:
+    # The user's config names a filter by a path relative to the work tree (as the fsmonitor
+    # above); the agent's .gitattributes applies it to its files and writes the program.
+    git(repo, "config", "filter.tidy.clean", "./tidy.sh")
+    tree = worktree(repo, tmp_path)
+    marker = tmp_path / "ran-on-host"
+    plant(tree.root / "tidy.sh", marker)
+    (tree.root / ".gitattributes").write_text("*.py filter=tidy\n")
+    (tree.root / "pkg" / "a.py").write_text("x = 2\n")
+
+    assert tree.commit_all("work") is not None
+    assert not marker.exists(), "a filter the agent applied ran on the host"
+    assert tree.read_file(tree.head(), "pkg/a.py") == "x = 2\n"
+
+    (tree.root / "pkg" / "a.py").write_text("x = 3\n")
+    git(tree.root, "add", "-A")
+    assert marker.exists()  # the control
