@@ -308,6 +308,23 @@ class Worktree:
             changes.append((None if status == "A" else old, None if status == "D" else new))
         return changes
 
+    def entries_added(self, base: str, head: str) -> list[tuple[str, str, str]]:
+        """Each tree entry that `head` adds or changes since `base`, as (its mode, e.g. 160000
+        for a gitlink and 120000 for a symlink; its object id; its path from the top level).
+        Read from the two trees only: no nested repository or link is entered or followed."""
+        out = self._run("diff-tree", "-r", "-z", "--raw", "--no-renames", base, head)
+        fields, entries = out.split("\0"), []
+        while len(fields) > 1 and fields[0].startswith(":"):
+            _, new_mode, _, new_id, status = fields[0][1:].split(" ")
+            if status != "D":
+                entries.append((new_mode, new_id, fields[1]))
+            fields = fields[2:]
+        return entries
+
+    def read_blob(self, object_id: str) -> bytes:
+        """An object's raw bytes (a symlink's target is its blob), not decoded."""
+        return self._run_bytes("cat-file", "blob", object_id)
+
     def changed_lines(self, base: str, head: str, paths: list[str]) -> tuple[Lines, Lines]:
         """In `paths` (from the top level, taken literally): (the lines removed, with their
         numbers in base; the lines added, with their numbers in head)."""
@@ -330,7 +347,10 @@ class Worktree:
         return removed, added
 
     def _run(self, *args: str) -> str:
-        return _call(self._git, args, (*self._filters_off(), *self._where))
+        return self._run_bytes(*args).decode("utf-8", errors="replace")
+
+    def _run_bytes(self, *args: str) -> bytes:
+        return _call_bytes(self._git, args, (*self._filters_off(), *self._where))
 
 
 _HUNK = re.compile(r"@@ -(\d+)(?:,\d+)? \+(\d+)(?:,\d+)? @@")
@@ -347,6 +367,11 @@ def _call(runner: git.Git, args: tuple[str, ...], where: tuple[str, ...] = ()) -
     """git `args` in the runner's directory (or at `where`: --git-dir and --work-tree), with
     the options above; its stdout, undecodable bytes replaced. InfrastructureError, naming the
     command without them, when git fails."""
+    return _call_bytes(runner, args, where).decode("utf-8", errors="replace")
+
+
+def _call_bytes(runner: git.Git, args: tuple[str, ...], where: tuple[str, ...] = ()) -> bytes:
+    """As `_call`, its stdout as bytes."""
     try:
         out = runner.execute(
             ["git", *_NO_PROGRAMS, *where, *args],
@@ -355,4 +380,5 @@ def _call(runner: git.Git, args: tuple[str, ...], where: tuple[str, ...] = ()) -
         )
     except git.GitCommandError as exc:
         raise InfrastructureError(f"git {' '.join(args)} failed: {exc.stderr.strip()}") from None
-    return out.decode("utf-8", errors="replace")
+    assert isinstance(out, bytes)  # stdout_as_string=False
+    return out

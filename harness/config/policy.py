@@ -155,6 +155,10 @@ GuardFindingKind = Literal[
     "suppression_added",
     "coverage_lowered",
     "gate_config_changed",
+    # harness/gates/tree_review.py: refused whatever `action` says, unless allowed by name.
+    "gitlink_added",
+    "nested_repository",
+    "symlink_outside",
 ]
 
 
