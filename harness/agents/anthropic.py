@@ -19,6 +19,7 @@ import anthropic
 from anthropic.types import Message
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
+from harness import redact
 from harness.agents import AttemptContext, AttemptRecord, Usage
 from harness.agents.api_errors import (
     CallFailed,
@@ -34,7 +35,6 @@ from harness.config.policy import AgentConfig, GateConfig, Price
 from harness.config.spec import Spec
 from harness.feedback import Feedback
 from harness.problems import Problem, problem_type
-from harness.redact import Redactor
 from harness.run.ledger import utc_now
 from harness.sandbox import Sandbox
 
@@ -59,7 +59,6 @@ class AnthropicAgent:
         self.price = price
         self.fleet = fleet
         self.gates = gates
-        self.redactor = Redactor.from_environment()
         # The SDK's own retries are off: it honours retry-after without any cap (a server
         # asking for an hour gets an hour). Ours are capped; see RetryConfig.
         self.client = client or anthropic.Anthropic(
@@ -244,7 +243,7 @@ class AnthropicAgent:
         if not isinstance(message.content, list):
             raise MalformedReply("the reply has no list of content blocks", usage)
         entry = {
-            "response": self.redactor.value(body),
+            "response": redact.current().value(body),
             "usage": usage.model_dump(),
             "latency_s": round(latency, 4),
             "queued_s": round(sent - queued, 4),
@@ -286,7 +285,7 @@ class AnthropicAgent:
             "ts": utc_now(),
             "attempt": context.number,
             "model": self.model,
-            "new_messages": self.redactor.value(new_messages),
+            "new_messages": redact.current().value(new_messages),
             **entry,
         }
         path.parent.mkdir(parents=True, exist_ok=True)

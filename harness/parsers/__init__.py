@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from harness import redact
 from harness.config.policy import GateConfig
 from harness.parsers import generic, mypy, pytest, ruff, tracebacks
 from harness.parsers.builder import ProblemBuilder
@@ -60,7 +61,10 @@ def parse_gate_output(
         problems = []
     if not problems and exit_code != 0:
         problems = [_gate_failed(output, builder)]
-    return problems
+    # Problems quote output and source, and go on to feedback, records and the store's
+    # checkpoints: redacted here, where they are made (a second line behind the log's own).
+    redactor = redact.current()
+    return [Problem.model_validate(redactor.value(p.model_dump(mode="json"))) for p in problems]
 
 
 def count_results(output: str) -> dict[str, int]:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from harness import redact
 from harness.agents import Usage
 
 Outcome = Literal["verified", "escalated", "error"]
@@ -105,8 +106,10 @@ class RunLedger:
     def event(self, spec_id: str, node: str, kind: str, **data: Any) -> None:
         line = {"ts": utc_now(), "run_id": self.run_id, "spec_id": spec_id, "node": node}
         line |= {"event": kind, **data}
+        # Reasons quote exceptions and output: redacted like every stream harness writes.
+        line = redact.current().value(json.loads(json.dumps(line, default=str)))
         with self._lock:
-            self._events.write(json.dumps(line, default=str) + "\n")
+            self._events.write(json.dumps(line) + "\n")
             self._events.flush()
             status = self.status.setdefault(spec_id, TaskStatus(spec_id))
             status.step = node if kind == "enter" else status.step
@@ -131,8 +134,10 @@ class RunLedger:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so a reader never sees half a record."""
+    """Write via a temporary file and rename, so a reader never sees half a record; secrets
+    redacted, since every record harness writes (summary, PR and escalation records, attempt
+    records, feedback, error.log tracebacks) goes through here."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
+    tmp.write_text(redact.current().text(text), encoding="utf-8")
     tmp.replace(path)

@@ -1,27 +1,36 @@
-"""Run one process with a hard timeout, its whole output on disk and a capped copy in memory.
+"""Run one process with a hard timeout, its output redacted into a capped log on disk and a
+capped copy in memory.
 
-Output goes to a file, never a pipe held in memory, so a gate printing gigabytes cannot exhaust
-the harness; the in-memory copy keeps the head and the tail, where tools put what matters.
+Output is read from a pipe in chunks and never held whole, so a command printing gigabytes
+cannot exhaust the harness nor fill its disk: the log keeps the head and the tail with a note
+of what was cut, and the in-memory copy keeps a smaller head and tail, where tools put what
+matters. Secrets are redacted from the stream before either sees it (`harness.redact`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
+import select
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from harness import failpoints
+from harness.redact import StreamRedactor, current
 from harness.sandbox import Completed
 
 HEAD_BYTES = 16_000
 TAIL_BYTES = 48_000
+LOG_MAX_BYTES = 8 * 1024 * 1024
+"""The default cap of a command's log on disk (head and tail halves), before the note."""
+CHUNK = 1 << 16
+DRAIN_AFTER_EXIT = 1 << 20
+"""At most this much more is read once the command exited, in case a process it left behind
+still holds the pipe open and keeps writing."""
 
 
 def run_process(
@@ -31,50 +40,57 @@ def run_process(
     env: Mapping[str, str],
     timeout_s: float,
     log_path: Path | None = None,
+    log_max_bytes: int = LOG_MAX_BYTES,
 ) -> Completed:
     started = time.monotonic()
-    with tempfile.NamedTemporaryFile(prefix="harness-out-", delete=False) as sink:
-        sink_path = Path(sink.name)
-        try:
-            # A new session gives the command its own process group, so a timeout kills the
-            # whole tree (bubblewrap's pid namespace dies with it).
-            proc = subprocess.Popen(
-                list(argv),
-                cwd=cwd,
-                env=dict(env),
-                stdin=subprocess.DEVNULL,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            sink_path.unlink()
-            return Completed(
-                exit_code=127,
-                output=f"cannot start {argv[0]}: {exc.strerror}",
-                duration_s=time.monotonic() - started,
-            )
-        # A blocking wait plus a kill timer: Popen.wait(timeout=) polls with sleeps of up to
-        # 50 ms, which makes every short command look that much slower.
-        expired = threading.Event()
+    read_fd, write_fd = os.pipe()
+    try:
+        # A new session gives the command its own process group, so a timeout kills the
+        # whole tree (bubblewrap's pid namespace dies with it).
+        proc = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=write_fd,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        os.close(read_fd)
+        return Completed(
+            exit_code=127,
+            output=f"cannot start {argv[0]}: {exc.strerror}",
+            duration_s=time.monotonic() - started,
+        )
+    finally:
+        os.close(write_fd)
+    capture = _Capture(log_path, log_max_bytes)
+    wake_read, wake_write = os.pipe()
+    reader = threading.Thread(target=_pump, args=(read_fd, wake_read, capture), daemon=True)
+    reader.start()
+    # A blocking wait plus a kill timer: Popen.wait(timeout=) polls with sleeps of up to
+    # 50 ms, which makes every short command look that much slower.
+    expired = threading.Event()
 
-        def expire() -> None:
-            expired.set()
-            _kill_group(proc)
+    def expire() -> None:
+        expired.set()
+        _kill_group(proc)
 
-        timer = threading.Timer(timeout_s, expire)
-        timer.start()
+    timer = threading.Timer(timeout_s, expire)
+    timer.start()
+    try:
         failpoints.during()  # fault-injection tests: the harness dies while this runs
         proc.wait()
+    finally:
         timer.cancel()
-        timed_out = expired.is_set()
+        os.write(wake_write, b"x")  # the reader stops at EOF, or after draining, whichever first
+        reader.join()
+        for fd in (read_fd, wake_read, wake_write):
+            os.close(fd)
+    timed_out = expired.is_set()
     duration = time.monotonic() - started
-    output, cut = _read_capped(sink_path)
-    if log_path is not None:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(sink_path, log_path)
-    else:
-        sink_path.unlink()
+    output, cut = capture.close()
     return Completed(
         exit_code=proc.returncode if not timed_out else -signal.SIGKILL,
         output=output,
@@ -90,16 +106,94 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def _read_capped(path: Path) -> tuple[str, int]:
-    """The head and tail of a file as text (bad bytes replaced), and how many bytes were cut."""
-    size = path.stat().st_size
-    with path.open("rb") as handle:
-        if size <= HEAD_BYTES + TAIL_BYTES:
-            return handle.read().decode("utf-8", errors="replace"), 0
-        head = handle.read(HEAD_BYTES)
-        handle.seek(size - TAIL_BYTES)
-        tail = handle.read()
-    cut = size - HEAD_BYTES - TAIL_BYTES
-    marker = f"\n[… {cut} bytes of output cut here; the full output is in the log …]\n"
-    text = head.decode("utf-8", errors="replace") + marker + tail.decode("utf-8", errors="replace")
-    return text, cut
+def _pump(fd: int, wake: int, capture: _Capture) -> None:
+    """Read the command's output until EOF; once woken (the command exited), only what is
+    already there: a background process it left may hold the pipe open for ever."""
+    woken = False
+    drained = 0
+    while True:
+        ready, _, _ = select.select([fd] if woken else [fd, wake], [], [], 0 if woken else None)
+        if wake in ready:
+            woken = True
+        if fd not in ready:
+            if woken and not ready:
+                return
+            continue
+        data = os.read(fd, CHUNK)
+        if not data:
+            return
+        capture.add(data)
+        drained += len(data) if woken else 0
+        if drained > DRAIN_AFTER_EXIT:
+            return
+
+
+class _Capture:
+    """The redacted stream, kept as a capped log (head written through, tail in a ring) and
+    as the smaller head and tail `Completed.output` shows."""
+
+    def __init__(self, log_path: Path | None, max_bytes: int) -> None:
+        self.redact = StreamRedactor(current())
+        self.log = None
+        if log_path is not None:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            self.log = log_path.open("wb")
+        max_bytes = max(max_bytes, 2 * (HEAD_BYTES + TAIL_BYTES))
+        self.log_head = max_bytes // 2
+        self.log_tail = _Tail(max_bytes - self.log_head)
+        self.written = 0
+        self.total = 0
+        self.head = bytearray()
+        self.tail = _Tail(TAIL_BYTES)
+
+    def add(self, data: bytes) -> None:
+        self._take(self.redact.feed(data))
+
+    def _take(self, data: bytes) -> None:
+        self.total += len(data)
+        if len(self.head) < HEAD_BYTES:
+            self.head += data[: HEAD_BYTES - len(self.head)]
+        self.tail.add(data)
+        through = data[: max(0, self.log_head - self.written)]
+        if self.log is not None and through:
+            self.log.write(through)
+        self.written += len(through)
+        self.log_tail.add(data[len(through) :])
+
+    def close(self) -> tuple[str, int]:
+        """The output as text (bad bytes replaced) and how many bytes of it were cut."""
+        self._take(self.redact.close())
+        if self.log is not None:
+            kept = self.log_tail.value()
+            log_cut = self.total - self.written - len(kept)
+            if log_cut:
+                self.log.write(
+                    f"\n[… {log_cut} bytes of output cut here; the log keeps the first "
+                    f"{self.written} and the last {len(kept)} bytes …]\n".encode()
+                )
+            self.log.write(kept)
+            self.log.close()
+        if self.total <= HEAD_BYTES + TAIL_BYTES:
+            last = self.tail.value()
+            rest = last[len(last) - (self.total - len(self.head)) :]
+            return (bytes(self.head) + rest).decode("utf-8", errors="replace"), 0
+        cut = self.total - HEAD_BYTES - TAIL_BYTES
+        marker = f"\n[… {cut} bytes of output cut here; see the log …]\n"
+        text = bytes(self.head).decode("utf-8", errors="replace") + marker
+        return text + self.tail.value().decode("utf-8", errors="replace"), cut
+
+
+class _Tail:
+    """The last `size` bytes of a stream; trimmed in batches, so each byte is copied O(1) times."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._buf = bytearray()
+
+    def add(self, data: bytes) -> None:
+        self._buf += data[-self.size :]
+        if len(self._buf) > 2 * self.size:
+            del self._buf[: -self.size]
+
+    def value(self) -> bytes:
+        return bytes(self._buf[-self.size :])
