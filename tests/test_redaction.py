@@ -116,3 +116,18 @@ def test_a_huge_output_leaves_a_capped_log_with_head_tail_and_a_note(
     # The in-memory copy keeps its own, smaller head and tail, and says how much it cut.
     assert done.output_cut_bytes == total - HEAD_BYTES - TAIL_BYTES
     assert done.output.startswith("FIRST-LINE\n") and done.output.endswith("LAST-LINE\n")
+
+
+def test_a_value_handed_to_a_command_agent_is_redacted_whatever_its_name(
+    tiny: TinyProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # AGENT_CREDS is not a secret-looking name: it is redacted because the agent was handed it.
+    monkeypatch.setenv("AGENT_CREDS", SECRET)
+    script = 'echo "using $AGENT_CREDS"; echo made > done.txt'
+    agent = {"kind": "command", "command": ["sh", "-c", script], "env": ["AGENT_CREDS"]}
+    tiny.write_policy(agent=agent)
+    tiny.add_spec("cli", replay=False)
+    assert tiny.run().exit_code == 0
+    log = next((tiny.runs / "r1").rglob("command.log")).read_text()
+    assert "using [REDACTED:AGENT_CREDS]" in log
+    assert _leaks(tiny) == []

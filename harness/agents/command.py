@@ -7,6 +7,7 @@ import os
 import shlex
 import time
 
+from harness import redact
 from harness.agents import AttemptContext, AttemptRecord
 from harness.agents.prompt import repo_instructions, system_prompt, task_message
 from harness.config.policy import AgentConfig, GateConfig
@@ -38,6 +39,9 @@ class CommandAgent:
             for part in self.argv
         ]
         env = {name: os.environ[name] for name in self.config.env if name in os.environ}
+        # Whatever the agent is handed, it may print or write: every writer redacts it from now
+        # on, whatever the variable's name.
+        redact.remember(env)
         timeout = max(1.0, min(self.config.timeout_s, context.deadline - time.monotonic()))
         done = sandbox.run(
             shlex.join(argv),
