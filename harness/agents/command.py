@@ -15,6 +15,7 @@ from harness.config.spec import Spec
 from harness.feedback import Feedback
 from harness.gates.record import excerpt
 from harness.sandbox import Sandbox
+from harness.sandbox.host_files import create_new
 
 
 class CommandAgent:
@@ -30,10 +31,12 @@ class CommandAgent:
         self, spec: Spec, sandbox: Sandbox, feedback: Feedback | None, context: AttemptContext
     ) -> AttemptRecord:
         # The prompt goes to the sandbox's scratch dir: readable by the agent, never committed.
-        prompt_file = sandbox.scratch / f"prompt-attempt-{context.number}.md"
+        # The agent writes there too (a symlink at the next attempt's name would take harness's
+        # write to any host file), so the file is created new, under a name it cannot guess.
         prompt = system_prompt(self.gates, repo_instructions(sandbox))
         prompt += "\n\n" + task_message(spec, context.number, feedback) + "\n"
-        prompt_file.write_text(prompt, encoding="utf-8")
+        stem = f"prompt-attempt-{context.number}"
+        prompt_file = create_new(sandbox.scratch, stem, ".md", prompt)
         argv = [
             part.replace("{prompt_file}", str(prompt_file)).replace("{workdir}", str(sandbox.path))
             for part in self.argv

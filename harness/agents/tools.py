@@ -18,10 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from harness import failpoints
 from harness.agents import ToolCall
 from harness.sandbox import PathOutsideSandbox, Sandbox, resolve_inside
+from harness.sandbox.host_files import read_regular
 
 MAX_LIST_ENTRIES = 500
 MAX_SEARCH_MATCHES = 200
 MAX_RESULT_CHARS = 12_000
+MAX_SEARCHED_BYTES = 2_000_000
+"""Of each file, searched from its start."""
 # Git metadata (a directory, or a file in a worktree) and tool caches are never listed.
 SKIPPED_DIRS = {".git", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".venv"}
 
@@ -190,10 +193,15 @@ class SandboxTools:
             raise ToolError(f"invalid regular expression {args.pattern!r}: {exc}") from None
         matches: list[str] = []
         for path in self._walk(args.path):
+            # The agent's commands write the tree: a FIFO would hang a plain open, and a link
+            # swapped in after the walk would lead out of it. Regular files only, unfollowed.
+            data = read_regular(path, MAX_SEARCHED_BYTES)
             try:
-                text = path.read_text(encoding="utf-8")
-            except (UnicodeDecodeError, OSError):
-                continue  # binary or unreadable files are not searched
+                text = data.decode("utf-8") if data is not None else None
+            except UnicodeDecodeError:
+                text = None
+            if text is None:
+                continue  # binary, unreadable or not a regular file: not searched
             for number, line in enumerate(text.splitlines(), start=1):
                 if pattern.search(line):
                     matches.append(f"{self._relative(path)}:{number}: {line.strip()[:200]}")
