@@ -14,9 +14,12 @@ tools are rows in the tables.
   `collect_ignore` in Python files.
 - assertion_removed: a test file's `assert`s, `x.assert*(`/`assert*(` calls and
   `pytest.raises/approx/warns` went down, not counting those inside removed tests (with the
-  regex fallback: only checked when no test was removed).
+  regex fallback: only checked when no test was removed); or, on the syntax tree
+  (fake_green_ast.py), a test kept by name whose checks were weakened: a comparison dropped or
+  changed, an expected value or tolerance changed, a checking loop or parametrize list narrowed.
 - suppression_added: added `# noqa`, `# type: ignore`, `# pyright: ignore`, `# pragma: no cover`,
-  `# ruff: noqa`, `# mypy: ignore-errors`, `# pylint: disable` in Python files; in gate config,
+  `# ruff: noqa`, `# mypy: ignore-errors`, `# pylint: disable` and other inline directives
+  (`# mypy: disable-error-code=...`, gate_files.DIRECTIVE) in Python files; in gate config,
   items added under ignore-like keys (per-file-ignores, ignore_errors, disable_error_code, omit,
   exclude, ...) or removed from select-like keys.
 - coverage_lowered: a `fail_under` / `--cov-fail-under` in a gate config or CI file lowered or
@@ -24,13 +27,16 @@ tools are rows in the tables.
 - gate_config_changed: other edits to pyproject.toml's [tool.ruff/mypy/pytest/coverage/pyright/
   pylint*] tables, ruff.toml, setup.cfg's tool sections, tox.ini, mypy.ini, pytest.ini,
   .coveragerc, .pre-commit-config.yaml and CI files; one finding per file naming the sections.
+  Also (gate_files.py): pytest hooks, `.exitstatus`, `os._exit(`, `pytest.exit(` added to test
+  files or conftest.py; patterns added to .gitignore/.ignore/.rgignore (ruff skips what they
+  list); a new `.pyi` beside an existing `.py` (mypy reads the stub, not the code).
 
 Precedence, so nothing is reported twice: TOML/INI config is compared key by key (other or
 unparsable files by changed lines), and each changed key is suppression_added, else
 coverage_lowered, else gate_config_changed. A skip or suppression token already on a removed
-line of the same file (a moved or edited line) is not "added". Not detected: loosened
-`pytest.approx` tolerances, tests made vacuous with their assertions kept, skips via conftest
-hooks, edits to Makefiles, noxfile.py or scripts that run the gates. Comments that only mention
+line of the same file (a moved or edited line) is not "added". Not detected: tests made vacuous
+with their assertions kept, a test renamed and weakened at once, edits to Makefiles, noxfile.py
+or scripts that run the gates. Comments that only mention
 a pattern are reported. Binary and unparsable files never crash the guard.
 """
 
@@ -47,6 +53,14 @@ from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
 
 from harness.config.policy import GuardFindingKind
+from harness.gates.fake_green_ast import weakened_assertions
+from harness.gates.gate_files import (
+    DIRECTIVE,
+    IGNORE_FILES,
+    TEST_FILE_TOKENS,
+    ignore_file_findings,
+    shadowing_stub,
+)
 from harness.git import Lines, Worktree
 from harness.problems import Location, Problem, problem_type
 
@@ -78,7 +92,8 @@ PYTHON = Language(
     assertion=re.compile(r"^[ \t]*assert\b|\bassert\w*\(|\bpytest\.(?:raises|approx|warns)\(",
                          re.M),
     added_lines=(("skip_added", SKIP, "so tests no longer run or no longer fail"),
-                 ("suppression_added", SUPPRESSION, "which hides an error instead of fixing it")),
+                 ("suppression_added", SUPPRESSION, "which hides an error instead of fixing it"),
+                 ("suppression_added", DIRECTIVE, "which turns a tool's checks off for the file")),
 )
 LANGUAGES = (PYTHON,)
 TEST_DIRS = frozenset({"tests", "test"})
@@ -89,10 +104,11 @@ PYTEST_ASSERTS = frozenset({"raises", "approx", "warns"})
 TOML_FILES: dict[str, tuple[str, ...]] = {
     "pyproject.toml": ("tool.ruff", "tool.mypy", "tool.pytest", "tool.coverage", "tool.pyright",
                        "tool.pylint"),
-    "ruff.toml": (), ".ruff.toml": ()}
+    "ruff.toml": (), ".ruff.toml": (), "pytest.toml": (), ".pytest.toml": ()}
 INI_FILES: dict[str, tuple[str, ...]] = {
     "setup.cfg": ("mypy", "flake8", "tool:pytest", "coverage:", "pycodestyle", "pylint"),
-    "tox.ini": (), "mypy.ini": (), ".mypy.ini": (), "pytest.ini": (), ".coveragerc": ()}
+    "tox.ini": (), "mypy.ini": (), ".mypy.ini": (), "pytest.ini": (), ".pytest.ini": (),
+    ".coveragerc": ()}
 TEXT_FILES = frozenset({".pre-commit-config.yaml", ".gitlab-ci.yml", "Jenkinsfile",
                         "azure-pipelines.yml"})
 CI_DIRS = (".github/workflows/", ".circleci/")
@@ -172,6 +188,11 @@ def _check(tree: Worktree, base: str, head: str, old: str | None, new: str | Non
     name = PurePosixPath(path).name
     lang = next((lang for lang in LANGUAGES if new and new.endswith(lang.suffixes)), None)
     is_ci = any(path.startswith(d) or f"/{d}" in path for d in CI_DIRS)
+    if new and name in IGNORE_FILES:
+        added = tree.changed_lines(base, head, [p for p in dict.fromkeys((old, new)) if p])[1]
+        return [
+            _problem(kind, why, new, line) for kind, why, line in ignore_file_findings(new, added)
+        ]
     if lang is None and not is_ci and name not in CONFIG_NAMES:
         return []
     removed, added = tree.changed_lines(base, head, [p for p in dict.fromkeys((old, new)) if p])
@@ -179,6 +200,12 @@ def _check(tree: Worktree, base: str, head: str, old: str | None, new: str | Non
     if lang and new:
         for kind, pattern, why in lang.added_lines:
             problems += _added_tokens(kind, pattern, why, new, removed, added)
+        if is_test_path(new):
+            for kind, pattern, why in TEST_FILE_TOKENS:
+                problems += _added_tokens(kind, pattern, why, new, removed, added)
+        exists = old is None and new.endswith(".pyi") and tree.read_file(head, new[:-1]) is not None
+        for kind, why, line in shadowing_stub(new, added=old is None, module_exists=exists):
+            problems.append(_problem(kind, why, new, line))
         if old and is_test_path(new):
             problems += _compare_tests(
                 lang, old, new, _read(tree, base, old), _read(tree, head, new)
@@ -273,12 +300,25 @@ def _compare_tests(
         detail = f"{what} {name} was removed from {old} (tests there went from {was} to {now})"
         test_id = f"{new}::{name.replace('.', '::')}"
         problems.append(_problem("test_function_removed", detail, old, line, test_id))
-    if before.parsed or not gone:
-        kept = before.assertions - sum(before.tests[n][1] for n in gone)
-        if after.assertions < kept:
-            detail = f"assertions in {new} went from {kept} to {after.assertions} (outside removed"
-            detail += " tests), so its tests check less"
-            problems.append(_problem("assertion_removed", detail, new))
+    kept = before.assertions - sum(before.tests[n][1] for n in gone)
+    fewer = (before.parsed or not gone) and after.assertions < kept
+    # On the syntax tree too: which test kept by name checks less, and what its check became.
+    weakened = weakened_assertions(before_src, after_src) if after.parsed else []
+    if fewer or weakened:
+        detail = f"assertions in {new}" + (
+            f" went from {kept} to {after.assertions} (outside removed tests)"
+            if fewer
+            else " were weakened"
+        )
+        detail += "; ".join(
+            [", so its tests check less", *(f"in {w.test}, {w.change}" for w in weakened[:3])]
+        )
+        if len(weakened) > 3:
+            detail += f" (and {len(weakened) - 3} more tests)"
+        first = weakened[0] if weakened else None
+        at = first.line if first else None
+        first_id = f"{new}::{first.test.replace('.', '::')}" if first else None
+        problems.append(_problem("assertion_removed", detail, new, at, first_id))
     return problems
 
 

@@ -8,12 +8,19 @@ then pass are flaky. What remains is parsed into problems the agent can act on.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from harness.config.policy import FlakyConfig, GateConfig, InfrastructureConfig
+from harness.gates.pytest_report import (
+    contradiction,
+    contradiction_problem,
+    read_report,
+    report_dir,
+)
 from harness.gates.record import (
     GateRecord,
     GateRun,
@@ -165,33 +172,42 @@ class GateRunner:
             timeout = max(1.0, min(timeout, self.deadline - time.monotonic()))
         stem = f"{phase}-{attempt}-{gate.name}" + (f"-run{run}" if run > 1 else "")
         log = self.log_dir / f"{stem}.log"
-        # pytest writes a JUnit report wherever a gate runs it; the scratch dir is writable.
-        # xunit1 reports carry each test's file, which makes exact test ids.
-        junit = self.sandbox.scratch / "reports" / f"{stem}.xml"
-        junit.unlink(missing_ok=True)
-        report = f"--junitxml={junit} -o junit_family=xunit1"
-        env = {**setup.env, "PYTEST_ADDOPTS": f"{PYTEST_ADDOPTS} {report}"}
-        if setup.ran is not None:
-            setup_s = max(0.0, setup_s - setup.ran.duration_s)  # prepare's time included it
-            done = _ran_elsewhere(setup.ran, log)
-        else:
-            done = self.sandbox.run(
-                gate.command, timeout_s=timeout, log_path=log, env=env, network=setup.network
-            )
+        with report_dir(self.sandbox.scratch) as reports:
+            # xunit1 reports carry each test's file, which makes exact test ids.
+            report = f"--junitxml={reports.report} -o junit_family=xunit1"
+            env = {**setup.env, "PYTEST_ADDOPTS": f"{PYTEST_ADDOPTS} {report}"}
+            if setup.ran is not None:
+                setup_s = max(0.0, setup_s - setup.ran.duration_s)  # prepare's time included it
+                done = _ran_elsewhere(setup.ran, log)
+            else:
+                done = self.sandbox.run(
+                    gate.command, timeout_s=timeout, log_path=log, env=env, network=setup.network
+                )
+            junit = read_report(reports)
         record = gate_record(gate, done, attempt=attempt, phase=phase, run=run, setup_s=setup_s)
+        contradicted = contradiction(gate, done, junit, record.counts)
+        if contradicted is not None:
+            record = record.model_copy(update={"passed": False})
         if record.passed:
             return record, []
         if record.infrastructure_failure:
             return record, [infrastructure_problem(record, instance)]
-        problems = parse_gate_output(
-            gate,
-            output_to_parse(done),
-            root=self.sandbox.path,
-            junit_xml=junit if junit.is_file() else None,
-            exit_code=done.exit_code,
-            log=record.log,
-            instance=instance,
-        )
+        with tempfile.TemporaryDirectory(prefix="harness-junit-") as private:
+            # The parser reads a path: the report's bytes, copied where only harness writes.
+            copy = Path(private) / "junit.xml" if junit is not None else None
+            if copy is not None and junit is not None:
+                copy.write_bytes(junit)
+            problems = parse_gate_output(
+                gate,
+                output_to_parse(done),
+                root=self.sandbox.path,
+                junit_xml=copy,
+                exit_code=done.exit_code,
+                log=record.log,
+                instance=instance,
+            )
+        if contradicted is not None:
+            problems = [contradiction_problem(gate, contradicted, instance, record.log), *problems]
         if not record.counts:  # machine formats (JSON) print no closing count line
             record = record.model_copy(update={"counts": {"found": len(problems)}})
         return record, problems

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterator
@@ -34,6 +35,24 @@ def count(tail: str) -> dict[str, int]:
     for number, word in _COUNT.findall("\n".join(tail.strip().splitlines()[-3:])):
         counts["errors" if word.startswith("error") else word] = int(number)
     return counts
+
+
+def junit_totals(data: bytes) -> dict[str, int] | None:
+    """Tests by outcome ("tests", "failures", "errors", "skipped") summed over a JUnit report's
+    test suites; None when it is not well-formed XML or holds no test suite."""
+    totals = dict.fromkeys(("tests", "failures", "errors", "skipped"), 0)
+    suites = 0
+    try:
+        # Attributes only: pytest writes each suite's totals on its <testsuite> element.
+        for _, element in ElementTree.iterparse(io.BytesIO(data), events=("start",)):
+            if element.tag == "testsuite":
+                suites += 1
+                for key in totals:
+                    value = element.get(key, "0")
+                    totals[key] += int(value) if value.isdigit() else 0
+    except ElementTree.ParseError:
+        return None
+    return totals if suites else None
 
 
 def parse_junit(report: Path, builder: ProblemBuilder, *, limit: int) -> list[Problem] | None:
