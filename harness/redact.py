@@ -106,8 +106,9 @@ class StreamRedactor:
         self._held = b""
 
     def feed(self, chunk: bytes) -> bytes:
-        out, end = self.redactor.data(self._held + chunk)
-        self._held = (self._held + chunk)[end:]
+        raw = self._held + chunk
+        out, end = self.redactor.data(raw)
+        self._held = raw[end:]
         return out
 
     def close(self) -> bytes:

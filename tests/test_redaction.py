@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from helpers import FINISH, WRITE_DONE, TinyProject, commit_files
 
+from harness.parsers import _without_cut_lines
 from harness.publish.local import LocalPublisher
 from harness.redact import Redactor, StreamRedactor
 from harness.sandbox.local import WorktreeSandbox
@@ -113,6 +114,9 @@ def test_a_huge_output_leaves_a_capped_log_with_head_tail_and_a_note(
     assert log.stat().st_size <= cap + len(note.encode()) + 2
     assert text.startswith("FIRST-LINE\n") and text.endswith("\nLAST-LINE\n")
     assert f"[… {total - cap} bytes of output cut here" in note
+    # A gate's problems are parsed from this log: the parser drops the note and the two
+    # partial lines beside it.
+    assert "[… output cut …]\n" in _without_cut_lines(text)
     # The in-memory copy keeps its own, smaller head and tail, and says how much it cut.
     assert done.output_cut_bytes == total - HEAD_BYTES - TAIL_BYTES
     assert done.output.startswith("FIRST-LINE\n") and done.output.endswith("LAST-LINE\n")

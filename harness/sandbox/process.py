@@ -43,6 +43,7 @@ def run_process(
     log_max_bytes: int = LOG_MAX_BYTES,
 ) -> Completed:
     started = time.monotonic()
+    capture = _Capture(log_path, log_max_bytes)  # before the command starts: it may fail
     read_fd, write_fd = os.pipe()
     try:
         # A new session gives the command its own process group, so a timeout kills the
@@ -58,6 +59,7 @@ def run_process(
         )
     except OSError as exc:
         os.close(read_fd)
+        capture.close()
         return Completed(
             exit_code=127,
             output=f"cannot start {argv[0]}: {exc.strerror}",
@@ -65,7 +67,6 @@ def run_process(
         )
     finally:
         os.close(write_fd)
-    capture = _Capture(log_path, log_max_bytes)
     wake_read, wake_write = os.pipe()
     reader = threading.Thread(target=_pump, args=(read_fd, wake_read, capture), daemon=True)
     reader.start()
