@@ -57,6 +57,16 @@ def _lock_for(toplevel: Path) -> threading.Lock:
         return _repo_locks.setdefault(str(toplevel), threading.Lock())
 
 
+def refused_in_branch_names(name: str) -> bool:
+    """Whether git's own ref rules (`git check-ref-format`) refuse `refs/heads/<name>`: `..`,
+    a component starting with `.` or ending in `.lock`, `//`, a trailing `/` or `.`, and more."""
+    try:
+        _call(git.Git(), ("check-ref-format", f"refs/heads/{name}"))
+    except InfrastructureError:
+        return True
+    return False
+
+
 class GitRepository:
     """A repository a spec points at; `subdir` is where the spec's repo sits inside it."""
 

@@ -8,9 +8,11 @@ from typing import Annotated, Literal
 
 import yaml
 from pydantic import BeforeValidator, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from harness.config.strict import StrictModel, parse_yaml_mapping
 from harness.errors import InputError
+from harness.git import refused_in_branch_names
 from harness.integration.config import IntegrationConfig
 
 AgentKind = Literal["anthropic", "command", "replay"]
@@ -122,6 +124,20 @@ class PublishConfig(StrictModel):
     """Task branches are named <branch_prefix>/<run-id>/<spec-id>."""
     protected_paths: list[str] = []
     """Git globs from the repository's top level; a change touching one never auto-PRs."""
+
+    @field_validator("branch_prefix")
+    @classmethod
+    def _a_branch_git_accepts(cls, prefix: str) -> str:
+        # Checked at load, with git's own rules: a prefix git refuses would fail every task
+        # only when its branch is made.
+        if refused_in_branch_names(f"{prefix}/run-id/spec-id"):
+            raise PydanticCustomError(
+                "ref_format",
+                "git refuses it in a branch name ('..', '//', a part starting with '.' or "
+                "ending in '.lock' or '/'); use parts of letters, digits, '-', '_' and single "
+                "dots joined by single '/', e.g. harness or team/harness",
+            )
+        return prefix
 
 
 class FeedbackConfig(StrictModel):

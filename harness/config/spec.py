@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -13,7 +14,7 @@ from pydantic import Field, ValidationError
 from harness.config.policy import BudgetOverride
 from harness.config.strict import StrictModel, describe_validation_error
 from harness.errors import InputError
-from harness.git import GitRepository
+from harness.git import GitRepository, refused_in_branch_names
 
 
 class SpecFrontMatter(StrictModel):
@@ -66,6 +67,14 @@ class SpecSet:
     errors: list[str]
 
 
+def _branch_safe(spec_id: str) -> str:
+    """A suggestion for an id git refuses: runs of dots become one '-', and no '.lock' or '.'
+    at the end."""
+    safe = re.sub(r"\.{2,}", "-", spec_id)
+    safe = safe.removesuffix(".lock").rstrip(".")
+    return safe or "task"
+
+
 def is_spec_file(path: Path) -> bool:
     """Markdown files are specs, except drafts (draft-*.md) and folder READMEs."""
     return path.suffix == ".md" and not path.name.startswith("draft-") and path.name != "README.md"
@@ -89,6 +98,12 @@ def load_spec(path: Path) -> Spec:
         front = SpecFrontMatter.model_validate(post.metadata)
     except ValidationError as exc:
         raise InputError(describe_validation_error(path, exc)) from None
+    if refused_in_branch_names(f"harness/run-id/{front.id}"):
+        raise InputError(
+            f"{path}: id: {front.id!r} cannot name a git branch (git refuses '..', and a "
+            "trailing '.' or '.lock'); rename it, e.g. "
+            f"{_branch_safe(front.id)!r}"
+        )
     if not post.content.strip():
         raise InputError(f"{path}: body is empty; write the agent's instructions under the ---")
 
