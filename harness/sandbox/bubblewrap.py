@@ -1,8 +1,9 @@
 """Command lines and environments for bubblewrap, the local sandbox's confinement.
 
-Inside: the host read-only, a private /tmp, no network but the sandbox's own loopback, a new
-pid namespace that dies with harness, and a scrubbed environment. Writable: the task's worktree
-and its scratch directory only.
+Inside: an allowlisted read-only view (the system's toolchain directories, part of /etc,
+harness's Python), a size-capped private /tmp, no network but the sandbox's own loopback, a new
+pid namespace that dies with harness, no capabilities, a seccomp filter, resource limits and a
+scrubbed environment. Writable: the task's worktree and its scratch directory only.
 """
 
 from __future__ import annotations
@@ -12,21 +13,61 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.sandbox import PYTEST_ADDOPTS
+from harness.sandbox import PYTEST_ADDOPTS, seccomp
+from harness.sandbox.limits import SandboxLimits
+
+DEFAULT_LIMITS = SandboxLimits()
 
 # Variables passed through from the host. Everything else is dropped: an allowlist, because a
 # denylist of secret-looking names (*_TOKEN, *_KEY, AWS_*, ANTHROPIC_*) always misses one.
 PASSTHROUGH_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
 
-# Directories that bubblewrap replaces with empty tmpfs mounts; paths harness needs under them
-# (a venv, a repository under /tmp) are bound back in afterwards.
-HIDDEN_DIRS = (Path("/tmp"), Path("/run"), Path("/var/tmp"))
-# /etc/resolv.conf often links into /run; a command given the network needs it to resolve.
+# The view is an allowlist: these, plus what each sandbox names (worktree, scratch, git dir,
+# harness's Python, policy's read paths). Home directories, /root, /var, /opt, /srv, /mnt,
+# other worktrees, runs/ and the store are simply not there.
+SYSTEM_DIRS = tuple(
+    Path(name) for name in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+)
+# What programs read from /etc: users and groups (no shadow, gshadow), the dynamic linker,
+# Debian's alternatives, CA certificates (not ssl/private), time zone, name-service config.
+ETC_ALLOWLIST = (
+    "passwd",
+    "group",
+    "nsswitch.conf",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "alternatives",
+    "ssl/certs",
+    "ssl/openssl.cnf",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "localtime",
+    "timezone",
+    "mime.types",
+    "os-release",
+    "protocols",
+    "services",
+)
+# Only for a command given the network; /etc/resolv.conf often links into /run.
+ETC_NETWORK = ("resolv.conf", "hosts", "host.conf", "gai.conf")
 RESOLVER_PATHS = (Path("/run/systemd/resolve"), Path("/run/resolvconf"))
+SECCOMP_FD = 3
+# Runs on the host, as harness, before bubblewrap: its arguments are harness's own (the filter
+# file, cgroup.procs files, limits); the command is only ever an argument of bwrap. It joins
+# the command's cgroups, sets rlimits that bubblewrap and all it starts inherit (memory as
+# RLIMIT_DATA, CPU seconds, processes), and opens the seccomp filter on fd 3 for `--seccomp 3`.
+PRELUDE = """bpf=$1 procs=$2 data_kb=$3 cpu_s=$4 nproc=$5
+shift 5
+for p in $procs; do echo $$ > "$p" || exit 125; done
+ulimit -d "$data_kb" && ulimit -t "$cpu_s" && ulimit -p "$nproc" || exit 125
+[ -z "$bpf" ] || exec "$@" 3< "$bpf"
+exec "$@"
+"""
 
 
 @dataclass(frozen=True)
@@ -82,40 +123,57 @@ def wrap(
     readable: Iterable[Path],
     read_only: Iterable[Path] = (),
     network: bool = False,
+    limits: SandboxLimits = DEFAULT_LIMITS,
+    cgroup_procs: Sequence[Path] = (),
 ) -> list[str]:
-    """The bwrap argv running `command` through sh in `cwd`.
+    """The argv running `command` through sh in `cwd`, confined by bubblewrap.
 
-    `writable` are bound read-write; `readable` are paths the command needs that may sit under
-    a hidden directory (the venv, the repository's .git), bound back read-only; `read_only`
-    are paths inside `writable` ones that must not change. `network` keeps the host's network
-    namespace (and the resolver config under /run).
+    The view is built from an allowlist (`view_args`); `writable` are bound read-write,
+    `readable` read-only (harness's Python, the repository's git dir, policy's read paths),
+    and `read_only` are paths inside `writable` ones that must not change. `network` keeps the
+    host's network namespace and its resolver config. The argv starts with a short host-side
+    prelude (`PRELUDE`) that enters `cgroup_procs`, sets the rlimits and opens the seccomp
+    filter for bubblewrap.
     """
-    if network:
-        readable = [*readable, *RESOLVER_PATHS]
-    argv = [binary, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-    for hidden in HIDDEN_DIRS:
-        if hidden.is_dir():
-            argv += ["--tmpfs", str(hidden)]
+    bpf = seccomp.build_filter().path
+    argv = [binary, *view_args(network, limits)]
     for path in readable:
-        if any(path.is_relative_to(hidden) for hidden in HIDDEN_DIRS) and path.exists():
-            argv += ["--ro-bind", str(path), str(path)]
+        argv += ["--ro-bind-try", str(path), str(path)]
     for path in writable:
         argv += ["--bind", str(path), str(path)]
     for path in read_only:
         argv += ["--ro-bind", str(path), str(path)]
+    argv += ["--remount-ro", "/"]  # bubblewrap's own root tmpfs: nothing is written there
     argv += ["--unshare-all"]  # user, ipc, pid, net (only a private loopback), uts, cgroup
     if network:
         argv += ["--share-net"]
-    argv += [
-        "--die-with-parent",
-        "--new-session",
-        "--chdir",
-        str(cwd),
-        "/bin/sh",
-        "-c",
-        command,
-    ]
-    return argv
+    argv += ["--cap-drop", "ALL", "--die-with-parent", "--new-session"]
+    if bpf is not None:
+        argv += ["--seccomp", str(SECCOMP_FD)]
+    argv += ["--chdir", str(cwd), "/bin/sh", "-c", command]
+    rlimits = [str(limits.memory_bytes // 1024), str(limits.cpu_seconds), str(limits.pids)]
+    procs = " ".join(str(path) for path in cgroup_procs)
+    return ["/bin/sh", "-c", PRELUDE, "harness-sandbox", str(bpf or ""), procs, *rlimits, *argv]
+
+
+def view_args(network: bool, limits: SandboxLimits) -> list[str]:
+    """bwrap arguments for everything every sandbox sees: the system's toolchain directories,
+    the allowlisted part of /etc, fresh /dev and /proc, a size-capped private /tmp."""
+    args: list[str] = []
+    for top in SYSTEM_DIRS:
+        if top.is_symlink():  # /bin -> usr/bin on merged-/usr systems
+            args += ["--symlink", os.readlink(top), str(top)]
+        elif top.is_dir():
+            args += ["--ro-bind", str(top), str(top)]
+    etc = [*ETC_ALLOWLIST, *(ETC_NETWORK if network else ())]
+    for name in etc:
+        args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    if network:
+        for path in RESOLVER_PATHS:
+            args += ["--ro-bind-try", str(path), str(path)]
+    args += ["--dev", "/dev", "--proc", "/proc"]
+    args += ["--size", str(limits.tmp_bytes), "--tmpfs", "/tmp"]
+    return args
 
 
 def needed_host_paths() -> list[Path]:

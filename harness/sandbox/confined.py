@@ -7,6 +7,7 @@ from pathlib import Path
 
 from harness.sandbox import Completed, resolve_inside
 from harness.sandbox import bubblewrap as bwrap
+from harness.sandbox.limits import SandboxLimits, command_cgroups
 from harness.sandbox.process import run_process
 
 
@@ -23,12 +24,16 @@ class ConfinedDirectory:
         *,
         readable: Sequence[Path] = (),
         read_only: Sequence[Path] = (),
+        limits: SandboxLimits = bwrap.DEFAULT_LIMITS,
+        read_paths: Sequence[Path] = (),
     ) -> None:
         self.root = root
         """The writable tree; `path` (the cwd of commands) is inside it."""
         self.path = path
         self.scratch = scratch
-        self._readable = [*bwrap.needed_host_paths(), *readable]
+        self._readable = [*bwrap.needed_host_paths(), *readable, *read_paths]
+        self.limits = limits
+        """Each command's memory, pids, CPU time and /tmp size (policy's `limits:`)."""
         self._read_only = list(read_only)
         probe = bwrap.probe()
         self._bwrap = probe.reason if probe.available else None
@@ -46,7 +51,10 @@ class ConfinedDirectory:
         full_env = bwrap.sandbox_env(self.scratch) | dict(env or {})
         if self._bwrap is None:
             argv = ["/bin/sh", "-c", command]
-        else:
+            return run_process(
+                argv, cwd=self.path, env=full_env, timeout_s=timeout_s, log_path=log_path
+            )
+        with command_cgroups(self.limits) as cgroup_procs:
             argv = bwrap.wrap(
                 self._bwrap,
                 command,
@@ -55,10 +63,12 @@ class ConfinedDirectory:
                 readable=self._readable,
                 read_only=self._read_only,
                 network=network,
+                limits=self.limits,
+                cgroup_procs=cgroup_procs,
             )
-        return run_process(
-            argv, cwd=self.path, env=full_env, timeout_s=timeout_s, log_path=log_path
-        )
+            return run_process(
+                argv, cwd=self.path, env=full_env, timeout_s=timeout_s, log_path=log_path
+            )
 
     def read(self, relpath: str) -> str:
         return resolve_inside(self.path, relpath).read_text(encoding="utf-8", errors="replace")

@@ -1,0 +1,156 @@
+"""Resource limits of sandboxed commands, the extra read paths of the sandbox's view, and the
+size check a commit must pass.
+
+Limits are enforced twice where the machine allows: a cgroup per command (cgroups v1 memory and
+pids, as root) and rlimits set just before bubblewrap starts. rlimits alone cannot stop a fork
+bomb when harness runs as root: the kernel skips RLIMIT_NPROC for the initial namespace's root
+user, and bubblewrap's user namespace maps the sandbox's root to that same user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import Field, field_validator
+
+from harness.config.strict import StrictModel
+
+MIB = 1024 * 1024
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+class SandboxLimits(StrictModel):
+    """Policy's `limits:` section: what one sandboxed command may use."""
+
+    memory_bytes: int = Field(default=4096 * MIB, ge=64 * MIB)
+    """Memory of one command and all it starts: the memory cgroup's limit, and each process's
+    RLIMIT_DATA (heap and private mappings), so a memory bomb fails its allocation or is
+    killed, and harness keeps running."""
+    pids: int = Field(default=1024, ge=16)
+    """Processes and threads of one command at once (pids cgroup): a fork bomb's fork fails."""
+    cpu_seconds: int = Field(default=1800, ge=1)
+    """CPU time of each process (RLIMIT_CPU; SIGXCPU past it). The gate's `timeout_s` bounds
+    wall-clock time; this bounds a process that spins while its gate waits on something else."""
+    tmp_bytes: int = Field(default=512 * MIB, ge=MIB)
+    """Size of the sandbox's private /tmp (a RAM-backed tmpfs): writing past it fails ENOSPC."""
+    file_bytes: int = Field(default=50 * MIB, ge=1)
+    """Largest file a commit may add or change; a larger one is refused as a policy problem."""
+    worktree_bytes: int = Field(default=1024 * MIB, ge=1)
+    """Largest total of a worktree's files (`.git` excluded) at commit time."""
+
+
+class SandboxView(StrictModel):
+    """Policy's `sandbox:` section: what a sandbox may see beyond its allowlisted view."""
+
+    read_paths: list[str] = []
+    """Absolute host paths bound read-only into every sandbox (a toolchain under /opt, a
+    shared dataset). Each is recorded in the run summary, since it widens what agents read."""
+
+    @field_validator("read_paths")
+    @classmethod
+    def _absolute(cls, paths: list[str]) -> list[str]:
+        relative = [path for path in paths if not os.path.isabs(path)]
+        if relative:
+            raise ValueError(f"read_paths must be absolute: {', '.join(relative)}")
+        return paths
+
+
+@dataclass(frozen=True)
+class Oversized:
+    """One reason a tree is refused at commit."""
+
+    path: str
+    """Relative to the worktree; "." for the whole tree."""
+    size: int
+    limit: int
+
+    def describe(self) -> str:
+        what = "the worktree" if self.path == "." else self.path
+        return f"{what} is {self.size:,} bytes, over the {self.limit:,}-byte limit"
+
+
+def oversized(root: Path, limits: SandboxLimits) -> list[Oversized]:
+    """Files over `file_bytes`, and the whole tree if over `worktree_bytes`.
+
+    Sizes come from lstat while walking: a symlink counts as the link itself, is never
+    followed, and no file is opened, because everything under `root` is the agent's.
+    """
+    found: list[Oversized] = []
+    total = 0
+    pending = [root]
+    while pending:
+        directory = pending.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue  # unreadable or vanished: git's own commit reports it
+        for entry in entries:
+            if directory == root and entry.name == ".git":
+                continue
+            info = os.lstat(entry.path)
+            if stat.S_ISDIR(info.st_mode):
+                pending.append(Path(entry.path))
+                continue
+            total += info.st_size
+            if info.st_size > limits.file_bytes:
+                relative = os.path.relpath(entry.path, root)
+                found.append(Oversized(relative, info.st_size, limits.file_bytes))
+    if total > limits.worktree_bytes:
+        found.append(Oversized(".", total, limits.worktree_bytes))
+    return sorted(found, key=lambda item: item.path)
+
+
+def cgroups_usable() -> str | None:
+    """None when per-command v1 memory and pids cgroups can be made here, else why not."""
+    for controller in ("memory", "pids"):
+        parent = CGROUP_ROOT / controller
+        if not (parent / "cgroup.procs").exists():
+            return f"no cgroup v1 {controller} controller at {parent}"
+        if not os.access(parent, os.W_OK):
+            return f"cannot create cgroups under {parent} (not root?)"
+    return None
+
+
+@contextlib.contextmanager
+def command_cgroups(limits: SandboxLimits) -> Iterator[list[Path]]:
+    """Fresh memory and pids cgroups for one command; yields their `cgroup.procs` files (the
+    command's first process writes itself there) and removes the cgroups afterwards. Yields
+    nothing when cgroups are not usable here; the rlimits still apply."""
+    if cgroups_usable() is not None:
+        yield []
+        return
+    name = f"harness-{uuid.uuid4().hex[:12]}"
+    made: list[Path] = []
+    try:
+        for controller, knob, value in (
+            ("memory", "memory.limit_in_bytes", limits.memory_bytes),
+            ("pids", "pids.max", limits.pids),
+        ):
+            group = CGROUP_ROOT / controller / name
+            group.mkdir()
+            made.append(group)
+            (group / knob).write_text(str(value))
+        yield [group / "cgroup.procs" for group in made]
+    finally:
+        for group in made:
+            _remove(group)
+
+
+def _remove(group: Path) -> None:
+    # The command's pid namespace is gone when bwrap exits, but its processes may take a
+    # moment to be reaped; a cgroup with members cannot be removed.
+    for _ in range(50):
+        try:
+            group.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.01)

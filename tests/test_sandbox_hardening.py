@@ -1,0 +1,196 @@
+"""Issue 11, items 2 and 3: what a sandboxed command can see, call and use (real bubblewrap)."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import socket
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.sandbox import Completed
+from harness.sandbox.confined import ConfinedDirectory
+from harness.sandbox.limits import CGROUP_ROOT, MIB, SandboxLimits, oversized
+
+
+def confined(tmp_path: Path, **options: object) -> ConfinedDirectory:
+    worktree = tmp_path / "worktree"
+    scratch = tmp_path / "scratch"
+    worktree.mkdir(exist_ok=True)
+    scratch.mkdir(exist_ok=True)
+    box = ConfinedDirectory(worktree, worktree, scratch, **options)  # type: ignore[arg-type]
+    assert box.isolation == "bubblewrap"
+    return box
+
+
+def python(box: ConfinedDirectory, script: str, timeout_s: float = 60) -> Completed:
+    box.write("probe.py", textwrap.dedent(script))
+    return box.run("python probe.py", timeout_s=timeout_s)
+
+
+@pytest.fixture
+def host_dir() -> Iterator[Path]:
+    """A directory in root's home, the way ~/.ssh or ~/.aws sit on a real host."""
+    path = Path("/root") / f"harness-test-{secrets.token_hex(6)}"
+    path.mkdir()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_secrets_on_the_host_are_not_visible(tmp_path: Path, host_dir: Path) -> None:
+    token = secrets.token_hex(16)
+    planted = [host_dir / ".ssh" / "id_ed25519", host_dir / ".aws" / "credentials"]
+    etc_secret = Path("/etc") / f"harness-test-{secrets.token_hex(6)}"
+    other_worktree = tmp_path / "other-task" / "notes.txt"
+    planted += [etc_secret, other_worktree]
+    try:
+        for path in planted:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(token)
+        box = confined(tmp_path)
+        paths = " ".join(str(path) for path in [*planted, Path("/etc/shadow")])
+        result = box.run(f"for f in {paths}; do cat $f; done", timeout_s=30)
+        home = box.run("ls -a /root", timeout_s=30)
+    finally:
+        etc_secret.unlink()
+    assert token not in result.output
+    assert "root:" not in result.output  # /etc/shadow's first line
+    assert host_dir.name not in home.output
+
+
+def test_policy_read_paths_are_visible_read_only(tmp_path: Path, host_dir: Path) -> None:
+    (host_dir / "data.txt").write_text("shared dataset")
+    box = confined(tmp_path, read_paths=[host_dir])
+    result = box.run(f"cat {host_dir}/data.txt && touch {host_dir}/x", timeout_s=30)
+    assert "shared dataset" in result.output
+    assert result.exit_code != 0
+    assert not (host_dir / "x").exists()
+
+
+def test_a_host_unix_socket_outside_tmp_is_not_connectable(tmp_path: Path, host_dir: Path) -> None:
+    address = host_dir / "agent.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(address))
+    server.listen(1)
+    try:
+        box = confined(tmp_path, read_paths=[host_dir])  # even a path the view includes
+        result = python(
+            box,
+            f"""
+            import socket
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect({str(address)!r})
+            print("connected")
+            """,
+        )
+    finally:
+        server.close()
+    assert "connected" not in result.output
+    assert "PermissionError" in result.output
+    assert result.exit_code != 0
+
+
+def test_ptrace_mount_keyctl_and_bpf_are_refused(tmp_path: Path) -> None:
+    box = confined(tmp_path)
+    result = python(
+        box,
+        """
+        import ctypes, os
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        os.makedirs("/tmp/m", exist_ok=True)
+        attr = (ctypes.c_uint32 * 32)(2, 4, 4, 1)  # BPF_MAP_TYPE_ARRAY, one 4-byte entry
+        calls = {
+            "ptrace": lambda: libc.ptrace(0, 0, 0, 0),  # PTRACE_TRACEME
+            "mount": lambda: libc.mount(b"none", b"/tmp/m", b"tmpfs", 0, None),
+            "keyctl": lambda: libc.syscall(250, 0, -3, 1),  # KEYCTL_GET_KEYRING_ID, session
+            "bpf": lambda: libc.syscall(321, 0, ctypes.byref(attr), 128),  # BPF_MAP_CREATE
+        }
+        for name, call in calls.items():
+            ctypes.set_errno(0)
+            code = call()
+            print(name, "refused" if code == -1 and ctypes.get_errno() == 1 else f"ran {code}")
+        """,
+    )
+    for name in ("ptrace", "mount", "keyctl", "bpf"):
+        assert f"{name} refused" in result.output, result.output
+
+
+def test_a_memory_bomb_fails_and_harness_survives(tmp_path: Path) -> None:
+    box = confined(tmp_path, limits=SandboxLimits(memory_bytes=128 * MIB))
+    result = python(box, "block = bytearray(1024 * 1024 * 1024)\nprint('allocated')")
+    assert "allocated" not in result.output
+    assert result.exit_code != 0 and not result.timed_out
+    assert box.run("echo alive", timeout_s=30).output.strip() == "alive"
+
+
+def test_a_fork_bomb_fails(tmp_path: Path) -> None:
+    box = confined(tmp_path, limits=SandboxLimits(pids=32))
+    result = python(
+        box,
+        """
+        import os, time
+        for n in range(200):
+            if os.fork() == 0:
+                time.sleep(3)
+                os._exit(0)
+        print("forked 200")
+        """,
+    )
+    assert "forked 200" not in result.output
+    assert "BlockingIOError" in result.output
+    assert result.exit_code != 0 and not result.timed_out
+
+
+def test_a_cpu_spinner_is_killed_at_its_cpu_limit(tmp_path: Path) -> None:
+    box = confined(tmp_path, limits=SandboxLimits(cpu_seconds=1))
+    result = python(box, "while True:\n    pass\n", timeout_s=120)
+    assert not result.timed_out
+    assert result.exit_code != 0
+
+
+def test_filling_tmp_stops_at_its_size_cap(tmp_path: Path) -> None:
+    box = confined(tmp_path, limits=SandboxLimits(tmp_bytes=4 * MIB))
+    result = box.run("head -c 64000000 /dev/zero > /tmp/fill && echo filled", timeout_s=60)
+    assert "filled" not in result.output
+    assert "No space left" in result.output
+    assert result.exit_code != 0
+
+
+def test_command_cgroups_are_removed_afterwards(tmp_path: Path) -> None:
+    def ours() -> set[str]:
+        return {
+            path.name
+            for controller in ("memory", "pids")
+            for path in (CGROUP_ROOT / controller).glob("harness-*")
+        }
+
+    before = ours()
+    box = confined(tmp_path)
+    assert box.run("cat /proc/self/cgroup", timeout_s=30).exit_code == 0
+    assert ours() == before
+
+
+def test_oversized_files_and_trees_are_found_without_following_links(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.bin"
+    with outside.open("wb") as sparse:
+        sparse.truncate(10 * MIB)
+    tree = tmp_path / "tree"
+    (tree / "data").mkdir(parents=True)
+    with (tree / "data" / "big.bin").open("wb") as sparse:
+        sparse.truncate(3 * MIB)
+    (tree / "small.txt").write_text("ok")
+    (tree / "link").symlink_to(outside)  # counted as the link, never as its target
+    (tree / ".git").mkdir()
+    with (tree / ".git" / "pack").open("wb") as sparse:
+        sparse.truncate(10 * MIB)
+
+    limits = SandboxLimits(file_bytes=2 * MIB, worktree_bytes=4 * MIB)
+    found = oversized(tree, limits)
+    assert [(item.path, item.limit) for item in found] == [("data/big.bin", 2 * MIB)]
+    tighter = oversized(tree, SandboxLimits(file_bytes=4 * MIB, worktree_bytes=2 * MIB))
+    assert [item.path for item in tighter] == ["."]
+    assert "the worktree is" in tighter[0].describe()
