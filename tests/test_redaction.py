@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from helpers import FINISH, WRITE_DONE, TinyProject, commit_files
 
+from harness import redact
 from harness.parsers import _without_cut_lines
 from harness.publish.local import LocalPublisher
 from harness.redact import Redactor, StreamRedactor
@@ -135,3 +136,12 @@ def test_a_value_handed_to_a_command_agent_is_redacted_whatever_its_name(
     log = next((tiny.runs / "r1").rglob("command.log")).read_text()
     assert "using [REDACTED:AGENT_CREDS]" in log
     assert _leaks(tiny) == []
+
+
+def test_a_token_file_is_redacted_once_remembered(tmp_path: Path) -> None:
+    # The hook for the token files a policy or forge names: their contents join every writer's.
+    token = tmp_path / "forge-token"
+    token.write_text("ghx-file-token-0123456789\n", encoding="utf-8")
+    redact.remember_files([token, tmp_path / "not-there"])
+    shown = redact.current().text("auth ghx-file-token-0123456789")
+    assert shown == "auth [REDACTED:FILE:forge-token]"
