@@ -156,3 +156,20 @@ def test_the_graph_verifies_a_symlink_once_policy_allows_it(request: pytest.Fixt
     link: Step = lambda sandbox: os.symlink("/etc/hostname", sandbox.path / "host")  # noqa: E731
     task = run([ok(), ok()], [([link], "finished")], guard={"allow": ["symlink_outside"]})
     assert task.path == ["triage", "provision", *AGENT_TO_VERIFIED]
+
+
+@pytest.mark.parametrize("kind", ["file naming a missing directory", "directory with no commit"])
+def test_a_nested_git_git_add_skips_is_still_found_on_disk(worktree: Worktree, kind: str) -> None:
+    sub = worktree.root / "sub"
+    sub.mkdir()
+    if kind.startswith("file"):
+        (sub / ".git").write_text("gitdir: /nonexistent\n")
+    else:
+        (sub / ".git").mkdir()
+        (sub / ".git" / "config").write_text("[core]\n\tfsmonitor = /bin/false\n")
+    (sub / "x.txt").write_text("x\n")
+    worktree.commit_all("work")  # commits sub/x.txt, not the .git beside it
+
+    refusal, codes = review(worktree)
+    assert codes == ["nested_repository"]
+    assert refusal is not None and "nested_repository" in refusal
