@@ -73,6 +73,7 @@ class GitRepository:
     def __init__(self, toplevel: Path) -> None:
         self.toplevel = toplevel
         self._git = git.Git(str(toplevel))
+        self._no_filters: tuple[str, ...] | None = None
 
     @classmethod
     def containing(cls, path: Path, *, source: Path) -> GitRepository:
@@ -184,7 +185,10 @@ class GitRepository:
         return [Path(name) for name in out.split("\0") if name]
 
     def _run(self, *args: str) -> str:
-        return _call(self._git, args)
+        # A task branch checked out again (a resumed task) holds the agent's .gitattributes.
+        if self._no_filters is None:
+            self._no_filters = _filters_off(self._git, ())
+        return _call(self._git, args, self._no_filters)
 
 
 class Worktree:
@@ -208,24 +212,8 @@ class Worktree:
         self._no_filters: tuple[str, ...] | None = None
 
     def _filters_off(self) -> tuple[str, ...]:
-        """Options that blank every filter driver the configuration defines. The agent's
-        .gitattributes choose which files a driver runs on, and a driver's command may be a
-        path relative to the work tree, which the agent writes (as `./fsmonitor.sh` above);
-        git has no switch for "no filters", so each configured driver is named and emptied."""
         if self._no_filters is None:
-            try:
-                listing = ("config", "--name-only", "--get-regexp", r"^filter\.")
-                names = _call(self._git, listing, self._where).split()
-            except InfrastructureError:  # exit 1: no filter configured
-                names = []
-            drivers = sorted({name[len("filter.") :].rpartition(".")[0] for name in names})
-            settings = ("clean=", "smudge=", "process=", "required=false")
-            self._no_filters = tuple(
-                option
-                for driver in drivers
-                for setting in settings
-                for option in ("-c", f"filter.{driver}.{setting}")
-            )
+            self._no_filters = _filters_off(self._git, self._where)
         return self._no_filters
 
     @classmethod
@@ -364,6 +352,26 @@ class Worktree:
 
 
 _HUNK = re.compile(r"@@ -(\d+)(?:,\d+)? \+(\d+)(?:,\d+)? @@")
+
+
+def _filters_off(runner: git.Git, where: tuple[str, ...]) -> tuple[str, ...]:
+    """Options that blank every filter driver the configuration defines. The agent's
+    .gitattributes choose which files a driver runs on, and a driver's command may be a path
+    relative to the work tree, which the agent writes (as `./fsmonitor.sh` above); git has no
+    switch for "no filters", so each configured driver is named and emptied."""
+    try:
+        listing = ("config", "--name-only", "--get-regexp", r"^filter\.")
+        names = _call(runner, listing, where).split()
+    except InfrastructureError:  # exit 1: no filter configured
+        names = []
+    drivers = sorted({name[len("filter.") :].rpartition(".")[0] for name in names})
+    settings = ("clean=", "smudge=", "process=", "required=false")
+    return tuple(
+        option
+        for driver in drivers
+        for setting in settings
+        for option in ("-c", f"filter.{driver}.{setting}")
+    )
 
 
 def _blob(runner: git.Git, where: tuple[str, ...], commit: str, path: str) -> str | None:

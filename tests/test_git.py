@@ -176,3 +176,26 @@ def test_a_filter_the_users_config_defines_does_not_run_on_the_agents_files(
     (tree.root / "pkg" / "a.py").write_text("x = 3\n")
     git(tree.root, "add", "-A")
     assert marker.exists()  # the control
+
+
+def test_reattaching_a_task_branch_runs_no_filter_the_agent_committed(
+    repo: Path, tmp_path: Path
+) -> None:
+    # A resumed task checks its branch out again: the agent's committed .gitattributes apply
+    # a filter the user's config names by a path relative to the tree, and the agent's commit
+    # holds that program, checked out before the file it filters.
+    git(repo, "config", "filter.tidy.smudge", "./tidy.sh")
+    tree = worktree(repo, tmp_path)
+    marker = tmp_path / "ran-on-host"
+    plant(tree.root / "tidy.sh", marker)
+    (tree.root / ".gitattributes").write_text("zz.py filter=tidy\n")
+    (tree.root / "zz.py").write_text("x = 2\n")
+    tree.commit_all("work")
+    GitRepository(repo).remove_worktree(tree.root)
+
+    GitRepository(repo).attach_worktree(tmp_path / "again", "task")
+    assert (tmp_path / "again" / "zz.py").read_text() == "x = 2\n"
+    assert not marker.exists(), "a filter the agent applied ran on the host at checkout"
+
+    git(repo, "worktree", "add", "-q", "--detach", str(tmp_path / "plain"), "task")
+    assert marker.exists()  # the control
