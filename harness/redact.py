@@ -136,7 +136,11 @@ def current() -> Redactor:
 def remember(named: Mapping[str, str]) -> None:
     """Add secret values (by name) to the process-wide redactor, for every writer from now on."""
     with _lock:
-        _remembered.update(named)
+        for name, value in named.items():
+            # A variable handed again with another value: both values stay secret.
+            if _remembered.get(name, value) != value:
+                name = f"{name}#{len(_remembered)}"
+            _remembered[name] = value
 
 
 def _environment_secrets() -> dict[str, str]:

@@ -145,3 +145,10 @@ def test_a_token_file_is_redacted_once_remembered(tmp_path: Path) -> None:
     redact.remember_files([token, tmp_path / "not-there"])
     shown = redact.current().text("auth ghx-file-token-0123456789")
     assert shown == "auth [REDACTED:FILE:forge-token]"
+
+
+def test_a_remembered_name_handed_a_new_value_keeps_both_secret() -> None:
+    redact.remember({"ROTATED_CREDS": "first-value-0001"})
+    redact.remember({"ROTATED_CREDS": "second-value-0002"})
+    shown = redact.current().text("first-value-0001 second-value-0002")
+    assert "first-value" not in shown and "second-value" not in shown
