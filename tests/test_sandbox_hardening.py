@@ -5,6 +5,8 @@ from __future__ import annotations
 import secrets
 import shutil
 import socket
+import subprocess
+import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +15,7 @@ import pytest
 
 from harness.sandbox import Completed
 from harness.sandbox.confined import ConfinedDirectory
-from harness.sandbox.limits import CGROUP_ROOT, MIB, SandboxLimits, oversized
+from harness.sandbox.limits import MIB, SandboxLimits, oversized
 
 
 def confined(tmp_path: Path, **options: object) -> ConfinedDirectory:
@@ -160,18 +162,24 @@ def test_filling_tmp_stops_at_its_size_cap(tmp_path: Path) -> None:
     assert result.exit_code != 0
 
 
-def test_command_cgroups_are_removed_afterwards(tmp_path: Path) -> None:
-    def ours() -> set[str]:
-        return {
-            path.name
-            for controller in ("memory", "pids")
-            for path in (CGROUP_ROOT / controller).glob("harness-*")
-        }
-
-    before = ours()
-    box = confined(tmp_path)
-    assert box.run("cat /proc/self/cgroup", timeout_s=30).exit_code == 0
-    assert ours() == before
+def test_commands_run_in_cgroups_that_are_removed_at_exit(tmp_path: Path) -> None:
+    script = f"""
+from pathlib import Path
+from harness.sandbox import limits
+from harness.sandbox.confined import ConfinedDirectory
+where = Path({str(tmp_path)!r})
+box = ConfinedDirectory(where, where, where)
+box.run("head -c 20000000 /dev/zero | cat > /dev/null", timeout_s=30)
+for groups in limits._POOL.values():
+    for group in groups[0]:
+        usage = group / "memory.max_usage_in_bytes"
+        print(group, usage.read_text().strip() if usage.exists() else "-")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    lines = [line.split() for line in done.stdout.splitlines()]
+    assert sorted(Path(path).parent.name for path, _ in lines) == ["memory", "pids"], done
+    assert all(usage == "-" or int(usage) > 0 for _, usage in lines)  # the command was in it
+    assert not any(Path(path).exists() for path, _ in lines)
 
 
 def test_oversized_files_and_trees_are_found_without_following_links(tmp_path: Path) -> None:

@@ -8,11 +8,13 @@ scrubbed environment. Writable: the task's worktree and its scratch directory on
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,15 +167,34 @@ def view_args(network: bool, limits: SandboxLimits) -> list[str]:
             args += ["--symlink", os.readlink(top), str(top)]
         elif top.is_dir():
             args += ["--ro-bind", str(top), str(top)]
-    etc = [*ETC_ALLOWLIST, *(ETC_NETWORK if network else ())]
-    for name in etc:
-        args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    args += ["--ro-bind", str(etc_view(network)), "/etc"]
     if network:
         for path in RESOLVER_PATHS:
             args += ["--ro-bind-try", str(path), str(path)]
     args += ["--dev", "/dev", "--proc", "/proc"]
     args += ["--size", str(limits.tmp_bytes), "--tmpfs", "/tmp"]
     return args
+
+
+@functools.cache
+def etc_view(network: bool) -> Path:
+    """A harness-owned copy of the allowlisted part of /etc, made once per process and bound
+    as the sandbox's /etc in one mount: binding each entry separately costs ~0.2 ms apiece on
+    every command. Symlinks (CA certificates, alternatives, localtime) are copied as links."""
+    view = Path(tempfile.mkdtemp(prefix="harness-etc-"))
+    atexit.register(shutil.rmtree, view, ignore_errors=True)
+    for name in [*ETC_ALLOWLIST, *(ETC_NETWORK if network else ())]:
+        source, target = Path("/etc", name), view / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if source.is_dir() and not source.is_symlink():
+                shutil.copytree(source, target, symlinks=True)
+            elif source.is_symlink() or source.is_file():
+                shutil.copy2(source, target, follow_symlinks=False)
+        except OSError:
+            continue  # unreadable here: the sandbox goes without it, as it would without bwrap
+    view.chmod(0o755)  # mkdtemp's 0700 would hide it from a sandbox running as another user
+    return view
 
 
 def needed_host_paths() -> list[Path]:
