@@ -230,15 +230,24 @@ class Worktree:
         """Commit everything in the worktree (ignored files excepted); None when nothing changed."""
         if not self.has_changes():
             return None
+        # git add runs `git status` inside every gitlink already in the index to see if it is
+        # dirty, and there the nested repository's own config applies: gitlinks are left out
+        # (a new nested repository is recorded without being entered; the review refuses it).
+        pathspecs = [":/", *(f":(exclude,top,literal){path}" for path in self._gitlinks())]
         try:
-            self._run("add", "--all", "--", ":/")
+            self._run("add", "--all", "--", *pathspecs)
         except InfrastructureError:
             # Something unaddable (say, a nested repository the agent made with no commit)
             # must not lose the rest of the work: add what can be added.
             with contextlib.suppress(InfrastructureError):
-                self._run("add", "--all", "--ignore-errors", "--", ":/")
+                self._run("add", "--all", "--ignore-errors", "--", *pathspecs)
         self._run(*_IDENTITY, "commit", "--quiet", "--no-verify", "-m", message)
         return self.head()
+
+    def _gitlinks(self) -> list[str]:
+        """Paths (from the top level) of the index's gitlinks."""
+        entries = self._run("ls-files", "-z", "--stage", "--", ":/").split("\0")
+        return [entry.split("\t", 1)[1] for entry in entries if entry.startswith("160000 ")]
 
     def head(self) -> str:
         return self._run("rev-parse", "HEAD").strip()

@@ -142,8 +142,9 @@ def test_a_nested_repositorys_own_config_runs_nothing_on_the_host(
     head = tree.commit_all("work")  # records the nested repository as a gitlink
     assert head is not None
     (nested / "f.txt").touch()  # stat-dirty: git status in there would have to re-read it
-    tree.has_changes()
-    tree.commit_all("again")
+    assert not tree.has_changes()  # a nested repository's own state is not harness's to read
+    (tree.root / "pkg" / "a.py").write_text("x = 3\n")
+    assert tree.commit_all("again") is not None
     tree.diffstat(base)
     tree.file_changes(base, head)
     tree.keep_uncommitted("refs/harness/kept")
