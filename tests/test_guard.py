@@ -500,3 +500,126 @@ def test_guard_only_reads(repo: Path) -> None:
     assert kinds(guard(repo)) == ["test_file_removed"]
     assert (repo / ".git" / "index").read_bytes() == index
     assert git(repo, "status", "--porcelain") == status
+
+
+# --- what changes how a gate evaluates (issue 11) ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "def pytest_sessionfinish(session):\n    session.exitstatus = 0\n",
+        "def pytest_runtest_makereport(item, call):\n    pass\n",
+        "def pytest_collection_modifyitems(config, items):\n    items.clear()\n",
+        "@pytest.hookimpl(hookwrapper=True)\ndef fixture_like():\n    yield\n",
+        "import os\n\nos._exit(0)\n",
+        "pytest.exit('done', returncode=0)\n",
+    ],
+)
+def test_conftest_hooks_and_exits_are_gate_config(repo: Path, code: str) -> None:
+    with (repo / "tests/conftest.py").open("a") as f:
+        f.write("\n\n" + code)
+    commit(repo)
+    found = guard(repo)  # one finding per line that holds a hook or an exit
+    assert set(kinds(found)) == {"gate_config_changed"}
+    assert all(p.location and p.location.path == "tests/conftest.py" for p in found)
+
+
+def test_os_exit_in_a_test_file_is_gate_config(repo: Path) -> None:
+    edit(
+        repo, "tests/test_cart.py", "import pytest\n", "import os\n\nimport pytest\n\nos._exit(0)\n"
+    )
+    commit(repo)
+    assert kinds(guard(repo)) == ["gate_config_changed"]
+
+
+def test_pytest_addoption_and_fixtures_in_conftest_are_fine(repo: Path) -> None:
+    with (repo / "tests/conftest.py").open("a") as f:
+        f.write("\n\ndef pytest_addoption(parser):\n    parser.addoption('--slow')\n")
+        f.write("\n\n@pytest.fixture\ndef prices():\n    return [1.0]\n")
+    commit(repo)
+    assert guard(repo) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "text"),
+    [
+        (".pytest.ini", '[pytest]\naddopts = -k "not test_total"\n'),
+        ("pytest.ini", "[pytest]\naddopts = --deselect tests/test_cart.py::test_total\n"),
+        ("pytest.toml", '[pytest]\naddopts = ["--ignore=tests/test_cart.py"]\n'),
+        ("tox.ini", '[pytest]\naddopts = -k "not total"\n'),
+        ("setup.cfg", '[tool:pytest]\naddopts = -k "not total"\n'),
+    ],
+)
+def test_a_new_pytest_config_in_any_spelling_is_gate_config(
+    repo: Path, path: str, text: str
+) -> None:
+    write(repo, path, text)
+    commit(repo)
+    found = guard(repo)
+    assert "gate_config_changed" in kinds(found), found
+    assert any(p.location and p.location.path == path for p in found)
+
+
+@pytest.mark.parametrize("name", [".ignore", ".gitignore", ".rgignore", "shop/.ignore"])
+def test_a_pattern_added_to_an_ignore_file_is_gate_config(repo: Path, name: str) -> None:
+    write(repo, name, "# hide it\n\nshop/cart.py\n")
+    commit(repo)
+    [problem] = guard(repo)
+    assert problem.code == "gate_config_changed"
+    assert "shop/cart.py" in problem.detail and problem.location
+    assert problem.location.line == 3
+
+
+def test_a_pattern_removed_from_an_ignore_file_is_fine(repo: Path) -> None:
+    write(repo, ".gitignore", "build/\ndist/\n")
+    commit(repo, "ignore")
+    git(repo, "tag", "ignored")
+    write(repo, ".gitignore", "build/\n")
+    commit(repo)
+    assert find_fake_green(repo, "ignored") == []
+
+
+def test_a_stub_beside_a_module_is_gate_config(repo: Path) -> None:
+    write(repo, "shop/cart.pyi", "def total(prices: list[float]) -> float: ...\n")
+    commit(repo)
+    [problem] = guard(repo)
+    assert problem.code == "gate_config_changed"
+    assert "shop/cart.py" in problem.detail
+
+
+def test_a_stub_for_a_module_without_code_is_fine(repo: Path) -> None:
+    write(repo, "shop/native.pyi", "def fast() -> int: ...\n")
+    commit(repo)
+    assert guard(repo) == []
+
+
+@pytest.mark.parametrize(
+    "directive",
+    [
+        "# mypy: disable-error-code=return-value",
+        "# mypy: allow-untyped-defs",
+        "# flake8: noqa",
+        "# pyright: basic",
+        "# pyright: reportGeneralTypeIssues=false",
+    ],
+)
+def test_inline_tool_directives_are_suppressions(repo: Path, directive: str) -> None:
+    edit(repo, "shop/cart.py", '"""A tiny cart."""\n', f'{directive}\n"""A tiny cart."""\n')
+    commit(repo)
+    assert kinds(guard(repo)) == ["suppression_added"]
+
+
+def test_directives_that_add_checks_are_fine(repo: Path) -> None:
+    edit(repo, "shop/cart.py", '"""A tiny cart."""\n', '# mypy: strict\n"""A tiny cart."""\n')
+    commit(repo)
+    assert guard(repo) == []
+
+
+def test_weakened_assertions_are_found_on_the_syntax_tree(repo: Path) -> None:
+    edit(repo, "tests/test_cart.py", "assert total([1.0, 2.0]) == 3.0", "assert total([1.0, 2.0])")
+    commit(repo)
+    [problem] = guard(repo)
+    assert problem.code == "assertion_removed"
+    assert "`assert total([1.0, 2.0]) == 3.0` became `assert total([1.0, 2.0])`" in problem.detail
+    assert problem.test_id == "tests/test_cart.py::test_total"

@@ -43,9 +43,7 @@ a pattern are reported. Binary and unparsable files never crash the guard.
 from __future__ import annotations
 
 import ast
-import configparser
 import re
-import tomllib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -54,6 +52,7 @@ from pathlib import Path, PurePosixPath
 
 from harness.config.policy import GuardFindingKind
 from harness.gates.fake_green_ast import weakened_assertions
+from harness.gates.gate_config import CONFIG_NAMES, LINES, compare_config, parse_config
 from harness.gates.gate_files import (
     DIRECTIVE,
     IGNORE_FILES,
@@ -99,30 +98,8 @@ LANGUAGES = (PYTHON,)
 TEST_DIRS = frozenset({"tests", "test"})
 PYTEST_ASSERTS = frozenset({"raises", "approx", "warns"})
 
-# Gate configuration by file name: TOML and INI files are compared by keys, in the sections
-# named (all when empty); the others (and unparsable ones) by changed lines.
-TOML_FILES: dict[str, tuple[str, ...]] = {
-    "pyproject.toml": ("tool.ruff", "tool.mypy", "tool.pytest", "tool.coverage", "tool.pyright",
-                       "tool.pylint"),
-    "ruff.toml": (), ".ruff.toml": (), "pytest.toml": (), ".pytest.toml": ()}
-INI_FILES: dict[str, tuple[str, ...]] = {
-    "setup.cfg": ("mypy", "flake8", "tool:pytest", "coverage:", "pycodestyle", "pylint"),
-    "tox.ini": (), "mypy.ini": (), ".mypy.ini": (), "pytest.ini": (), ".pytest.ini": (),
-    ".coveragerc": ()}
-TEXT_FILES = frozenset({".pre-commit-config.yaml", ".gitlab-ci.yml", "Jenkinsfile",
-                        "azure-pipelines.yml"})
 CI_DIRS = (".github/workflows/", ".circleci/")
-LOOSEN_BY_ADDING = frozenset({"ignore", "extend-ignore", "per-file-ignores",
-    "extend-per-file-ignores", "exclude", "extend-exclude", "ignore_errors", "disable_error_code",
-    "ignore_missing_imports", "omit", "exclude_lines", "exclude_also", "disable"})
-LOOSEN_BY_REMOVING = frozenset({"select", "extend-select", "enable_error_code"})
 # fmt: on
-THRESHOLD = re.compile(r"(?:fail[_-]under\s*[=:]\s*|--cov-fail-under[=\s]+)(\d+(?:\.\d+)?)")
-FALSY = frozenset({"", "none", "false", "0", "no", "off"})
-CONFIG_NAMES = frozenset(TOML_FILES) | frozenset(INI_FILES) | TEXT_FILES
-LINES = ("(lines)",)  # the one key of a config file compared by changed lines
-
-Key = tuple[str, ...]
 
 
 def find_fake_green(
@@ -212,10 +189,11 @@ def _check(tree: Worktree, base: str, head: str, old: str | None, new: str | Non
             )
     else:
         before, after = _read(tree, base, old), _read(tree, head, new)
-        keys_before, keys_after = _parse_config(name, before), _parse_config(name, after)
+        keys_before, keys_after = parse_config(name, before), parse_config(name, after)
         if keys_before is None or keys_after is None:  # not comparable by keys: by lines
             keys_before, keys_after = {LINES: before}, {LINES: after}
-        problems += _compare_config(path, keys_before, keys_after, removed, added)
+        changes = compare_config(path, keys_before, keys_after, removed, added)
+        problems += [_problem(kind, why, path, line) for kind, why, line in changes]
     return problems
 
 
@@ -319,84 +297,4 @@ def _compare_tests(
         at = first.line if first else None
         first_id = f"{new}::{first.test.replace('.', '::')}" if first else None
         problems.append(_problem("assertion_removed", detail, new, at, first_id))
-    return problems
-
-
-def _flatten(value: object, key: Key, out: dict[Key, object]) -> None:
-    if isinstance(value, dict):
-        for name, item in value.items():
-            _flatten(item, (*key, str(name)), out)
-    elif isinstance(value, list) and value and key and all(isinstance(v, dict) for v in value):
-        for index, item in enumerate(value):
-            _flatten(item, (*key[:-1], f"{key[-1]}[{index}]"), out)
-    else:
-        out[key] = value
-
-
-def _parse_config(name: str, text: str) -> dict[Key, object] | None:
-    """A config file's gate keys, flattened; None when it cannot be compared by keys."""
-    flat: dict[Key, object] = {}
-    try:
-        if name in TOML_FILES:
-            _flatten(tomllib.loads(text), (), flat)
-        elif name in INI_FILES:
-            parser = configparser.ConfigParser(interpolation=None, strict=False)
-            parser.read_string(text)
-            flat = {(s, k): v for s in parser.sections() for k, v in parser.items(s)}
-        else:
-            return None
-    except (tomllib.TOMLDecodeError, configparser.Error, UnicodeError):
-        return None
-    sections = TOML_FILES.get(name) or INI_FILES.get(name) or ("",)
-    return {k: v for k, v in flat.items() if ".".join(k).startswith(sections)}
-
-
-def _items(value: object) -> set[str]:
-    if isinstance(value, list):
-        return {item for v in value for item in _items(v)}
-    return {w for w in re.split(r"[,\s]+", str(value)) if w.lower() not in FALSY}
-
-
-def _lowered(before: str, after: str) -> bool:
-    old, new = ([float(m[1]) for m in THRESHOLD.finditer(text)] for text in (before, after))
-    return bool(old) and (not new or max(new) < max(old))
-
-
-def _compare_config(
-    path: str, before: dict[Key, object], after: dict[Key, object], removed: Lines, added: Lines
-) -> list[Problem]:
-    """Each changed key once, as the first that applies: suppression, coverage, gate change.
-
-    A file compared by lines has the one key `(lines)`: its threshold lines are the coverage
-    finding, any other changed line is a gate change.
-    """
-    problems: list[Problem] = []
-    sections: set[str] = set()
-    for key in sorted(before.keys() | after.keys()):
-        old, new = before.get(key), after.get(key)
-        if old == new:
-            continue
-        shown = "" if key == LINES else f" ({'.'.join(key)})"
-        more = _items(new) - _items(old) if LOOSEN_BY_ADDING & set(key) else set()
-        more |= _items(old) - _items(new) if LOOSEN_BY_REMOVING & set(key) else set()
-        lowered = not more and _lowered(f"{key[-1]}={old}", f"{key[-1]}={new}")
-        lines = [n for n, t in added if key[-1] in t]
-        lines += [n for n, t in added + removed if lowered and THRESHOLD.search(t)]
-        line = lines[0] if lines else None
-        if more:
-            detail = f"{path}{shown} now lets {', '.join(sorted(more))[:80]} through, hiding errors"
-            problems.append(_problem("suppression_added", detail, path, line))
-        elif lowered:
-            detail = (
-                f"the coverage threshold in {path}{shown} was lowered or removed, so less is tested"
-            )
-            problems.append(_problem("coverage_lowered", detail, path, line))
-        others = any(t.strip() and not THRESHOLD.search(t) for _, t in removed + added)
-        if not (more or lowered) or (lowered and key == LINES and others):
-            sections.add(".".join(key[:-1]) or key[0])
-    if sections:
-        where = "" if sections == {LINES[0]} else f" ({', '.join(sorted(sections))})"
-        detail = f"gate configuration in {path}{where} was changed, so gates differ from base's"
-        first = added[0][0] if added else None
-        problems.append(_problem("gate_config_changed", detail, path, first))
     return problems

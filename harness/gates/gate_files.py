@@ -25,7 +25,8 @@ IGNORE_FILES = frozenset({".gitignore", ".ignore", ".rgignore"})
 # exit status; only pytest_addoption, which declares an option, cannot), hook wrappers, and
 # ways to end the process before pytest has judged anything.
 _HOOK = re.compile(
-    r"\bdef\s+pytest_(?!addoption\b)\w+\s*\(|\bhookimpl\b|\bhookwrapper\b|\.exitstatus\b"
+    r"\bdef\s+pytest_(?!addoption\b)\w+\s*\(|\bhookimpl\b(?:.*\bhookwrapper\b)?|\bhookwrapper\b"
+    r"|\.exitstatus\b"
     r"|\bos\._exit\s*\(|\bpytest\.exit\s*\("
 )
 TEST_FILE_TOKENS: tuple[tuple[GuardFindingKind, re.Pattern[str], str], ...] = (
