@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import IDENTITY, git, init_repo
+from helpers import IDENTITY, TinyProject, git, init_repo
 
 # The task graph's scripted-sandbox harness; its fixtures are imported to be requested here.
 from test_task_graph import AGENT_TO_VERIFIED, Step, Task, ok, repo, run_task  # noqa: F401
@@ -173,3 +173,33 @@ def test_a_nested_git_git_add_skips_is_still_found_on_disk(worktree: Worktree, k
     refusal, codes = review(worktree)
     assert codes == ["nested_repository"]
     assert refusal is not None and "nested_repository" in refusal
+
+
+# The issue's exploit, as a command agent in the real sandbox: a nested repository whose own
+# config names the agent's program as its fsmonitor and as a clean filter for every file, the
+# program writing a marker where only the host can (the sandbox sees that path read-only).
+NESTED_EXPLOIT = (
+    "printf '#!/bin/sh\\ntouch %s\\ncat\\n' > tool.sh && chmod +x tool.sh && "
+    "mkdir -p vendor/nested && cd vendor/nested && git init -q && "
+    "echo '* filter=sneaky' > .gitattributes && echo one > f.txt && "
+    "git -c filter.sneaky.clean=cat add -A && "
+    "git -c user.name=a -c user.email=a@a commit -qm n && "
+    'git config core.fsmonitor "$PWD/../../tool.sh" && '
+    'git config filter.sneaky.clean "$PWD/../../tool.sh" && '
+    "cd ../.. && echo made > done.txt"
+)
+
+
+def test_the_issues_nested_repository_exploit_end_to_end(tiny: TinyProject, tmp_path: Path) -> None:
+    marker = tmp_path / "host-only" / "ran-on-host"
+    marker.parent.mkdir()
+    command = ["sh", "-c", NESTED_EXPLOIT % marker]
+    tiny.write_policy(agent={"kind": "command", "command": command})
+    tiny.add_spec("nested", replay=False)
+    result = tiny.run()
+
+    assert not marker.exists(), "the agent's program ran on the host"
+    assert result.exit_code == 0, result.stderr
+    task = tiny.task("nested")
+    assert task["outcome"] == "escalated"
+    assert task["reason"].startswith("tree review: 1 finding(s) (gitlink_added)")
