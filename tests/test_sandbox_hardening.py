@@ -202,3 +202,25 @@ def test_oversized_files_and_trees_are_found_without_following_links(tmp_path: P
     tighter = oversized(tree, SandboxLimits(file_bytes=4 * MIB, worktree_bytes=2 * MIB))
     assert [item.path for item in tighter] == ["."]
     assert "the worktree is" in tighter[0].describe()
+
+
+def test_policy_has_limits_and_read_paths_with_defaults() -> None:
+    from harness.config.policy import Policy
+
+    gates = [{"name": "tests", "kind": "test", "command": "pytest"}]
+    default = Policy.model_validate({"gates": gates})
+    assert default.limits == SandboxLimits() and default.sandbox.read_paths == []
+    custom = Policy.model_validate(
+        {"gates": gates, "limits": {"pids": 64}, "sandbox": {"read_paths": ["/opt/tools"]}}
+    )
+    assert custom.limits.pids == 64 and custom.sandbox.read_paths == ["/opt/tools"]
+    for bad in ({"limits": {"pid": 64}}, {"sandbox": {"read_paths": ["relative"]}}):
+        with pytest.raises(ValueError):
+            Policy.model_validate({"gates": gates, **bad})
+
+
+def test_this_machine_has_no_hardening_gaps() -> None:
+    # The CI machine has python3-seccomp and cgroups v1 as root: nothing is silently missing.
+    from harness.sandbox.bubblewrap import hardening_gaps
+
+    assert hardening_gaps() == ()

@@ -14,6 +14,7 @@ from harness.config.strict import StrictModel, parse_yaml_mapping
 from harness.errors import InputError
 from harness.git import refused_in_branch_names
 from harness.integration.config import IntegrationConfig
+from harness.sandbox.limits import SandboxLimits, SandboxView
 
 AgentKind = Literal["anthropic", "command", "replay"]
 GateKind = Literal["lint", "type", "test", "integration", "custom"]
@@ -251,6 +252,11 @@ class Policy(StrictModel):
     ttl: TTLConfig = TTLConfig()
     integration: IntegrationConfig = IntegrationConfig()
     """Integration gates' services, routing and backend (local or kubernetes)."""
+    limits: SandboxLimits = SandboxLimits()
+    """Each sandboxed command's memory, processes, CPU time and /tmp size; the size caps a
+    commit's files and worktree must stay under."""
+    sandbox: SandboxView = SandboxView()
+    """What sandboxes see beyond their allowlisted view: `read_paths`, recorded in the run."""
 
     @field_validator("gates")
     @classmethod

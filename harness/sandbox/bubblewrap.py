@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.sandbox import PYTEST_ADDOPTS, seccomp
-from harness.sandbox.limits import SandboxLimits
+from harness.sandbox.limits import SandboxLimits, cgroups_usable
 
 DEFAULT_LIMITS = SandboxLimits()
 
@@ -94,6 +94,27 @@ def probe() -> Isolation:
         detail = result.stderr.decode(errors="replace").strip()
         return Isolation(False, f"bubblewrap cannot create namespaces here: {detail}")
     return Isolation(True, binary)
+
+
+@functools.cache
+def hardening_gaps() -> tuple[str, ...]:
+    """What of the hardening this machine cannot give, each a line to print once and loudly,
+    like missing bubblewrap: commands still run, with less confinement than policy asks."""
+    gaps: list[str] = []
+    built = seccomp.build_filter()
+    if built.path is None:
+        gaps.append(f"{built.reason}: sandboxed commands can open unix sockets, ptrace, mount")
+    no_cgroups = cgroups_usable()
+    if no_cgroups is not None:
+        gaps.append(
+            f"{no_cgroups}: memory and process limits are rlimits only"
+            + (
+                " (a fork bomb is not stopped while harness runs as root)"
+                if os.geteuid() == 0
+                else ""
+            )
+        )
+    return tuple(gaps)
 
 
 def sandbox_env(scratch: Path) -> dict[str, str]:
