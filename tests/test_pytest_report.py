@@ -109,3 +109,16 @@ def test_a_regular_report_is_read(tmp_path: Path) -> None:
     with report_dir(tmp_path) as where:
         where.report.write_bytes(report(4))
         assert read_report(where) == report(4)
+
+
+def test_an_entity_bomb_report_is_not_read_as_a_pass() -> None:
+    entities = "".join(
+        f'<!ENTITY {chr(98 + i)} "{("&" + chr(97 + i) + ";") * 10}">' for i in range(9)
+    )
+    bomb = (
+        f'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa">{entities}]>'
+        '<testsuite tests="1" failures="0">&j;</testsuite>'
+    ).encode()
+    assert junit_totals(bomb) is None
+    why = contradiction(PYTEST, exit0(), bomb, {})
+    assert why is not None and "not well-formed" in why

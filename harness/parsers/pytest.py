@@ -62,7 +62,9 @@ def parse_junit(report: Path, builder: ProblemBuilder, *, limit: int) -> list[Pr
         if report.stat().st_size > MAX_XML_BYTES:
             return None
         problems: list[Problem] = []
-        # xml.etree, not defusedxml: the report is pytest's own local output, trusted input.
+        # The agent's code can write this report, so it is untrusted: the runner caps its size
+        # and copies it where only harness writes; ElementTree resolves no external entities,
+        # and expat >= 2.4 (Python's bundled one) refuses entity amplification ("billion laughs").
         for _, case in ElementTree.iterparse(report, events=("end",)):
             if case.tag != "testcase":
                 continue
