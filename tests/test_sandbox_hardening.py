@@ -224,3 +224,13 @@ def test_this_machine_has_no_hardening_gaps() -> None:
     from harness.sandbox.bubblewrap import hardening_gaps
 
     assert hardening_gaps() == ()
+
+
+def test_nested_paths_keep_their_own_mode(tmp_path: Path) -> None:
+    # A read path holding the worktree leaves it writable; a read-only path inside stays so.
+    worktree = tmp_path / "worktree"
+    (worktree / "vendor").mkdir(parents=True)
+    box = confined(tmp_path, read_paths=[tmp_path], readable=[worktree / "vendor"])
+    result = box.run("touch ok && touch vendor/no", timeout_s=30)
+    assert (worktree / "ok").exists()
+    assert not (worktree / "vendor" / "no").exists() and result.exit_code != 0

@@ -160,12 +160,15 @@ def wrap(
     """
     bpf = seccomp.build_filter().path
     argv = [binary, *view_args(network, limits)]
-    for path in readable:
-        argv += ["--ro-bind-try", str(path), str(path)]
-    for path in writable:
-        argv += ["--bind", str(path), str(path)]
-    for path in read_only:
-        argv += ["--ro-bind", str(path), str(path)]
+    binds = [
+        *(("--ro-bind-try", path) for path in readable),
+        *(("--bind", path) for path in writable),
+        *(("--ro-bind", path) for path in read_only),
+    ]
+    # Parents first, so a path inside another keeps its own mode: a venv or git dir inside a
+    # writable worktree stays read-only, a worktree inside a policy read path stays writable.
+    for flag, path in sorted(binds, key=lambda bind: len(bind[1].parts)):
+        argv += [flag, str(path), str(path)]
     argv += ["--remount-ro", "/"]  # bubblewrap's own root tmpfs: nothing is written there
     argv += ["--unshare-all"]  # user, ipc, pid, net (only a private loopback), uts, cgroup
     if network:
