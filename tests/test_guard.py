@@ -549,11 +549,12 @@ def test_pytest_addoption_and_fixtures_in_conftest_are_fine(repo: Path) -> None:
         ("pytest.toml", '[pytest]\naddopts = ["--ignore=tests/test_cart.py"]\n'),
         ("tox.ini", '[pytest]\naddopts = -k "not total"\n'),
         ("setup.cfg", '[tool:pytest]\naddopts = -k "not total"\n'),
+        ("shop/.flake8", "[flake8]\nmax-line-length = 200\n"),
+        (".pylintrc", "[MAIN]\njobs = 1\n"),
+        ("pyrightconfig.json", '{"typeCheckingMode": "off"}\n'),
     ],
 )
-def test_a_new_pytest_config_in_any_spelling_is_gate_config(
-    repo: Path, path: str, text: str
-) -> None:
+def test_a_new_gate_config_in_any_spelling_is_gate_config(repo: Path, path: str, text: str) -> None:
     write(repo, path, text)
     commit(repo)
     found = guard(repo)

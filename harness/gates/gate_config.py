@@ -24,9 +24,9 @@ TOML_FILES: dict[str, tuple[str, ...]] = {
 INI_FILES: dict[str, tuple[str, ...]] = {
     "setup.cfg": ("mypy", "flake8", "tool:pytest", "coverage:", "pycodestyle", "pylint"),
     "tox.ini": (), "mypy.ini": (), ".mypy.ini": (), "pytest.ini": (), ".pytest.ini": (),
-    ".coveragerc": ()}
+    ".coveragerc": (), ".flake8": (), ".pylintrc": (), "pylintrc": ()}
 TEXT_FILES = frozenset({".pre-commit-config.yaml", ".gitlab-ci.yml", "Jenkinsfile",
-                        "azure-pipelines.yml"})
+                        "azure-pipelines.yml", "pyrightconfig.json"})
 LOOSEN_BY_ADDING = frozenset({"ignore", "extend-ignore", "per-file-ignores",
     "extend-per-file-ignores", "exclude", "extend-exclude", "ignore_errors", "disable_error_code",
     "ignore_missing_imports", "omit", "exclude_lines", "exclude_also", "disable"})
