@@ -234,3 +234,22 @@ def test_nested_paths_keep_their_own_mode(tmp_path: Path) -> None:
     result = box.run("touch ok && touch vendor/no", timeout_s=30)
     assert (worktree / "ok").exists()
     assert not (worktree / "vendor" / "no").exists() and result.exit_code != 0
+
+
+def test_honest_tools_still_work_under_the_filter_and_limits(tmp_path: Path) -> None:
+    # A regression guard, not a reproduction: git, ruff, mypy and pytest all run confined.
+    box = confined(tmp_path)
+    box.write("calc.py", "def add(a: int, b: int) -> int:\n    return a + b\n")
+    box.write(
+        "test_calc.py",
+        "from calc import add\n\n\ndef test_add() -> None:\n    assert add(1, 2) == 3\n",
+    )
+    steps = [
+        "git init -q . && git add -A && git -c user.name=t -c user.email=t@t commit -qm c",
+        "ruff check calc.py test_calc.py",
+        "mypy --strict calc.py",
+        "python -m pytest -q test_calc.py",
+    ]
+    for step in steps:
+        result = box.run(step, timeout_s=120)
+        assert result.exit_code == 0, (step, result.output)
