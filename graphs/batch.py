@@ -28,6 +28,7 @@ from langgraph.types import Send
 
 from graphs.node import run_context
 from graphs.task import TaskGraph, TaskState, build_task_graph
+from harness import redact
 from harness.agents import Usage
 from harness.config.spec import Spec
 from harness.run.context import LeaseLost, RunContext
@@ -107,7 +108,8 @@ def run_task(ctx: RunContext, graph: TaskGraph, spec: Spec) -> None:
         return  # the task is another worker's now
     except Exception as exc:  # the blueprint guards its nodes; this guards the batch from it
         write_atomic(config.task_dir(spec.id) / "error.log", traceback.format_exc())
-        final = {**initial, "outcome": "error", "reason": f"task graph failed: {exc}"}
+        reason = redact.current().text(f"task graph failed: {exc}")
+        final = {**initial, "outcome": "error", "reason": reason}
     result = TaskResult(
         spec_id=spec.id,
         title=spec.title,

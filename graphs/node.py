@@ -9,7 +9,7 @@ from typing import Any, Protocol, TypeVar
 
 from langchain_core.runnables import RunnableConfig
 
-from harness import failpoints
+from harness import failpoints, redact
 from harness.run.context import LeaseLost, RunContext
 from harness.run.ledger import write_atomic
 
@@ -55,7 +55,11 @@ def node(name: str) -> Callable[[Callable[[State, RunContext], Update]], Node[St
             except Exception as exc:
                 log = ctx.config.task_dir(spec_id) / "error.log"
                 write_atomic(log, traceback.format_exc())
-                reason = f"{name} failed: {type(exc).__name__}: {exc} (traceback: {log})"
+                # Exceptions quote what they failed on (a command's output, a file): redacted,
+                # as everything written to the store is.
+                reason = redact.current().text(
+                    f"{name} failed: {type(exc).__name__}: {exc} (traceback: {log})"
+                )
                 update = {"outcome": "error", "reason": reason}
             ended = {k: update[k] for k in ("outcome", "reason", "escalate_reason") if k in update}
             ctx.services.ledger.event(spec_id, name, "exit", **ended)

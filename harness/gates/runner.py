@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from harness import redact
 from harness.config.policy import FlakyConfig, GateConfig, InfrastructureConfig
 from harness.gates.pytest_report import (
     contradiction,
@@ -244,9 +245,10 @@ def _setup_failed(
 
 def _ran_elsewhere(done: Completed, log: Path) -> Completed:
     """A command run outside the sandbox, with its output in the gate's log like any other."""
+    output = redact.current().text(done.output)  # as every sandboxed command's log is
     log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_text(done.output, encoding="utf-8")
-    return replace(done, log_path=log)
+    log.write_text(output, encoding="utf-8")
+    return replace(done, output=output, log_path=log)
 
 
 def output_to_parse(done: Completed) -> str:

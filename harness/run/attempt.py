@@ -9,12 +9,9 @@ and committed before a crash is not paid for twice.
 
 from __future__ import annotations
 
-import json
-
 from harness.agents import AttemptContext, AttemptRecord, Usage
 from harness.config.spec import Spec
 from harness.feedback import Feedback
-from harness.redact import Redactor
 from harness.run.context import RunContext
 from harness.run.effects import Value
 from harness.run.ledger import write_atomic
@@ -67,10 +64,9 @@ def make_attempt(
         ctx.services.ledger.event(spec.id, "agent", "reused", attempt=number)
         return AttemptRecord.model_validate_json(saved.read_text(encoding="utf-8"))
     record = agent.attempt(spec, sandbox, feedback, context)
-    # Tool results quote files, which may hold secrets: the record on disk is redacted, and
-    # it is the only copy harness keeps (graph state, and so the store, holds none of it).
-    redacted = Redactor.from_environment().value(record.model_dump(mode="json"))
-    write_atomic(saved, json.dumps(redacted, indent=2))
+    # Tool results quote files, which may hold secrets: write_atomic redacts the record on
+    # disk, the only copy harness keeps (graph state, and so the store, holds none of it).
+    write_atomic(saved, record.model_dump_json(indent=2))
     message = f"harness: attempt {number} by the {agent.name} agent\n\n{KEY_TRAILER}{key}"
     effects.once(key, "commit", lambda: {"sha": worktree.commit_all(message)})
     return record
