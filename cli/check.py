@@ -28,6 +28,7 @@ def check(
     from harness.feedback import compact, render_for_agent
     from harness.gates.runner import GateRunner
     from harness.run.context import create_run_dir, new_run_id
+    from harness.sandbox.limits import Confinement
     from harness.sandbox.snapshot import SnapshotSandbox
 
     if not path.is_dir():
@@ -37,7 +38,8 @@ def check(
         check_id, check_dir = create_run_dir(runs_dir, f"check-{new_run_id()}", loaded_policy, [])
     except InputError as exc:
         raise fail(str(exc)) from None
-    sandbox = SnapshotSandbox.of(path.resolve())
+    confinement = Confinement.of(loaded_policy.limits, loaded_policy.sandbox)
+    sandbox = SnapshotSandbox.of(path.resolve(), confinement)
     try:
         runner = GateRunner(
             sandbox,

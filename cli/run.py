@@ -200,6 +200,7 @@ def _context(
     from harness.run.ledger import RunLedger, utc_now
     from harness.sandbox import bubblewrap as bwrap
     from harness.sandbox.lifecycle import TaskSandboxes
+    from harness.sandbox.limits import Confinement
     from harness.store import worker_id
 
     isolation = bwrap.probe()
@@ -209,6 +210,8 @@ def _context(
             "commands run unconfined on this host. Install bubblewrap (apt-get install "
             "bubblewrap) to confine them.[/bold red]"
         )
+    for gap in bwrap.hardening_gaps() if isolation.available else ():
+        err().print(f"[bold red]WARNING: sandbox hardening is partial: {gap}.[/bold red]")
     config = RunConfig(
         run_id=run_id,
         run_dir=run_dir,
@@ -221,6 +224,7 @@ def _context(
     # A terminal gets a live table; a log (CI, a pipe) gets one line per step instead.
     ledger = RunLedger(run_dir, run_id, listener=None if console().is_terminal else print_step)
     fleet = Fleet.for_policy(config.policy)
+    confinement = Confinement.of(policy.limits, policy.sandbox)
     services = RunServices(
         store=store,
         worker=worker,
@@ -229,11 +233,17 @@ def _context(
         publisher=LocalPublisher(run_dir, config.relative),
         isolation=isolation,
         fleet=fleet,
-        preexisting=PreexistingFailures(run_dir),
+        preexisting=PreexistingFailures(run_dir, confinement),
         integration=LocalIntegration(),
     )
     sandboxes = TaskSandboxes(
-        store, ledger, config, owner=worker, lease_s=policy.store.lease_s, ttl=policy.ttl
+        store,
+        ledger,
+        config,
+        owner=worker,
+        lease_s=policy.store.lease_s,
+        ttl=policy.ttl,
+        confinement=confinement,
     )
     return RunContext(
         config,

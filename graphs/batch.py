@@ -34,6 +34,7 @@ from harness.config.spec import Spec
 from harness.run.context import LeaseLost, RunContext
 from harness.run.lease import LeaseKeeper
 from harness.run.ledger import GateSummary, RunSummary, TaskResult, utc_now, write_atomic
+from harness.sandbox import bubblewrap as bwrap
 
 
 class BatchState(TypedDict, total=False):
@@ -140,6 +141,9 @@ def summarize(state: BatchState, config: RunnableConfig) -> dict[str, Any]:
             finished_at=utc_now(),
             policy=str(run.policy_path),
             isolation="bubblewrap" if isolation.available else f"none: {isolation.reason}",
+            hardening_gaps=list(bwrap.hardening_gaps()) if isolation.available else [],
+            limits=run.policy.limits.model_dump(),
+            read_paths=run.policy.sandbox.read_paths,
             tasks=tasks,
             usage=sum((task.usage for task in tasks), Usage()),
             input_errors=list(run.input_errors),

@@ -13,14 +13,17 @@ from harness.config.policy import GateConfig, InfrastructureConfig
 from harness.config.spec import Spec
 from harness.gates.runner import GateRunner
 from harness.problems import Problem
+from harness.sandbox.limits import DEFAULT_CONFINEMENT, Confinement
 from harness.sandbox.local import WorktreeSandbox
 
 Key = tuple[str | None, ...]
 
 
 class PreexistingFailures:
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, confinement: Confinement = DEFAULT_CONFINEMENT) -> None:
         self.run_dir = run_dir
+        self.confinement = confinement
+        """The run's sandboxes' limits and view: the base runs under the same."""
         self._known: dict[str, set[Key]] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -42,7 +45,9 @@ class PreexistingFailures:
 
     def _run_on_base(self, spec: Spec, gate: GateConfig, name: str) -> set[Key]:
         where = self.run_dir / "base" / name
-        sandbox = WorktreeSandbox.provision(spec, None, where / "tree", where / "scratch")
+        sandbox = WorktreeSandbox.provision(
+            spec, None, where / "tree", where / "scratch", self.confinement
+        )
         try:
             runner = GateRunner(
                 sandbox,

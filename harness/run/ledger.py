@@ -64,6 +64,12 @@ class RunSummary(BaseModel):
     policy: str
     isolation: str
     """"bubblewrap", or "none: <why>" when commands ran unconfined."""
+    hardening_gaps: list[str] = []
+    """What of the sandbox's hardening this machine could not give (no seccomp, no cgroups)."""
+    limits: dict[str, int] = {}
+    """Each sandboxed command's limits, as policy set them (`limits:`)."""
+    read_paths: list[str] = []
+    """Host paths policy added to every sandbox's view (`sandbox.read_paths`)."""
     tasks: list[TaskResult]
     usage: Usage = Usage()
     """Model usage summed over the run's tasks."""

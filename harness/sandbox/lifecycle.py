@@ -30,6 +30,7 @@ from harness.errors import InfrastructureError
 from harness.git import GitRepository, Worktree
 from harness.run.ledger import RunLedger
 from harness.sandbox import TaskSandbox
+from harness.sandbox.limits import Confinement
 from harness.sandbox.local import WorktreeSandbox
 from harness.store import EnvRecord, EnvStatus, Store
 
@@ -62,6 +63,7 @@ class TaskSandboxes:
         owner: str,
         lease_s: float,
         ttl: TTLConfig,
+        confinement: Confinement,
     ) -> None:
         self.store = store
         self.ledger = ledger
@@ -69,6 +71,7 @@ class TaskSandboxes:
         self.owner = owner
         self.lease_s = lease_s
         self.ttl = ttl
+        self.confinement = confinement
         self._live: dict[str, TaskSandbox] = {}
         self._lock = threading.Lock()
 
@@ -122,7 +125,7 @@ class TaskSandboxes:
             # (and re-reads the record, renewed by then, before it would).
             if store.lock_teardown(live.env_id, owner, lease_s):
                 try:
-                    sandbox = _adopt(spec, live, root, scratch)
+                    sandbox = _adopt(spec, live, root, scratch, self.confinement)
                     if sandbox is not None:
                         ref = f"{RECOVERED_REFS}/{run_id}/{spec.id}"
                         kept = sandbox.worktree.keep_uncommitted(ref)
@@ -167,10 +170,10 @@ class TaskSandboxes:
         repository = GitRepository(Path(spec.git_toplevel))
         if repository.branch_exists(branch):
             # A resumed task (or a provision a crash interrupted): the branch is the work so far.
-            sandbox = WorktreeSandbox.reattach(spec, branch, root, scratch)
+            sandbox = WorktreeSandbox.reattach(spec, branch, root, scratch, self.confinement)
             ledger.event(spec.id, "provision", "reattached", env_id=env.env_id, branch=branch)
         else:
-            sandbox = WorktreeSandbox.provision(spec, branch, root, scratch)
+            sandbox = WorktreeSandbox.provision(spec, branch, root, scratch, self.confinement)
         store.transition(env.env_id, "ready")
         return sandbox
 
@@ -190,13 +193,15 @@ def _wait_until_deleted(store: Store, env_id: str, timeout_s: float) -> None:
         time.sleep(0.2)
 
 
-def _adopt(spec: Spec, env: EnvRecord, root: Path, scratch: Path) -> WorktreeSandbox | None:
+def _adopt(
+    spec: Spec, env: EnvRecord, root: Path, scratch: Path, confinement: Confinement
+) -> WorktreeSandbox | None:
     """The recorded worktree if it is intact: present, linked to the spec's repository, on
     the recorded branch. None otherwise."""
     if env.artifacts.get("worktree") != str(root) or not (root / ".git").is_file():
         return None
     try:
-        sandbox = WorktreeSandbox.adopt(spec, root, scratch)
+        sandbox = WorktreeSandbox.adopt(spec, root, scratch, confinement)
         common = sandbox.repository.common_dir()
         on_branch = sandbox.worktree.branch() == env.artifacts.get("branch")
     except InfrastructureError:

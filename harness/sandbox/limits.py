@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import Field, field_validator
@@ -181,3 +181,20 @@ def _remove(group: Path) -> None:
             return
         except OSError:
             time.sleep(0.01)
+
+
+@dataclass(frozen=True)
+class Confinement:
+    """What policy adds to every sandbox of a run: its commands' limits and the extra read
+    paths of its view (policy's `limits:` and `sandbox.read_paths`)."""
+
+    limits: SandboxLimits = field(default_factory=SandboxLimits)
+    read_paths: tuple[Path, ...] = ()
+
+    @classmethod
+    def of(cls, limits: SandboxLimits, view: SandboxView) -> Confinement:
+        return cls(limits, tuple(Path(path) for path in view.read_paths))
+
+
+DEFAULT_CONFINEMENT = Confinement()
+"""Policy's defaults: for sandboxes made outside a run (tests, benchmarks)."""

@@ -9,6 +9,7 @@ from pathlib import Path
 from harness.config.spec import Spec
 from harness.git import GitRepository, Worktree
 from harness.sandbox.confined import ConfinedDirectory
+from harness.sandbox.limits import DEFAULT_CONFINEMENT, Confinement
 
 
 class WorktreeSandbox(ConfinedDirectory):
@@ -26,6 +27,7 @@ class WorktreeSandbox(ConfinedDirectory):
         scratch: Path,
         *,
         keeps_work: bool = True,
+        confinement: Confinement = DEFAULT_CONFINEMENT,
     ) -> None:
         super().__init__(
             root,
@@ -34,6 +36,8 @@ class WorktreeSandbox(ConfinedDirectory):
             readable=[repository.common_dir()],
             # The worktree's .git file stays as harness made it (see Worktree).
             read_only=[root / ".git"],
+            limits=confinement.limits,
+            read_paths=confinement.read_paths,
         )
         self.repository = repository
         self.worktree = Worktree.create(root, project)
@@ -41,7 +45,12 @@ class WorktreeSandbox(ConfinedDirectory):
 
     @classmethod
     def provision(
-        cls, spec: Spec, branch: str | None, root: Path, scratch: Path
+        cls,
+        spec: Spec,
+        branch: str | None,
+        root: Path,
+        scratch: Path,
+        confinement: Confinement = DEFAULT_CONFINEMENT,
     ) -> WorktreeSandbox:
         """A new worktree at `root` on a new `branch` at the spec's base commit; with no branch,
         detached at the base (its work is not kept)."""
@@ -49,22 +58,40 @@ class WorktreeSandbox(ConfinedDirectory):
         root.parent.mkdir(parents=True, exist_ok=True)
         repository.add_worktree(root, branch, spec.base_commit)
         scratch.mkdir(parents=True, exist_ok=True)
-        return cls(repository, root, root / spec.subdir, scratch, keeps_work=branch is not None)
+        keeps_work = branch is not None
+        return cls(
+            repository,
+            root,
+            root / spec.subdir,
+            scratch,
+            keeps_work=keeps_work,
+            confinement=confinement,
+        )
 
     @classmethod
-    def reattach(cls, spec: Spec, branch: str, root: Path, scratch: Path) -> WorktreeSandbox:
+    def reattach(
+        cls,
+        spec: Spec,
+        branch: str,
+        root: Path,
+        scratch: Path,
+        confinement: Confinement = DEFAULT_CONFINEMENT,
+    ) -> WorktreeSandbox:
         """A new worktree at `root` on the existing `branch`: its work so far, not the base."""
         repository = GitRepository(Path(spec.git_toplevel))
         root.parent.mkdir(parents=True, exist_ok=True)
         repository.attach_worktree(root, branch)
         scratch.mkdir(parents=True, exist_ok=True)
-        return cls(repository, root, root / spec.subdir, scratch)
+        return cls(repository, root, root / spec.subdir, scratch, confinement=confinement)
 
     @classmethod
-    def adopt(cls, spec: Spec, root: Path, scratch: Path) -> WorktreeSandbox:
+    def adopt(
+        cls, spec: Spec, root: Path, scratch: Path, confinement: Confinement = DEFAULT_CONFINEMENT
+    ) -> WorktreeSandbox:
         """The worktree a crashed process left at `root`, taken over as it is."""
         scratch.mkdir(parents=True, exist_ok=True)
-        return cls(GitRepository(Path(spec.git_toplevel)), root, root / spec.subdir, scratch)
+        repository = GitRepository(Path(spec.git_toplevel))
+        return cls(repository, root, root / spec.subdir, scratch, confinement=confinement)
 
     def teardown(self) -> None:
         """Commit anything uncommitted (work is never thrown away), then remove the worktree."""

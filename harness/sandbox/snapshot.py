@@ -10,16 +10,23 @@ from pathlib import Path
 
 from harness.git import GitRepository
 from harness.sandbox.confined import ConfinedDirectory
+from harness.sandbox.limits import DEFAULT_CONFINEMENT, Confinement
 
 
 class SnapshotSandbox(ConfinedDirectory):
-    def __init__(self, home: Path) -> None:
-        super().__init__(home / "tree", home / "tree", home / "scratch")
+    def __init__(self, home: Path, confinement: Confinement = DEFAULT_CONFINEMENT) -> None:
+        super().__init__(
+            home / "tree",
+            home / "tree",
+            home / "scratch",
+            limits=confinement.limits,
+            read_paths=confinement.read_paths,
+        )
         self.home = home
         """The temporary directory holding the copy and the scratch dir."""
 
     @classmethod
-    def of(cls, source: Path) -> SnapshotSandbox:
+    def of(cls, source: Path, confinement: Confinement = DEFAULT_CONFINEMENT) -> SnapshotSandbox:
         """Copy `source`'s files (in a git work tree: tracked and untracked, not ignored ones)."""
         home = Path(tempfile.mkdtemp(prefix="harness-check-"))
         (home / "tree").mkdir()
@@ -28,7 +35,7 @@ class SnapshotSandbox(ConfinedDirectory):
             target = home / "tree" / relpath
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source / relpath, target, follow_symlinks=False)
-        return cls(home)
+        return cls(home, confinement)
 
     def teardown(self) -> None:
         shutil.rmtree(self.home, ignore_errors=True)

@@ -1,0 +1,56 @@
+"""Policy's `limits:` and `sandbox.read_paths` reach every sandbox of a run, and the summary
+records them (the sandboxes' own enforcement is tested in test_sandbox_hardening.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from helpers import TinyProject
+
+MIB = 1024 * 1024
+FILL_TMP = "head -c 3000000 /dev/zero > /tmp/fill && test -f done.txt"
+
+
+def _gate(command: str) -> list[dict[str, object]]:
+    return [{"name": "done", "kind": "test", "command": command, "timeout_s": 30}]
+
+
+def test_the_policys_tmp_cap_reaches_the_task_sandbox(tiny: TinyProject) -> None:
+    tiny.add_spec("t")
+    capped = tiny.write_policy(
+        _gate(FILL_TMP),
+        name="capped.yaml",
+        limits={"tmp_bytes": 2 * MIB},
+        budget={"max_attempts": 1},
+    )
+    assert tiny.run(policy=capped).exit_code == 0
+    assert tiny.task("t")["outcome"] == "escalated"  # /tmp filled up at 2 MiB: the gate failed
+    assert tiny.summary()["limits"]["tmp_bytes"] == 2 * MIB
+    # The same gate under the default cap (512 MiB) passes: the cap is what failed it.
+    roomy = tiny.write_policy(_gate(FILL_TMP), name="roomy.yaml", budget={"max_attempts": 1})
+    assert tiny.run(policy=roomy, run_id="r2").exit_code == 0
+    assert tiny.task("t", run_id="r2")["outcome"] == "verified"
+
+
+def test_policy_read_paths_are_visible_to_gates_and_recorded(tiny: TinyProject) -> None:
+    shared = Path("/srv/harness-test-read-path")
+    shared.mkdir(parents=True, exist_ok=True)
+    try:
+        (shared / "data.txt").write_text("shared\n", encoding="utf-8")
+        gate = _gate(f"grep -q shared {shared}/data.txt && test -f done.txt")
+        tiny.add_spec("t")
+        hidden = tiny.write_policy(gate, name="hidden.yaml", budget={"max_attempts": 1})
+        assert tiny.run(policy=hidden).exit_code == 0
+        assert tiny.task("t")["outcome"] == "escalated"  # /srv is not in the allowlisted view
+        shown = tiny.write_policy(
+            gate,
+            name="shown.yaml",
+            budget={"max_attempts": 1},
+            sandbox={"read_paths": [str(shared)]},
+        )
+        assert tiny.run(policy=shown, run_id="r2").exit_code == 0
+        assert tiny.task("t", run_id="r2")["outcome"] == "verified"
+        assert tiny.summary("r2")["read_paths"] == [str(shared)]
+    finally:
+        (shared / "data.txt").unlink(missing_ok=True)
+        shared.rmdir()
