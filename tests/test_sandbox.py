@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import TinyProject, branch_exists, git, worktree_count
+from helpers import TinyProject, branch_exists, git, init_repo, worktree_count
 
+from harness.config.spec import Spec
 from harness.sandbox import PathOutsideSandbox, resolve_inside
 from harness.sandbox.local import WorktreeSandbox
 from harness.sandbox.process import HEAD_BYTES, TAIL_BYTES
@@ -264,3 +265,17 @@ def test_sandbox_read_and_write_refuse_escapes(sandbox: WorktreeSandbox, tmp_pat
     assert not (sandbox.path.parent / "escaped.txt").exists()
     with pytest.raises(PathOutsideSandbox):
         sandbox.read("/etc/hostname")
+
+
+def test_an_adopted_worktree_is_known_by_the_repositorys_record_not_its_git_file(
+    sandbox: WorktreeSandbox, tiny_spec: Spec, tmp_path: Path
+) -> None:
+    # The agent's tree holds the .git file: a resumed task must not let it name the repository.
+    recorded = sandbox.worktree.git_dir
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "README.md").write_text("elsewhere\n", encoding="utf-8")
+    elsewhere = init_repo(tmp_path / "elsewhere")
+    (sandbox.root / ".git").write_text(f"gitdir: {elsewhere / '.git'}\n", encoding="utf-8")
+    adopted = WorktreeSandbox.adopt(tiny_spec, sandbox.root, sandbox.scratch)
+    assert adopted.worktree.git_dir == recorded
+    (sandbox.root / ".git").write_text(f"gitdir: {recorded}\n", encoding="utf-8")

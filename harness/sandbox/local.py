@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from harness.config.spec import Spec
+from harness.errors import InfrastructureError
 from harness.git import GitRepository, Worktree
 from harness.sandbox.confined import ConfinedDirectory
 from harness.sandbox.limits import DEFAULT_CONFINEMENT, Confinement
@@ -28,6 +29,7 @@ class WorktreeSandbox(ConfinedDirectory):
         *,
         keeps_work: bool = True,
         confinement: Confinement = DEFAULT_CONFINEMENT,
+        git_dir: Path | None = None,
     ) -> None:
         super().__init__(
             root,
@@ -40,7 +42,12 @@ class WorktreeSandbox(ConfinedDirectory):
             read_paths=confinement.read_paths,
         )
         self.repository = repository
-        self.worktree = Worktree.create(root, project)
+        # A worktree just made is read as git made it; one found on disk later is known by the
+        # repository's own record of it (`git_dir`), never by its .git file, which the agent's
+        # tree holds.
+        self.worktree = (
+            Worktree(root, project, git_dir) if git_dir else Worktree.create(root, project)
+        )
         self.keeps_work = keeps_work
 
     @classmethod
@@ -91,7 +98,12 @@ class WorktreeSandbox(ConfinedDirectory):
         """The worktree a crashed process left at `root`, taken over as it is."""
         scratch.mkdir(parents=True, exist_ok=True)
         repository = GitRepository(Path(spec.git_toplevel))
-        return cls(repository, root, root / spec.subdir, scratch, confinement=confinement)
+        git_dir = repository.worktree_git_dir(root)
+        if git_dir is None:
+            raise InfrastructureError(f"{root}: not a worktree of {repository.toplevel}")
+        return cls(
+            repository, root, root / spec.subdir, scratch, confinement=confinement, git_dir=git_dir
+        )
 
     def teardown(self) -> None:
         """Commit anything uncommitted (work is never thrown away), then remove the worktree."""
