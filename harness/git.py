@@ -13,6 +13,7 @@ import contextlib
 import re
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import git
@@ -191,6 +192,10 @@ class GitRepository:
         return _call(self._git, args, self._no_filters)
 
 
+RefusePaths = Callable[[Path], list[str]]
+"""Given a worktree's root, the paths (from its top level) a commit must leave out."""
+
+
 class Worktree:
     """A task's worktree: committing work in progress and describing the change against base.
 
@@ -201,7 +206,9 @@ class Worktree:
     agent ran, and the work tree.
     """
 
-    def __init__(self, root: Path, project: Path, git_dir: Path) -> None:
+    def __init__(
+        self, root: Path, project: Path, git_dir: Path, refuse: RefusePaths | None = None
+    ) -> None:
         self.root = root
         self.project = project
         """The spec's repo directory inside the worktree; `paths` pathspecs are relative to it."""
@@ -210,6 +217,11 @@ class Worktree:
         self._git = git.Git(str(project))
         self._where = (f"--git-dir={git_dir}", f"--work-tree={root}")
         self._no_filters: tuple[str, ...] | None = None
+        self.refuse = refuse
+        """Which paths (from the top level) no commit may take: the sandbox's policy, e.g.
+        files over the size cap. They stay in the tree, uncommitted, on every commit."""
+        self.refused: list[str] = []
+        """What the last `commit_all` left out because `refuse` named it."""
 
     def _filters_off(self) -> tuple[str, ...]:
         if self._no_filters is None:
@@ -217,10 +229,10 @@ class Worktree:
         return self._no_filters
 
     @classmethod
-    def create(cls, root: Path, project: Path) -> Worktree:
+    def create(cls, root: Path, project: Path, refuse: RefusePaths | None = None) -> Worktree:
         """For a worktree just added: reads its git directory while it is still trustworthy."""
         out = _call(git.Git(str(root)), ("rev-parse", "--absolute-git-dir"))
-        return cls(root, project, Path(out.strip()))
+        return cls(root, project, Path(out.strip()), refuse)
 
     def has_changes(self) -> bool:
         status = ("status", "--porcelain", "--untracked-files=all", _IGNORE_NESTED)
@@ -233,7 +245,9 @@ class Worktree:
         # git add runs `git status` inside every gitlink already in the index to see if it is
         # dirty, and there the nested repository's own config applies: gitlinks are left out
         # (a new nested repository is recorded without being entered; the review refuses it).
-        pathspecs = [":/", *(f":(exclude,top,literal){path}" for path in self._gitlinks())]
+        self.refused = self.refuse(self.root) if self.refuse is not None else []
+        left_out = [*self._gitlinks(), *self.refused]
+        pathspecs = [":/", *(f":(exclude,top,literal){path}" for path in left_out)]
         try:
             self._run("add", "--all", "--", *pathspecs)
         except InfrastructureError:
@@ -241,6 +255,8 @@ class Worktree:
             # must not lose the rest of the work: add what can be added.
             with contextlib.suppress(InfrastructureError):
                 self._run("add", "--all", "--ignore-errors", "--", *pathspecs)
+        if self.refused and not self._run(*_DIFF, "--cached", "--name-only").strip():
+            return None  # only refused paths changed: nothing to commit
         self._run(*_IDENTITY, "commit", "--quiet", "--no-verify", "-m", message)
         return self.head()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helpers import TinyProject
+from helpers import FINISH, WRITE_DONE, TinyProject, git
 
 MIB = 1024 * 1024
 FILL_TMP = "head -c 3000000 /dev/zero > /tmp/fill && test -f done.txt"
@@ -54,3 +54,17 @@ def test_policy_read_paths_are_visible_to_gates_and_recorded(tiny: TinyProject) 
     finally:
         (shared / "data.txt").unlink(missing_ok=True)
         shared.rmdir()
+
+
+def test_a_file_over_the_size_limit_is_never_committed(tiny: TinyProject) -> None:
+    big = {"tool": "write_file", "args": {"path": "big.txt", "content": "x" * 5000}}
+    tiny.add_spec("t", attempts=[[big, WRITE_DONE, FINISH]])
+    policy = tiny.write_policy(name="small.yaml", limits={"file_bytes": 1000})
+    assert tiny.run(policy=policy).exit_code == 0
+    task = tiny.task("t")
+    assert task["outcome"] == "escalated"
+    assert task["reason"] == "refused by policy on attempt 1: files over the size limit: big.txt"
+    # Neither the attempt's commit nor the escalation's nor teardown's took it; the rest went.
+    tree = git(tiny.repo, "ls-tree", "-r", "--name-only", "harness/r1/t").split()
+    assert "done.txt" in tree and "big.txt" not in tree
+    assert (tiny.runs / "r1" / "escalations" / "t.md").read_text().count("file-too-large") >= 1

@@ -22,6 +22,7 @@ StopReason = Literal[
     "infrastructure",  # the model API stayed unavailable; not the agent's fault
     "owner_action_required",  # a person must act: bad key, unknown model, refused request
     "error",  # anything else that stopped the attempt
+    "refused",  # policy refused what it made (files over the size cap): not committed
 ]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from harness.agents import AttemptContext, AttemptRecord, Usage
 from harness.config.spec import Spec
 from harness.feedback import Feedback
+from harness.problems import Problem, problem_type
 from harness.run.context import RunContext
 from harness.run.effects import Value
 from harness.run.ledger import write_atomic
@@ -25,6 +26,7 @@ STOP_REASONS = {
     "budget": "budget exhausted",
     "infrastructure": "infrastructure failure (not charged to the agent)",
     "owner_action_required": "owner action required",
+    "refused": "refused by policy",
 }
 
 
@@ -69,7 +71,30 @@ def make_attempt(
     write_atomic(saved, record.model_dump_json(indent=2))
     message = f"harness: attempt {number} by the {agent.name} agent\n\n{KEY_TRAILER}{key}"
     effects.once(key, "commit", lambda: {"sha": worktree.commit_all(message)})
+    if worktree.refused:
+        return _refused(record, worktree.refused, ctx.config.policy.limits.file_bytes)
     return record
+
+
+def _refused(record: AttemptRecord, paths: list[str], limit: int) -> AttemptRecord:
+    """The attempt, stopped: it made files over the size cap, which no commit takes."""
+    listed = ", ".join(paths)
+    problem = Problem(
+        type=problem_type("file-too-large"),
+        title="Files over the size limit were not committed",
+        detail=f"{listed}: over limits.file_bytes ({limit:,} bytes). Nothing this size is "
+        "committed to the repository; raise the limit in policy if it is meant to be.",
+        category="policy",
+        retryable=False,
+        owner_action_required=True,
+    )
+    return record.model_copy(
+        update={
+            "stop_reason": "refused",
+            "error": f"files over the size limit: {listed}",
+            "problem": problem,
+        }
+    )
 
 
 def stop_escalation(record: AttemptRecord, max_steps: int) -> str | None:

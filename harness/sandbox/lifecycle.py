@@ -30,7 +30,7 @@ from harness.errors import InfrastructureError
 from harness.git import GitRepository, Worktree
 from harness.run.ledger import RunLedger
 from harness.sandbox import TaskSandbox
-from harness.sandbox.limits import Confinement
+from harness.sandbox.limits import Confinement, SandboxLimits, files_too_big
 from harness.sandbox.local import WorktreeSandbox
 from harness.store import EnvRecord, EnvStatus, Store
 
@@ -261,7 +261,10 @@ def remove_worktree(env: EnvRecord) -> None:
         git_dir = repository.worktree_git_dir(root)
         if root.exists() and git_dir is not None and env.artifacts.get("branch"):
             with contextlib.suppress(InfrastructureError):
-                Worktree(root, root, git_dir).commit_all("harness: work in progress at gc")
+                # Policy's default file cap: gc does not know the run's policy.
+                refuse = files_too_big(SandboxLimits())
+                worktree = Worktree(root, root, git_dir, refuse)
+                worktree.commit_all("harness: work in progress at gc")
         repository.remove_worktree(root)
     scratch = env.artifacts.get("scratch")
     for path in (root, Path(scratch) if scratch else None):

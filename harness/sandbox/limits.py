@@ -16,7 +16,7 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,6 +107,16 @@ def oversized(root: Path, limits: SandboxLimits) -> list[Oversized]:
     if total > limits.worktree_bytes:
         found.append(Oversized(".", total, limits.worktree_bytes))
     return sorted(found, key=lambda item: item.path)
+
+
+def files_too_big(limits: SandboxLimits) -> Callable[[Path], list[str]]:
+    """What a task's commits must leave out: its files over `file_bytes` (harness.git's
+    `Worktree.refuse`). They stay in the tree; the attempt that made them is refused."""
+
+    def refuse(root: Path) -> list[str]:
+        return [item.path for item in oversized(root, limits) if item.path != "."]
+
+    return refuse
 
 
 def cgroups_usable() -> str | None:
