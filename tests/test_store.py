@@ -333,6 +333,16 @@ def test_teardown_lock_is_held_by_one_owner_until_released_or_lapsed(store: Stor
     assert store.lock_teardown("missing", first, 60) is False
 
 
+def test_a_teardown_lock_whose_holder_died_is_taken_over_at_once(store: Store) -> None:
+    # A worker killed in the middle of a teardown: its resumed task must finish it, not wait
+    # the lock out (fault injection caught an environment left tearing_down).
+    store.allocate_env(make_env("e1"))
+    assert store.lock_teardown("e1", dead_owner(), 600) is True
+    live = worker_id()
+    assert store.lock_teardown("e1", live, 60) is True
+    assert store.lock_teardown("e1", worker_id(), 60) is False  # a live holder is waited for
+
+
 def test_concurrent_teardown_locks_exactly_one_wins(store: Store) -> None:
     store.allocate_env(make_env("e1"))
     results = race(8, lambda: store.lock_teardown("e1", worker_id(), 60))

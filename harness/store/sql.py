@@ -354,13 +354,20 @@ class SqlStore(ABC):
     def lock_teardown(self, env_id: str, owner: str, lease_s: float) -> bool:
         with self._transaction() as tx:
             now = time.time()
+            # A holder that was a process on this host and no longer exists (killed in the
+            # middle of a teardown) is taken over at once, as its task leases are: waiting
+            # for its lock to expire would leave the environment half torn down.
+            holders = tx.rows("SELECT lock_owner FROM harness_envs WHERE env_id = ?", (env_id,))
+            held_by = holders[0]["lock_owner"] if holders else None
+            gone = [held_by] if held_by is not None and owner_is_gone(held_by) else []
+            gone_clause = " OR lock_owner = ?" if gone else ""
             # One statement: PostgreSQL re-checks the WHERE on the row a concurrent locker
             # just wrote, SQLite runs it under the database's write lock.
             taken = tx.run(
                 "UPDATE harness_envs SET lock_owner = ?, lock_expires_at = ? WHERE env_id = ?"
                 " AND status <> 'deleted' AND (lock_owner IS NULL OR lock_owner = ?"
-                " OR lock_expires_at IS NULL OR lock_expires_at < ?)",
-                (owner, now + lease_s, env_id, owner, now),
+                f" OR lock_expires_at IS NULL OR lock_expires_at < ?{gone_clause})",
+                (owner, now + lease_s, env_id, owner, now, *gone),
             )
         return taken == 1
 
