@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -219,3 +221,13 @@ def test_huge_results_are_capped(tools: SandboxTools) -> None:
     result = ok(tools, "run", command="head -c 100000 /dev/zero | tr '\\0' y")
     assert len(result) < 13_000
     assert "characters cut" in result
+
+
+def test_a_fifo_in_the_tree_is_refused_without_blocking_harness(
+    tools: SandboxTools, sandbox: WorktreeSandbox
+) -> None:
+    # Opening a FIFO with no writer blocks: harness's host process must never do that.
+    os.mkfifo(sandbox.path / "pipe")
+    assert "not a regular file" in refused(tools, "read_file", path="pipe").result
+    assert "not a regular file" in refused(tools, "write_file", path="pipe", content="x").result
+    assert stat.S_ISFIFO(os.lstat(sandbox.path / "pipe").st_mode)

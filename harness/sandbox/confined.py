@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from harness.sandbox import Completed, resolve_inside
+from harness.sandbox import Completed, PathOutsideSandbox, resolve_inside
 from harness.sandbox import bubblewrap as bwrap
+from harness.sandbox.host_files import read_regular, write_regular
 from harness.sandbox.limits import SandboxLimits, command_cgroups
 from harness.sandbox.process import run_process
+
+MAX_READ_BYTES = 64 * 1024 * 1024
+"""What a tool reads of one file at most (tools cap what they show far below this)."""
 
 
 class ConfinedDirectory:
@@ -70,10 +76,21 @@ class ConfinedDirectory:
                 argv, cwd=self.path, env=full_env, timeout_s=timeout_s, log_path=log_path
             )
 
+    # The tree is the agent's: harness reads and writes only regular files in it, without
+    # following a link swapped in after `resolve_inside` looked, and a FIFO never blocks it.
     def read(self, relpath: str) -> str:
-        return resolve_inside(self.path, relpath).read_text(encoding="utf-8", errors="replace")
+        target = resolve_inside(self.path, relpath)
+        if target.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", relpath)
+        data = read_regular(target, MAX_READ_BYTES)
+        if data is None and not os.path.lexists(target):
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", relpath)
+        if data is None:
+            raise PathOutsideSandbox(f"{relpath!r} is not a regular file in the tree; refused")
+        return data.decode("utf-8", errors="replace")
 
     def write(self, relpath: str, content: str) -> None:
         target = resolve_inside(self.path, relpath, writing=True)
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(content, encoding="utf-8")
+        if not write_regular(target, content.encode("utf-8")):
+            raise PathOutsideSandbox(f"{relpath!r} is not a regular file in the tree; refused")

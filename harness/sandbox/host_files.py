@@ -21,6 +21,8 @@ from harness.errors import InfrastructureError
 _NO_FOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+# O_NONBLOCK: opening a FIFO the agent left there fails (ENXIO) instead of blocking harness.
+_WRITE = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _ATTEMPTS = 8
 
 
@@ -62,6 +64,32 @@ def read_regular(path: Path, limit: int) -> bytes | None:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
         return handle.read(limit)
+
+
+def write_regular(path: Path, data: bytes) -> bool:
+    """Write `data` as the whole of `path`, a regular file (made if missing) reached without
+    following a link in its last component or its directory; False, writing nothing, when it
+    is anything else (a symlink, a FIFO, a device)."""
+    try:
+        directory_fd = _open_directory(path.parent)
+    except InfrastructureError:
+        return False
+    try:
+        fd = os.open(path.name, _WRITE, 0o644, dir_fd=directory_fd)
+    except OSError:
+        return False
+    finally:
+        os.close(directory_fd)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        os.ftruncate(fd, 0)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        return True
+    finally:
+        os.close(fd)
 
 
 class _File:
