@@ -1,4 +1,4 @@
-"""The `harness` command line (typer + rich)."""
+"""The `harness` command line (typer): the composition root that wires harness/ and graphs/."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from cli.run import resume, run
 app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
-    help=__doc__,
+    help="harness: specs in, verified pull requests or escalations out.",
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
 )
