@@ -10,10 +10,12 @@ place.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shutil
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import git
@@ -192,8 +194,23 @@ class GitRepository:
         return _call(self._git, args, self._no_filters)
 
 
-RefusePaths = Callable[[Path], list[str]]
-"""Given a worktree's root, the paths (from its top level) a commit must leave out."""
+@dataclass(frozen=True)
+class Refusal:
+    """What policy keeps out of a task's commits, and why."""
+
+    kind: str
+    """What was refused, as a problem type (e.g. file-too-large)."""
+    reason: str
+    """One line naming what and the limit it broke."""
+    paths: tuple[str, ...] = ()
+    """Left out of every commit (from the top level); the rest is committed."""
+    everything: bool = False
+    """Nothing is committed: the change as a whole is refused."""
+
+
+CommitCheck = Callable[[Path, list[str]], Refusal | None]
+"""Given a worktree's root and the files a commit would take (from its top level: tracked and
+untracked but not ignored, what `git add --all` takes), what policy refuses of them."""
 
 
 class Worktree:
@@ -207,7 +224,7 @@ class Worktree:
     """
 
     def __init__(
-        self, root: Path, project: Path, git_dir: Path, refuse: RefusePaths | None = None
+        self, root: Path, project: Path, git_dir: Path, check: CommitCheck | None = None
     ) -> None:
         self.root = root
         self.project = project
@@ -217,11 +234,12 @@ class Worktree:
         self._git = git.Git(str(project))
         self._where = (f"--git-dir={git_dir}", f"--work-tree={root}")
         self._no_filters: tuple[str, ...] | None = None
-        self.refuse = refuse
-        """Which paths (from the top level) no commit may take: the sandbox's policy, e.g.
-        files over the size cap. They stay in the tree, uncommitted, on every commit."""
-        self.refused: list[str] = []
-        """What the last `commit_all` left out because `refuse` named it."""
+        self.check = check
+        """What no commit may take: the sandbox's policy (files over the size cap, a change
+        over the worktree cap). What it refuses stays in the tree, uncommitted, on every
+        commit."""
+        self.refused: Refusal | None = None
+        """What the last `commit_all` left out because `check` refused it."""
 
     def _filters_off(self) -> tuple[str, ...]:
         if self._no_filters is None:
@@ -229,10 +247,10 @@ class Worktree:
         return self._no_filters
 
     @classmethod
-    def create(cls, root: Path, project: Path, refuse: RefusePaths | None = None) -> Worktree:
+    def create(cls, root: Path, project: Path, check: CommitCheck | None = None) -> Worktree:
         """For a worktree just added: reads its git directory while it is still trustworthy."""
         out = _call(git.Git(str(root)), ("rev-parse", "--absolute-git-dir"))
-        return cls(root, project, Path(out.strip()), refuse)
+        return cls(root, project, Path(out.strip()), check)
 
     def has_changes(self) -> bool:
         status = ("status", "--porcelain", "--untracked-files=all", _IGNORE_NESTED)
@@ -240,13 +258,16 @@ class Worktree:
 
     def commit_all(self, message: str) -> str | None:
         """Commit everything in the worktree (ignored files excepted); None when nothing changed."""
+        self.refused = None
         if not self.has_changes():
             return None
         # git add runs `git status` inside every gitlink already in the index to see if it is
         # dirty, and there the nested repository's own config applies: gitlinks are left out
         # (a new nested repository is recorded without being entered; the review refuses it).
-        self.refused = self.refuse(self.root) if self.refuse is not None else []
-        left_out = [*self._gitlinks(), *self.refused]
+        self.refused = self.check(self.root, self.committable()) if self.check else None
+        if self.refused is not None and self.refused.everything:
+            return None  # the change stays in the tree, uncommitted
+        left_out = [*self._gitlinks(), *(self.refused.paths if self.refused else ())]
         pathspecs = [":/", *(f":(exclude,top,literal){path}" for path in left_out)]
         try:
             self._run("add", "--all", "--", *pathspecs)
@@ -259,6 +280,16 @@ class Worktree:
             return None  # only refused paths changed: nothing to commit
         self._run(*_IDENTITY, "commit", "--quiet", "--no-verify", "-m", message)
         return self.head()
+
+    def committable(self) -> list[str]:
+        """What `git add --all` would take, from the top level: tracked files (also those
+        deleted since) and untracked ones not ignored. A nested repository is one entry, not
+        entered (a trailing `/` when untracked)."""
+        listing = ("ls-files", "-z", "--full-name", "--cached", "--others", "--exclude-standard")
+        out = self._run_bytes(*listing, "--", ":/")
+        # Names as the file system has them (os.fsdecode): a name that is not UTF-8 is
+        # still found on disk, and still counted.
+        return sorted({os.fsdecode(name) for name in out.split(b"\0") if name})
 
     def _gitlinks(self) -> list[str]:
         """Paths (from the top level) of the index's gitlinks."""

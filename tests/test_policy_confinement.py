@@ -68,3 +68,39 @@ def test_a_file_over_the_size_limit_is_never_committed(tiny: TinyProject) -> Non
     tree = git(tiny.repo, "ls-tree", "-r", "--name-only", "harness/r1/t").split()
     assert "done.txt" in tree and "big.txt" not in tree
     assert (tiny.runs / "r1" / "escalations" / "t.md").read_text().count("file-too-large") >= 1
+
+
+def _write(path: str, size: int) -> dict[str, object]:
+    return {"tool": "write_file", "args": {"path": path, "content": "x" * size}}
+
+
+def test_a_change_over_the_worktree_limit_is_not_committed(tiny: TinyProject) -> None:
+    # Four files of 900 bytes, each under the 1000-byte file cap, 3600 bytes together.
+    parts = [_write(f"part-{n}.txt", 900) for n in range(4)]
+    tiny.add_spec("t", attempts=[[*parts, WRITE_DONE, FINISH]])
+    limits = {"file_bytes": 1000, "worktree_bytes": 3000}
+    policy = tiny.write_policy(name="small.yaml", limits=limits)
+    assert tiny.run(policy=policy).exit_code == 0
+    task = tiny.task("t")
+    assert task["outcome"] == "escalated"
+    reason = task["reason"]
+    assert reason.startswith("refused by policy on attempt 1: the worktree's files to commit ")
+    assert "over limits.worktree_bytes (3,000 bytes)" in reason
+    assert "part-0.txt (900)" in reason  # the biggest files, named with their sizes
+    # Nothing of the change went into a commit: not the attempt's, the escalation's, teardown's.
+    tree = git(tiny.repo, "ls-tree", "-r", "--name-only", "harness/r1/t").split()
+    assert not {"done.txt", "part-0.txt"} & set(tree)
+    report = (tiny.runs / "r1" / "escalations" / "t.md").read_text()
+    assert "worktree-too-large" in report
+
+
+def test_ignored_build_output_counts_toward_no_limit(tiny: TinyProject) -> None:
+    # build/ is in the repository's .gitignore: neither its 1200-byte file (over the file
+    # cap) nor its 3600 bytes (over the worktree cap) are what a commit takes.
+    build = [_write(f"build/out-{n}.bin", 1200) for n in range(3)]
+    tiny.add_spec("t", attempts=[[*build, WRITE_DONE, FINISH]])
+    limits = {"file_bytes": 1000, "worktree_bytes": 3000}
+    policy = tiny.write_policy(name="small.yaml", limits=limits)
+    assert tiny.run(policy=policy).exit_code == 0
+    assert tiny.task("t")["outcome"] == "verified"
+    assert "done.txt" in git(tiny.repo, "ls-tree", "-r", "--name-only", "harness/r1/t").split()

@@ -15,7 +15,7 @@ import pytest
 
 from harness.sandbox import Completed
 from harness.sandbox.confined import ConfinedDirectory
-from harness.sandbox.limits import MIB, SandboxLimits, oversized
+from harness.sandbox.limits import MIB, SandboxLimits, commit_check
 
 
 def confined(tmp_path: Path, **options: object) -> ConfinedDirectory:
@@ -182,7 +182,7 @@ for groups in limits._POOL.values():
     assert not any(Path(path).exists() for path, _ in lines)
 
 
-def test_oversized_files_and_trees_are_found_without_following_links(tmp_path: Path) -> None:
+def test_size_caps_count_links_as_links(tmp_path: Path) -> None:
     outside = tmp_path / "outside.bin"
     with outside.open("wb") as sparse:
         sparse.truncate(10 * MIB)
@@ -192,16 +192,15 @@ def test_oversized_files_and_trees_are_found_without_following_links(tmp_path: P
         sparse.truncate(3 * MIB)
     (tree / "small.txt").write_text("ok")
     (tree / "link").symlink_to(outside)  # counted as the link, never as its target
-    (tree / ".git").mkdir()
-    with (tree / ".git" / "pack").open("wb") as sparse:
-        sparse.truncate(10 * MIB)
+    files = ["data/big.bin", "small.txt", "link", "deleted.txt", "data"]
 
-    limits = SandboxLimits(file_bytes=2 * MIB, worktree_bytes=4 * MIB)
-    found = oversized(tree, limits)
-    assert [(item.path, item.limit) for item in found] == [("data/big.bin", 2 * MIB)]
-    tighter = oversized(tree, SandboxLimits(file_bytes=4 * MIB, worktree_bytes=2 * MIB))
-    assert [item.path for item in tighter] == ["."]
-    assert "the worktree is" in tighter[0].describe()
+    check = commit_check(SandboxLimits(file_bytes=2 * MIB, worktree_bytes=4 * MIB))
+    found = check(tree, files)
+    assert found is not None and found.paths == ("data/big.bin",) and not found.everything
+    tighter = commit_check(SandboxLimits(file_bytes=4 * MIB, worktree_bytes=2 * MIB))(tree, files)
+    assert tighter is not None and tighter.everything and tighter.kind == "worktree-too-large"
+    assert f"total {3 * MIB + 2 + len(str(outside)):,} bytes" in tighter.reason
+    assert commit_check(SandboxLimits(file_bytes=4 * MIB))(tree, files) is None
 
 
 def test_policy_has_limits_and_read_paths_with_defaults() -> None:

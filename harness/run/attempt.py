@@ -12,6 +12,7 @@ from __future__ import annotations
 from harness.agents import AttemptContext, AttemptRecord, Usage
 from harness.config.spec import Spec
 from harness.feedback import Feedback
+from harness.git import Refusal
 from harness.problems import Problem, problem_type
 from harness.run.context import RunContext
 from harness.run.effects import Value
@@ -76,24 +77,32 @@ def make_attempt(
     return record
 
 
-def _refused(record: AttemptRecord, paths: list[str], limit: int) -> AttemptRecord:
-    """The attempt, stopped: it made files over the size cap, which no commit takes."""
-    listed = ", ".join(paths)
+def _refused(record: AttemptRecord, refusal: Refusal, file_bytes: int) -> AttemptRecord:
+    """The attempt, stopped: policy's size caps refused (part of) what it made, which stays
+    in the tree, uncommitted."""
+    if refusal.everything:
+        title = "The change is over the worktree size limit and was not committed"
+        detail = (
+            f"{refusal.reason}. Nothing of this attempt was committed; list build output in "
+            ".gitignore, or raise limits.worktree_bytes in policy if it is meant to be."
+        )
+    else:
+        title = "Files over the size limit were not committed"
+        detail = (
+            f"{', '.join(refusal.paths)}: over limits.file_bytes ({file_bytes:,} bytes). "
+            "Nothing this size is committed to the repository; raise the limit in policy if "
+            "it is meant to be."
+        )
     problem = Problem(
-        type=problem_type("file-too-large"),
-        title="Files over the size limit were not committed",
-        detail=f"{listed}: over limits.file_bytes ({limit:,} bytes). Nothing this size is "
-        "committed to the repository; raise the limit in policy if it is meant to be.",
+        type=problem_type(refusal.kind),
+        title=title,
+        detail=detail,
         category="policy",
         retryable=False,
         owner_action_required=True,
     )
     return record.model_copy(
-        update={
-            "stop_reason": "refused",
-            "error": f"files over the size limit: {listed}",
-            "problem": problem,
-        }
+        update={"stop_reason": "refused", "error": refusal.reason, "problem": problem}
     )
 
 

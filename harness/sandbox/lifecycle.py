@@ -30,7 +30,7 @@ from harness.errors import InfrastructureError
 from harness.git import GitRepository, Worktree
 from harness.run.ledger import RunLedger
 from harness.sandbox import TaskSandbox
-from harness.sandbox.limits import Confinement, SandboxLimits, files_too_big
+from harness.sandbox.limits import Confinement, SandboxLimits, commit_check
 from harness.sandbox.local import WorktreeSandbox
 from harness.store import EnvRecord, EnvStatus, Store
 
@@ -261,9 +261,9 @@ def remove_worktree(env: EnvRecord) -> None:
         git_dir = repository.worktree_git_dir(root)
         if root.exists() and git_dir is not None and env.artifacts.get("branch"):
             with contextlib.suppress(InfrastructureError):
-                # Policy's default file cap: gc does not know the run's policy.
-                refuse = files_too_big(SandboxLimits())
-                worktree = Worktree(root, root, git_dir, refuse)
+                # Policy's default size caps: gc does not know the run's policy.
+                check = commit_check(SandboxLimits())
+                worktree = Worktree(root, root, git_dir, check)
                 worktree.commit_all("harness: work in progress at gc")
         repository.remove_worktree(root)
     scratch = env.artifacts.get("scratch")

@@ -1,5 +1,5 @@
 """Resource limits of sandboxed commands, the extra read paths of the sandbox's view, and the
-size check a commit must pass.
+size checks a commit must pass.
 
 Limits are enforced twice where the machine allows: a cgroup per command (cgroups v1 memory and
 pids, as root) and rlimits set just before bubblewrap starts. rlimits alone cannot stop a fork
@@ -16,13 +16,14 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import Field, field_validator
 
 from harness.config.strict import StrictModel
+from harness.git import CommitCheck, Refusal
 
 MIB = 1024 * 1024
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -45,7 +46,9 @@ class SandboxLimits(StrictModel):
     file_bytes: int = Field(default=50 * MIB, ge=1)
     """Largest file a commit may add or change; a larger one is refused as a policy problem."""
     worktree_bytes: int = Field(default=1024 * MIB, ge=1)
-    """Largest total of a worktree's files (`.git` excluded) at commit time."""
+    """Largest total a commit may hold: the worktree's files that are tracked or untracked and
+    not ignored (what `git add --all` takes; ignored build output does not count). A change
+    over it is not committed, and refused as a policy problem."""
 
 
 class SandboxView(StrictModel):
@@ -64,59 +67,57 @@ class SandboxView(StrictModel):
         return paths
 
 
-@dataclass(frozen=True)
-class Oversized:
-    """One reason a tree is refused at commit."""
-
-    path: str
-    """Relative to the worktree; "." for the whole tree."""
-    size: int
-    limit: int
-
-    def describe(self) -> str:
-        what = "the worktree" if self.path == "." else self.path
-        return f"{what} is {self.size:,} bytes, over the {self.limit:,}-byte limit"
+BIGGEST_NAMED = 5
+"""How many of its biggest files a refused change names."""
 
 
-def oversized(root: Path, limits: SandboxLimits) -> list[Oversized]:
-    """Files over `file_bytes`, and the whole tree if over `worktree_bytes`.
+def commit_check(limits: SandboxLimits) -> CommitCheck:
+    """Policy's size caps on a task's commits (harness.git's `Worktree.check`), over what the
+    commit would take: tracked and untracked files that are not ignored (build output, caches
+    and virtualenvs a .gitignore names are never counted).
 
-    Sizes come from lstat while walking: a symlink counts as the link itself, is never
-    followed, and no file is opened, because everything under `root` is the agent's.
-    """
-    found: list[Oversized] = []
-    total = 0
-    pending = [root]
-    while pending:
-        directory = pending.pop()
+    A file over `file_bytes` is left out of every commit and the rest committed; a change whose
+    files still total over `worktree_bytes` is not committed at all. Either way it stays in
+    the tree, and the attempt that made it is refused as a policy problem. Sizes come from
+    lstat: a symlink counts as the link itself, never followed, and no file is opened,
+    because everything in the tree is the agent's."""
+
+    def check(root: Path, files: list[str]) -> Refusal | None:
+        sizes = _sizes(root, files)
+        too_big = sorted(path for path, size in sizes.items() if size > limits.file_bytes)
+        total = sum(size for path, size in sizes.items() if size <= limits.file_bytes)
+        if total > limits.worktree_bytes:
+            biggest = sorted(sizes, key=lambda path: (-sizes[path], path))[:BIGGEST_NAMED]
+            named = ", ".join(f"{path} ({sizes[path]:,})" for path in biggest)
+            return Refusal(
+                kind="worktree-too-large",
+                reason=f"the worktree's files to commit total {total:,} bytes, over "
+                f"limits.worktree_bytes ({limits.worktree_bytes:,} bytes); biggest: {named}",
+                everything=True,
+            )
+        if too_big:
+            return Refusal(
+                kind="file-too-large",
+                reason=f"files over the size limit: {', '.join(too_big)}",
+                paths=tuple(too_big),
+            )
+        return None
+
+    return check
+
+
+def _sizes(root: Path, files: list[str]) -> dict[str, int]:
+    """lstat sizes of the regular files and symlinks among `files` (from `root`); gone ones
+    (a tracked file deleted) and directories (a nested repository) count nothing."""
+    sizes: dict[str, int] = {}
+    for path in files:
         try:
-            entries = list(os.scandir(directory))
+            info = os.lstat(root / path)
         except OSError:
-            continue  # unreadable or vanished: git's own commit reports it
-        for entry in entries:
-            if directory == root and entry.name == ".git":
-                continue
-            info = os.lstat(entry.path)
-            if stat.S_ISDIR(info.st_mode):
-                pending.append(Path(entry.path))
-                continue
-            total += info.st_size
-            if info.st_size > limits.file_bytes:
-                relative = os.path.relpath(entry.path, root)
-                found.append(Oversized(relative, info.st_size, limits.file_bytes))
-    if total > limits.worktree_bytes:
-        found.append(Oversized(".", total, limits.worktree_bytes))
-    return sorted(found, key=lambda item: item.path)
-
-
-def files_too_big(limits: SandboxLimits) -> Callable[[Path], list[str]]:
-    """What a task's commits must leave out: its files over `file_bytes` (harness.git's
-    `Worktree.refuse`). They stay in the tree; the attempt that made them is refused."""
-
-    def refuse(root: Path) -> list[str]:
-        return [item.path for item in oversized(root, limits) if item.path != "."]
-
-    return refuse
+            continue
+        if stat.S_ISREG(info.st_mode) or stat.S_ISLNK(info.st_mode):
+            sizes[path] = info.st_size
+    return sizes
 
 
 def cgroups_usable() -> str | None:

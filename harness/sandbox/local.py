@@ -10,7 +10,7 @@ from harness.config.spec import Spec
 from harness.errors import InfrastructureError
 from harness.git import GitRepository, Worktree
 from harness.sandbox.confined import ConfinedDirectory
-from harness.sandbox.limits import DEFAULT_CONFINEMENT, Confinement, files_too_big
+from harness.sandbox.limits import DEFAULT_CONFINEMENT, Confinement, commit_check
 
 
 class WorktreeSandbox(ConfinedDirectory):
@@ -45,11 +45,11 @@ class WorktreeSandbox(ConfinedDirectory):
         # A worktree just made is read as git made it; one found on disk later is known by the
         # repository's own record of it (`git_dir`), never by its .git file, which the agent's
         # tree holds.
-        refuse = files_too_big(confinement.limits)
+        check = commit_check(confinement.limits)
         self.worktree = (
-            Worktree(root, project, git_dir, refuse)
+            Worktree(root, project, git_dir, check)
             if git_dir
-            else Worktree.create(root, project, refuse)
+            else Worktree.create(root, project, check)
         )
         self.keeps_work = keeps_work
 
