@@ -3,10 +3,12 @@ the "CLI agent" is a shell script, so what harness hands it and what it can reac
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 from helpers import TinyProject, branch_exists, git
+from test_egress import Recorder
 
 # Writes done.txt (what the gate wants) and copies what it was given, so the test can read it.
 SCRIPT = (
@@ -53,21 +55,71 @@ def test_only_the_named_host_variables_reach_the_command_agent(
     assert "tok-kept-out-0002" not in seen
 
 
-PROBE = (
-    "python3 -c \"import socket; socket.create_connection(('127.0.0.1', {port}), 2)\" "
-    "&& echo reached > net.txt || echo refused > net.txt; echo made > done.txt"
-)
+# Attempt 1 calls an allowed and a refused host through the proxy variables and dials the
+# allowed one directly; attempt 2 (after the gate failed) keeps its prompt and passes.
+PROBE = """
+import os, socket, sys, urllib.request
+prompt = open(sys.argv[1]).read()
+if "attempt: 2" in prompt:
+    open("prompt-2.md", "w").write(prompt)
+    open("done.txt", "w").write("made")
+    sys.exit(0)
+seen = []
+for url in ["http://127.0.0.2:{allowed}/ok", "http://127.0.0.3:{denied}/steal"]:
+    try:
+        seen.append(url + " " + urllib.request.urlopen(url, data=b"x", timeout=10).read().decode())
+    except Exception as exc:
+        seen.append(url + " refused " + str(getattr(exc, "code", exc)))
+try:
+    socket.create_connection(("127.0.0.2", {allowed}), timeout=5)
+    seen.append("direct reached")
+except OSError as exc:
+    seen.append("direct failed " + exc.strerror)
+open("net.txt", "w").write("\\n".join(seen))
+"""
 
 
-@pytest.mark.parametrize(("network", "expected"), [(False, "refused"), (True, "reached")])
-def test_network_only_when_the_policy_grants_it(
-    tiny: TinyProject, http_server: int, network: bool, expected: str
-) -> None:
-    tiny.write_policy(agent=command_agent(PROBE.format(port=http_server), network=network))
+def test_network_true_is_refused_naming_egress(tiny: TinyProject) -> None:
+    tiny.write_policy(agent=command_agent(network=True))
     tiny.add_spec("net", replay=False)
-    assert tiny.run().exit_code == 0
+    result = tiny.run()
 
-    assert git(tiny.repo, "show", "harness/r1/net:net.txt").strip() == expected
+    assert result.exit_code == 2
+    assert "agent.network" in result.stderr and "agent.egress" in result.stderr
+
+
+def test_a_networked_agent_reaches_its_allowed_host_and_not_another(tiny: TinyProject) -> None:
+    allowed, denied = Recorder("127.0.0.2"), Recorder("127.0.0.3")
+    try:
+        probe = PROBE.format(allowed=allowed.port, denied=denied.port)
+        agent = {
+            "kind": "command",
+            "command": ["python", "-c", probe, "{prompt_file}"],
+            "egress": ["127.0.0.2"],
+        }
+        tiny.write_policy(agent=agent)
+        tiny.add_spec("net", replay=False)
+        result = tiny.run()
+    finally:
+        for server in (allowed, denied):
+            server.shutdown()
+            server.server_close()
+
+    assert result.exit_code == 0, result.stderr
+    assert tiny.task("net")["attempts"] == 2
+    seen = git(tiny.repo, "show", "harness/r1/net:net.txt").splitlines()
+    assert seen == [
+        f"http://127.0.0.2:{allowed.port}/ok hello from 0.2",
+        f"http://127.0.0.3:{denied.port}/steal refused 403",
+        "direct failed Connection refused",
+    ]
+    assert [(method, path) for method, path, _ in allowed.seen] == [("POST", "/ok")]
+    assert denied.seen == []
+    record = json.loads((tiny.runs / "r1" / "tasks" / "net" / "attempt-1.json").read_text())
+    assert record["egress_refused"] == [f"POST 127.0.0.3:{denied.port}"]
+    prompt = git(tiny.repo, "show", "harness/r1/net:prompt-2.md")
+    assert "tried to reach hosts policy does not allow" in prompt
+    assert f"refused: POST 127.0.0.3:{denied.port}" in prompt
 
 
 def test_a_failing_command_agent_escalates_and_keeps_its_work(tiny: TinyProject) -> None:

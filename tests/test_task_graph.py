@@ -34,6 +34,7 @@ from harness.run.context import LiveTasks, RunConfig, RunContext, RunServices
 from harness.run.effects import Effects
 from harness.run.ledger import RunLedger
 from harness.sandbox import Completed, TaskSandbox
+from harness.sandbox.bridge import Egress
 from harness.sandbox.bubblewrap import Isolation
 from harness.store import open_store
 
@@ -63,7 +64,7 @@ class ScriptedSandbox:
         log_path: Path | None = None,
         *,
         env: Mapping[str, str] | None = None,
-        network: bool = False,
+        egress: Egress | None = None,
     ) -> Completed:
         self.commands.append(command)
         assert self.results, f"unscripted command run: {command!r}"

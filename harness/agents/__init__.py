@@ -72,6 +72,8 @@ class AttemptRecord(BaseModel):
     steps: list[ToolCall] = []
     usage: Usage = Usage()
     duration_s: float = 0.0
+    egress_refused: list[str] = []
+    """Connections the agent's egress proxy refused during the attempt ("CONNECT evil.com:443")."""
 
 
 @dataclass(frozen=True)

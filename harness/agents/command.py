@@ -14,8 +14,13 @@ from harness.config.policy import AgentConfig, GateConfig
 from harness.config.spec import Spec
 from harness.feedback import Feedback
 from harness.gates.record import excerpt
+from harness.problems import Problem, problem_type, render_markdown
 from harness.sandbox import Sandbox
+from harness.sandbox.bridge import Denial
+from harness.sandbox.egress_proxy import AllowlistProxy
 from harness.sandbox.host_files import create_new
+
+REFUSED_FILE = "egress-refused.txt"
 
 
 class CommandAgent:
@@ -35,6 +40,7 @@ class CommandAgent:
         # write to any host file), so the file is created new, under a name it cannot guess.
         prompt = system_prompt(self.gates, repo_instructions(sandbox))
         prompt += "\n\n" + task_message(spec, context.number, feedback) + "\n"
+        prompt += refused_before(context, self.config.egress)
         stem = f"prompt-attempt-{context.number}"
         prompt_file = create_new(sandbox.scratch, stem, ".md", prompt)
         argv = [
@@ -46,20 +52,27 @@ class CommandAgent:
         # on, whatever the variable's name.
         redact.remember(env)
         timeout = max(1.0, min(self.config.timeout_s, context.deadline - time.monotonic()))
-        done = sandbox.run(
-            shlex.join(argv),
-            timeout_s=timeout,
-            log_path=context.log_dir / "command.log",
-            env=env,
-            network=self.config.network,
-        )
+        log = context.log_dir / "command.log"
+        refused: list[Denial] = []
+        if self.config.egress:  # the allowlisted hosts only, through tinyproxy
+            with AllowlistProxy(self.config.egress) as proxy:
+                done = sandbox.run(
+                    shlex.join(argv), timeout_s=timeout, log_path=log, env=env, egress=proxy.egress
+                )
+                refused = proxy.denials()
+        else:
+            done = sandbox.run(shlex.join(argv), timeout_s=timeout, log_path=log, env=env)
         record = AttemptRecord(
             number=context.number,
             agent=self.name,
             stop_reason="finished",
             summary=excerpt(done.output),
             duration_s=done.duration_s,
+            egress_refused=[str(denial) for denial in refused],
         )
+        # Kept beside the attempt's log (harness's directory), for the next attempt's prompt.
+        context.log_dir.mkdir(parents=True, exist_ok=True)
+        (context.log_dir / REFUSED_FILE).write_text("".join(f"{d}\n" for d in refused), "utf-8")
         if done.timed_out:
             record.stop_reason = "budget"
             record.error = f"the command agent ran past its {timeout:.0f} s limit and was killed"
@@ -69,3 +82,20 @@ class CommandAgent:
                 f"the command agent exited {done.exit_code}: {excerpt(done.output)[-500:]}"
             )
         return record
+
+
+def refused_before(context: AttemptContext, allowed: list[str]) -> str:
+    """The connections refused in the previous attempt, as a problem for this one's prompt."""
+    previous = context.log_dir.parent / f"attempt-{context.number - 1}" / REFUSED_FILE
+    refused = previous.read_text(encoding="utf-8").splitlines() if previous.is_file() else []
+    if not refused:
+        return ""
+    problem = Problem(
+        type=problem_type("egress-refused"),
+        title="Your previous attempt tried to reach hosts policy does not allow",
+        detail=f"refused: {', '.join(refused[:10])}. Policy allows only: "
+        f"{', '.join(allowed) or 'nothing'} (agent.egress); everything else is refused.",
+        code="egress-refused",
+        category="policy",
+    )
+    return "\n" + render_markdown([problem]) + "\n"

@@ -7,13 +7,14 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BeforeValidator, Field, field_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from harness.config.strict import StrictModel, parse_yaml_mapping
 from harness.errors import InputError
 from harness.git import refused_in_branch_names
 from harness.integration.config import IntegrationConfig
+from harness.sandbox.egress_proxy import egress_host
 from harness.sandbox.limits import SandboxLimits, SandboxView
 
 AgentKind = Literal["anthropic", "command", "replay"]
@@ -41,6 +42,13 @@ class RateLimit(StrictModel):
     """Input plus output tokens per rolling minute across the run; None: no limit."""
 
 
+def _egress_host(value: str) -> str:
+    try:
+        return egress_host(value)
+    except ValueError as exc:
+        raise PydanticCustomError("egress_host", "{why}", {"why": str(exc)}) from None
+
+
 class AgentConfig(StrictModel):
     kind: AgentKind = "replay"
     """Which Agent backend runs each attempt. `replay` plays a scripted trajectory, no model."""
@@ -55,9 +63,23 @@ class AgentConfig(StrictModel):
     timeout_s: float = Field(default=1800, gt=0)
     """For `command`: one attempt's time limit."""
     network: bool = False
-    """For `command`: keep the network in its sandbox (a CLI agent calls its own model API)."""
+    """Replaced by `egress`: `true` is refused, with a message saying to list hosts there."""
+    egress: list[Annotated[str, AfterValidator(_egress_host)]] = []
+    """For `command`: the hosts its sandbox may reach, through harness's allowlisting proxy
+    (tinyproxy), e.g. [api.anthropic.com]; empty (the default): no network at all."""
     env: list[str] = []
     """For `command`: host environment variables passed into its sandbox, e.g. its API key."""
+
+    @field_validator("network")
+    @classmethod
+    def _network_is_egress_now(cls, value: bool) -> bool:
+        if value:
+            raise PydanticCustomError(
+                "network",
+                "the open network is gone: list the hosts the agent may reach under "
+                "agent.egress instead, e.g. egress: [api.anthropic.com]",
+            )
+        return value
 
 
 class Price(StrictModel):

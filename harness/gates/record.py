@@ -57,6 +57,9 @@ class GateRecord(BaseModel):
     answered its health check); the command did not run. Infrastructure."""
     setup_s: float = 0.0
     """Of `duration_s`, the time spent making the gate's environment ready (its services)."""
+    egress_refused: list[str] = []
+    """Connections harness refused during the run ("POST evil.example:443"): the gate
+    failed for them. Only what went through the proxy variables is seen."""
 
     @property
     def ending(self) -> str:

@@ -34,6 +34,7 @@ from harness.gates.record import (
 from harness.parsers import parse_gate_output
 from harness.problems import Problem, problem_type
 from harness.sandbox import PYTEST_ADDOPTS, Completed, Sandbox
+from harness.sandbox.bridge import Denial, Egress
 
 PARSE_LIMIT_BYTES = 16 * 1024 * 1024
 """Past this, problems come from the capped head and tail of the output only."""
@@ -45,8 +46,9 @@ class GateEnvironment:
 
     env: Mapping[str, str] = field(default_factory=dict)
     """Added to the sandbox's environment (an integration gate's routing key and URLs)."""
-    network: bool = False
-    """Keep the host's network: the gate calls services listening on the host's loopback."""
+    egress: Egress | None = None
+    """What the gate may reach: an integration gate's routed services, bridged into its
+    sandbox; what it tried to reach besides, through a proxy, lands in `egress.denials`."""
     not_applicable: str | None = None
     """Set when the gate does not apply: it passes without running, and the record says why."""
     ran: Completed | None = None
@@ -182,17 +184,21 @@ class GateRunner:
                 done = _ran_elsewhere(setup.ran, log)
             else:
                 done = self.sandbox.run(
-                    gate.command, timeout_s=timeout, log_path=log, env=env, network=setup.network
+                    gate.command, timeout_s=timeout, log_path=log, env=env, egress=setup.egress
                 )
             junit = read_report(reports)
         record = gate_record(gate, done, attempt=attempt, phase=phase, run=run, setup_s=setup_s)
         contradicted = contradiction(gate, done, junit, record.counts)
         if contradicted is not None:
             record = record.model_copy(update={"passed": False})
+        refused = egress_problems(gate, setup.egress, instance, record.log)
+        if refused:  # a test that tried to reach past its services fails, whatever it printed
+            denied = [str(denial) for denial in setup.egress.denials] if setup.egress else []
+            record = record.model_copy(update={"passed": False, "egress_refused": denied})
         if record.passed:
             return record, []
         if record.infrastructure_failure:
-            return record, [infrastructure_problem(record, instance)]
+            return record, [infrastructure_problem(record, instance), *refused]
         with tempfile.TemporaryDirectory(prefix="harness-junit-") as private:
             # The parser reads a path: the report's bytes, copied where only harness writes.
             copy = Path(private) / "junit.xml" if junit is not None else None
@@ -209,6 +215,7 @@ class GateRunner:
             )
         if contradicted is not None:
             problems = [contradiction_problem(gate, contradicted, instance, record.log), *problems]
+        problems = [*refused, *problems]
         if not record.counts:  # machine formats (JSON) print no closing count line
             record = record.model_copy(update={"counts": {"found": len(problems)}})
         return record, problems
@@ -241,6 +248,35 @@ def _setup_failed(
         log=log,
     )
     return record, [problem]
+
+
+def egress_problems(
+    gate: GateConfig, egress: Egress | None, instance: str, log: str | None
+) -> list[Problem]:
+    """The connections harness refused during a gate run, as one problem the agent reads."""
+    denials: list[Denial] = list(egress.denials) if egress is not None else []
+    if not denials:
+        return []
+    targets = sorted({f"{denial.host}:{denial.port}" for denial in denials})
+    return [
+        Problem(
+            type=problem_type("egress-refused"),
+            title=f"The {gate.kind} test tried to reach {', '.join(targets)}; egress is refused",
+            detail=(
+                f"harness refused {len(denials)} connection(s) from gate {gate.name!r}: "
+                + ", ".join(str(denial) for denial in denials[:10])
+                + ". Policy: a gate's command reaches only the services harness routes to it "
+                "(the HARNESS_URL_* variables); nothing else on the network. Remove the call, "
+                "or make it to a routed service."
+            ),
+            instance=instance,
+            gate=gate.name,
+            command=gate.command,
+            code="egress-refused",
+            category="agent_fixable",
+            log=log,
+        )
+    ]
 
 
 def _ran_elsewhere(done: Completed, log: Path) -> Completed:

@@ -24,6 +24,7 @@ from harness.integration.processes import BASELINE, ServiceNotReady
 from harness.integration.routing_key import routing_key
 from harness.integration.servicemap import load_service_map
 from harness.sandbox import Completed, TaskSandbox
+from harness.sandbox.bridge import Egress
 
 
 class IntegrationGates:
@@ -93,7 +94,11 @@ class IntegrationGates:
                 "service map, or raise integration.ready_timeout_s",
                 exc.log,
             ) from exc
-        return GateEnvironment(env=task.gate_env(), network=True)
+        env = task.gate_env()
+        # The routing layer's ports, bridged into the gate's own network namespace: nothing
+        # else is reachable, and what it tries through a proxy is refused and recorded.
+        urls = [url for name, url in env.items() if name.startswith("HARNESS_URL_")]
+        return GateEnvironment(env=env, egress=Egress.to_urls(urls))
 
     def _on_kubernetes(self, gate: GateConfig, service_map: ServiceMap) -> GateEnvironment:
         """The changed services forked in the cluster and the gate's command run as a Job

@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from harness.git import Worktree
+
+if TYPE_CHECKING:
+    from harness.sandbox.bridge import Egress
 
 
 @dataclass(frozen=True)
@@ -48,12 +51,13 @@ class Sandbox(Protocol):
         log_path: Path | None = None,
         *,
         env: Mapping[str, str] | None = None,
-        network: bool = False,
+        egress: Egress | None = None,
     ) -> Completed:
         """Run a shell command in `path`; killed after `timeout_s`; full output to `log_path`.
 
-        `env` adds variables to the scrubbed environment; `network` keeps the host's network
-        (for a CLI agent that calls its own model API), which is otherwise cut off.
+        `env` adds variables to the scrubbed environment. The network is cut off, unless
+        `egress` names host endpoints to bridge in (an integration gate's routed services, a
+        CLI agent's allowlisting proxy); denials harness sees land in `egress.denials`.
         """
         ...
 
