@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import AfterValidator, BeforeValidator, Field, field_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from harness.config.forge import GitHubConfig, GitLabConfig, private_key, token_from_env
 from harness.config.strict import StrictModel, parse_yaml_mapping
 from harness.errors import InputError
 from harness.git import refused_in_branch_names
@@ -147,6 +148,45 @@ class PublishConfig(StrictModel):
     """Task branches are named <branch_prefix>/<run-id>/<spec-id>."""
     protected_paths: list[str] = []
     """Git globs from the repository's top level; a change touching one never auto-PRs."""
+    forge: Literal["local", "github", "gitlab"] = "local"
+    """Where tasks are published: `local` records under runs/ only, or also a forge's PRs."""
+    remote: str = Field(default="origin", min_length=1)
+    """The git remote of the spec's repository that task branches are pushed to; its URL
+    names the forge's repository (owner/name)."""
+    draft_tiers: list[Literal[1, 2, 3]] = [2]
+    """Verified tasks of these tiers open as draft PRs."""
+    labels: list[str] = ["harness"]
+    """Labels on every PR harness opens."""
+    reviewers: list[str] = []
+    """Reviewers requested on every PR (logins); a spec's own `reviewers:` are added."""
+    escalations: Literal["draft", "branch", "none"] = "draft"
+    """What an escalated task publishes on the forge: a draft PR labelled for a human, the
+    branch only, or nothing (its local record only)."""
+    escalation_label: str = Field(default="needs-human", min_length=1)
+    """The label that marks an escalation's draft PR for a human."""
+    github: GitHubConfig | None = None
+    gitlab: GitLabConfig | None = None
+
+    @model_validator(mode="after")
+    def _forge_settings(self) -> PublishConfig:
+        if self.forge == "github" and self.github is None:
+            raise ValueError(
+                "forge github needs publish.github: {token_env: GITHUB_TOKEN} or "
+                "{app: {app_id, private_key_file, installation_id}}"
+            )
+        return self
+
+    def check_forge(self, source: Path | str) -> None:
+        """What publishing needs from the environment, checked at a run's start: the token
+        variable the policy names is set (InputError naming it otherwise)."""
+        if self.forge == "github" and self.github is not None:
+            if self.github.token_env is not None:
+                token_from_env(self.github.token_env, "publish.github.token_env", source)
+            elif self.github.app is not None:
+                private_key(self.github.app, source)
+        if self.forge == "gitlab":
+            gitlab = self.gitlab or GitLabConfig()
+            token_from_env(gitlab.token_env, "publish.gitlab.token_env", source)
 
     @field_validator("branch_prefix")
     @classmethod

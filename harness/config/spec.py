@@ -36,6 +36,8 @@ class SpecFrontMatter(StrictModel):
     `tests`); run against the task's sandboxed services and the shared baseline."""
     paths: list[str] = []
     """Where the change is expected (git glob pathspecs relative to `repo`)."""
+    reviewers: list[str] = []
+    """Forge logins asked to review this spec's PR, besides the policy's `publish.reviewers`."""
     budget: BudgetOverride | None = None
     """Overrides of the policy's budget for this spec only."""
 
