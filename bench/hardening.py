@@ -1,14 +1,21 @@
 """Per-command cost of the sandbox hardening (issue 11, items 2 and 3): `true` in a sandbox,
-before and after, interleaved in one process so both see the same machine load.
+before and after, interleaved in one process so all variants see the same machine load.
 
     before        the pre-hardening command line: the host bound read-only (`--ro-bind / /`)
                   with tmpfs holes over /tmp, /run, /var/tmp; no cap-drop, seccomp or limits
     after         `ConfinedDirectory.run("true")`, everything on: the allowlisted view, the
                   host-side prelude (rlimits, seccomp fd), `--cap-drop ALL`, `--seccomp`, a
-                  size-capped /tmp, and a fresh memory + pids cgroup made and removed per command
-    after-no-cg   the same without the per-command cgroups (what a machine without them pays)
+                  size-capped /tmp, started by the sandbox's spawner in its memory + pids
+                  cgroups (joined once, when the spawner started)
+    after-no-cg   the same argv started by harness itself, in no cgroup (what a machine
+                  without cgroups pays)
+    join-per-cmd  the same argv started by harness, its first process joining a pooled
+                  memory + pids cgroup pair (`echo $$ > cgroup.procs`): the design before the
+                  spawner, for comparison
 
-Building the seccomp filter (once per harness process) is timed separately.
+Also timed: building the seccomp filter (once per harness process), and a sandbox's first
+command (`first-cmd`: a new `ConfinedDirectory`, so its spawner starts and joins the cgroups;
+the cgroups come from the pool), against its later ones.
 
     .venv/bin/python bench/hardening.py [--iterations 200] [--json PATH]
 """
@@ -29,7 +36,7 @@ from stats import percentile
 from harness.sandbox import bubblewrap as bwrap
 from harness.sandbox import seccomp
 from harness.sandbox.confined import ConfinedDirectory
-from harness.sandbox.limits import cgroups_usable
+from harness.sandbox.limits import SandboxLimits, cgroups_usable, take_cgroups
 from harness.sandbox.process import run_process
 
 GOAL_EXTRA_MS = 5.0
@@ -72,10 +79,22 @@ def main() -> None:
             probe.reason, "true", cwd=worktree, writable=[worktree, scratch],
             readable=bwrap.needed_host_paths(),
         )  # fmt: skip
+        groups = take_cgroups(SandboxLimits())
+        joins = " && ".join(f"echo $$ > {group}/cgroup.procs" for group in groups)
+        joined = ["/bin/sh", "-c", f'{joins} && exec "$@"', "join", *new] if groups else new
+
+        def first_command() -> int:
+            fresh = ConfinedDirectory(worktree, worktree, scratch)
+            return fresh.run("true", timeout_s=30).exit_code  # its spawner stops with it
+
         variants: dict[str, Callable[[], int]] = {
             "before": lambda: run_process(old, cwd=worktree, env=env, timeout_s=30).exit_code,
             "after": lambda: box.run("true", timeout_s=30).exit_code,
             "after-no-cg": lambda: run_process(new, cwd=worktree, env=env, timeout_s=30).exit_code,
+            "join-per-cmd": lambda: (
+                run_process(joined, cwd=worktree, env=env, timeout_s=30).exit_code
+            ),
+            "first-cmd": first_command,
         }
         samples: dict[str, list[float]] = {name: [] for name in variants}
         for iteration in range(args.iterations + 5):
@@ -90,7 +109,7 @@ def main() -> None:
     report = {
         "iterations": args.iterations,
         "seccomp_filter": {"built_ms": round(filter_ms, 1), "state": built.reason},
-        "cgroups": cgroups_usable() or "a pooled memory + pids cgroup per command",
+        "cgroups": cgroups_usable() or "a pooled memory + pids cgroup pair per sandbox",
         "ms": {
             name: {
                 "p50": round(statistics.median(values), 2),

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -129,6 +130,32 @@ def test_a_memory_bomb_fails_and_harness_survives(tmp_path: Path) -> None:
     assert box.run("echo alive", timeout_s=30).output.strip() == "alive"
 
 
+def test_the_memory_limit_holds_for_the_whole_sandbox(tmp_path: Path) -> None:
+    # Two commands at once, each holding 80 MiB: under the 128 MiB limit alone, not together.
+    box = confined(tmp_path, limits=SandboxLimits(memory_bytes=128 * MIB))
+    box.write("hold.py", "import sys, time\nheld = b'x' * (80 * 1024 * 1024)\nprint('held')\n")
+    first_holds = "python -c \"exec(open('hold.py').read()); open('first', 'w')\n"
+    first_holds += "import os, time\nwhile not os.path.exists('second'): time.sleep(0.05)\""
+    second_waits = "while [ ! -f first ]; do sleep 0.05; done; python hold.py; touch second"
+    results: dict[str, Completed] = {}
+
+    def run(name: str, command: str) -> None:
+        results[name] = box.run(command, timeout_s=60)
+
+    threads = [
+        threading.Thread(target=run, args=("first", first_holds)),
+        threading.Thread(target=run, args=("second", second_waits)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not any(result.timed_out for result in results.values()), results
+    held = [name for name, result in results.items() if result.exit_code == 0]
+    assert len(held) < 2, results  # the sandbox's memory cgroup stopped one of them
+    assert box.run("python hold.py", timeout_s=60).output.strip() == "held"  # alone, it fits
+
+
 def test_a_fork_bomb_fails(tmp_path: Path) -> None:
     box = confined(tmp_path, limits=SandboxLimits(pids=32))
     result = python(
@@ -169,17 +196,37 @@ from harness.sandbox import limits
 from harness.sandbox.confined import ConfinedDirectory
 where = Path({str(tmp_path)!r})
 box = ConfinedDirectory(where, where, where)
-box.run("head -c 20000000 /dev/zero | cat > /dev/null", timeout_s=30)
-for groups in limits._POOL.values():
-    for group in groups[0]:
-        usage = group / "memory.max_usage_in_bytes"
-        print(group, usage.read_text().strip() if usage.exists() else "-")
+for _ in range(3):  # one sandbox, one pair of cgroups for all its commands
+    box.run("head -c 20000000 /dev/zero | cat > /dev/null", timeout_s=30)
+for group in limits._MADE:
+    usage = group / "memory.max_usage_in_bytes"
+    print(group, usage.read_text().strip() if usage.exists() else "-")
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     lines = [line.split() for line in done.stdout.splitlines()]
     assert sorted(Path(path).parent.name for path, _ in lines) == ["memory", "pids"], done
     assert all(usage == "-" or int(usage) > 0 for _, usage in lines)  # the command was in it
     assert not any(Path(path).exists() for path, _ in lines)
+
+
+def test_cgroups_a_killed_harness_left_are_removed(tmp_path: Path) -> None:
+    # A harness killed with SIGKILL never ran its exit handlers: its cgroups stayed.
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    left = [
+        Path("/sys/fs/cgroup", kind, f"harness-{dead.pid}-0dead0") for kind in ("memory", "pids")
+    ]
+    for group in left:
+        group.mkdir()
+    script = f"""
+from pathlib import Path
+from harness.sandbox.confined import ConfinedDirectory
+where = Path({str(tmp_path)!r})
+print(ConfinedDirectory(where, where, where).run("true", timeout_s=30).exit_code)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.stdout.strip() == "0", done
+    assert not any(group.exists() for group in left)
 
 
 def test_size_caps_count_links_as_links(tmp_path: Path) -> None:

@@ -15,12 +15,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.sandbox import PYTEST_ADDOPTS, seccomp
-from harness.sandbox.bridge import HostBridge
 from harness.sandbox.limits import SandboxLimits, cgroups_usable
 
 DEFAULT_LIMITS = SandboxLimits()
@@ -61,12 +60,11 @@ ETC_NETWORK = ("resolv.conf", "hosts", "host.conf", "gai.conf")
 RESOLVER_PATHS = (Path("/run/systemd/resolve"), Path("/run/resolvconf"))
 SECCOMP_FD = 3
 # Runs on the host, as harness, before bubblewrap: its arguments are harness's own (the filter
-# file, cgroup.procs files, limits); the command is only ever an argument of bwrap. It joins
-# the command's cgroups, sets rlimits that bubblewrap and all it starts inherit (memory as
-# RLIMIT_DATA, CPU seconds, processes), and opens the seccomp filter on fd 3 for `--seccomp 3`.
-PRELUDE = """bpf=$1 procs=$2 data_kb=$3 cpu_s=$4 nproc=$5
-shift 5
-for p in $procs; do echo $$ > "$p" || exit 125; done
+# file, limits); the command is only ever an argument of bwrap. It sets rlimits that bubblewrap
+# and all it starts inherit (memory as RLIMIT_DATA, CPU seconds, processes), and opens the
+# seccomp filter on fd 3 for `--seccomp 3`. (The sandbox's cgroups are its spawner's.)
+PRELUDE = """bpf=$1 data_kb=$2 cpu_s=$3 nproc=$4
+shift 4
 ulimit -d "$data_kb" && ulimit -t "$cpu_s" && ulimit -p "$nproc" || exit 125
 [ -z "$bpf" ] || exec "$@" 3< "$bpf"
 exec "$@"
@@ -148,8 +146,6 @@ def wrap(
     read_only: Iterable[Path] = (),
     network: bool = False,
     limits: SandboxLimits = DEFAULT_LIMITS,
-    cgroup_procs: Sequence[Path] = (),
-    bridge: HostBridge | None = None,
 ) -> list[str]:
     """The argv running `command` through sh in `cwd`, confined by bubblewrap.
 
@@ -157,19 +153,12 @@ def wrap(
     `readable` read-only (harness's Python, the repository's git dir, policy's read paths),
     and `read_only` are paths inside `writable` ones that must not change. `network` keeps the
     host's network namespace and its resolver config. The argv starts with a short host-side
-    prelude (`PRELUDE`) that enters `cgroup_procs`, sets the rlimits and opens the seccomp
-    filter for bubblewrap.
-
-    With a `bridge` the command keeps its private network namespace and reaches the bridge's
-    endpoints only: harness's launcher runs first, starts the in-sandbox relay, then loads the
-    seccomp filter itself (the relay needs the unix sockets the filter refuses) and execs the
-    command (see harness.sandbox.bridge).
+    prelude (`PRELUDE`) that sets the rlimits and opens the seccomp filter for bubblewrap.
     """
     bpf = seccomp.build_filter().path
     argv = [binary, *view_args(network, limits)]
-    bridged = [bridge.directory] if bridge is not None else []
     binds = [
-        *(("--ro-bind-try", path) for path in [*readable, *bridged]),
+        *(("--ro-bind-try", path) for path in readable),
         *(("--bind", path) for path in writable),
         *(("--ro-bind", path) for path in read_only),
     ]
@@ -182,17 +171,11 @@ def wrap(
     if network:
         argv += ["--share-net"]
     argv += ["--cap-drop", "ALL", "--die-with-parent", "--new-session"]
-    if bpf is not None and bridge is None:
+    if bpf is not None:
         argv += ["--seccomp", str(SECCOMP_FD)]
-    argv += ["--chdir", str(cwd)]
-    if bridge is None:
-        argv += ["/bin/sh", "-c", command]
-    else:
-        # Not `--seccomp`: the launcher loads the filter from the same fd once its relay runs.
-        argv += bridge.launcher(sys.executable, command, SECCOMP_FD if bpf is not None else None)
+    argv += ["--chdir", str(cwd), "/bin/sh", "-c", command]
     rlimits = [str(limits.memory_bytes // 1024), str(limits.cpu_seconds), str(limits.pids)]
-    procs = " ".join(str(path) for path in cgroup_procs)
-    return ["/bin/sh", "-c", PRELUDE, "harness-sandbox", str(bpf or ""), procs, *rlimits, *argv]
+    return ["/bin/sh", "-c", PRELUDE, "harness-sandbox", str(bpf or ""), *rlimits, *argv]
 
 
 def view_args(network: bool, limits: SandboxLimits) -> list[str]:

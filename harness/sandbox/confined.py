@@ -9,10 +9,10 @@ from pathlib import Path
 
 from harness.sandbox import Completed, PathOutsideSandbox, resolve_inside
 from harness.sandbox import bubblewrap as bwrap
-from harness.sandbox.bridge import Egress, HostBridge, proxy_env
 from harness.sandbox.host_files import read_regular, write_regular
-from harness.sandbox.limits import SandboxLimits, command_cgroups
+from harness.sandbox.limits import SandboxLimits, cgroups_usable
 from harness.sandbox.process import run_process
+from harness.sandbox.spawner import Spawner
 
 MAX_READ_BYTES = 64 * 1024 * 1024
 """What a tool reads of one file at most (tools cap what they show far below this)."""
@@ -45,6 +45,8 @@ class ConfinedDirectory:
         probe = bwrap.probe()
         self._bwrap = probe.reason if probe.available else None
         self.isolation = "bubblewrap" if probe.available else "none"
+        # Starts the commands inside the sandbox's cgroups, joined once (see spawner.py).
+        self._spawner = Spawner(limits) if cgroups_usable() is None else None
 
     def run(
         self,
@@ -53,45 +55,32 @@ class ConfinedDirectory:
         log_path: Path | None = None,
         *,
         env: Mapping[str, str] | None = None,
-        egress: Egress | None = None,
+        network: bool = False,
     ) -> Completed:
         full_env = bwrap.sandbox_env(self.scratch) | dict(env or {})
-        if egress is not None and self._bwrap is not None:
-            with HostBridge(egress) as bridge:
-                return self._run(command, timeout_s, log_path, full_env | bridge.env(), bridge)
-        if self._bwrap is None:  # unconfined: the host's network, said loudly on every run
-            if egress is not None and egress.proxy is not None:
-                full_env |= proxy_env(egress.proxy)
+        if self._bwrap is None:
             argv = ["/bin/sh", "-c", command]
             return run_process(
                 argv, cwd=self.path, env=full_env, timeout_s=timeout_s, log_path=log_path
             )
-        return self._run(command, timeout_s, log_path, full_env, None)
-
-    def _run(
-        self,
-        command: str,
-        timeout_s: float,
-        log_path: Path | None,
-        full_env: Mapping[str, str],
-        bridge: HostBridge | None,
-    ) -> Completed:
-        assert self._bwrap is not None
-        with command_cgroups(self.limits) as cgroup_procs:
-            argv = bwrap.wrap(
-                self._bwrap,
-                command,
-                cwd=self.path,
-                writable=[self.root, self.scratch],
-                readable=self._readable,
-                read_only=self._read_only,
-                limits=self.limits,
-                cgroup_procs=cgroup_procs,
-                bridge=bridge,
-            )
-            return run_process(
-                argv, cwd=self.path, env=full_env, timeout_s=timeout_s, log_path=log_path
-            )
+        argv = bwrap.wrap(
+            self._bwrap,
+            command,
+            cwd=self.path,
+            writable=[self.root, self.scratch],
+            readable=self._readable,
+            read_only=self._read_only,
+            network=network,
+            limits=self.limits,
+        )
+        return run_process(
+            argv,
+            cwd=self.path,
+            env=full_env,
+            timeout_s=timeout_s,
+            log_path=log_path,
+            spawn=self._spawner.spawn if self._spawner else None,
+        )
 
     # The tree is the agent's: harness reads and writes only regular files in it, without
     # following a link swapped in after `resolve_inside` looked, and a FIFO never blocks it.

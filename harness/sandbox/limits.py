@@ -1,10 +1,11 @@
 """Resource limits of sandboxed commands, the extra read paths of the sandbox's view, and the
 size checks a commit must pass.
 
-Limits are enforced twice where the machine allows: a cgroup per command (cgroups v1 memory and
-pids, as root) and rlimits set just before bubblewrap starts. rlimits alone cannot stop a fork
-bomb when harness runs as root: the kernel skips RLIMIT_NPROC for the initial namespace's root
-user, and bubblewrap's user namespace maps the sandbox's root to that same user.
+Limits are enforced twice where the machine allows: cgroups per sandbox (v1 memory and pids, as
+root, joined once by the sandbox's spawner, which all its commands inherit) and rlimits set just
+before bubblewrap starts, per process. rlimits alone cannot stop a fork bomb when harness runs
+as root: the kernel skips RLIMIT_NPROC for the initial namespace's root user, and bubblewrap's
+user namespace maps the sandbox's root to that same user.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,14 +30,15 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 class SandboxLimits(StrictModel):
-    """Policy's `limits:` section: what one sandboxed command may use."""
+    """Policy's `limits:` section: what one sandbox and its commands may use."""
 
     memory_bytes: int = Field(default=4096 * MIB, ge=64 * MIB)
-    """Memory of one command and all it starts: the memory cgroup's limit, and each process's
-    RLIMIT_DATA (heap and private mappings), so a memory bomb fails its allocation or is
-    killed, and harness keeps running."""
+    """Memory of one sandbox, all its commands together (its memory cgroup), and of each
+    process (RLIMIT_DATA: heap and private mappings), so a memory bomb fails its allocation
+    or is killed, and harness keeps running."""
     pids: int = Field(default=1024, ge=16)
-    """Processes and threads of one command at once (pids cgroup): a fork bomb's fork fails."""
+    """Processes and threads of one sandbox at once (its pids cgroup): a fork bomb's fork
+    fails."""
     cpu_seconds: int = Field(default=1800, ge=1)
     """CPU time of each process (RLIMIT_CPU; SIGXCPU past it). The gate's `timeout_s` bounds
     wall-clock time; this bounds a process that spins while its gate waits on something else."""
@@ -121,7 +122,7 @@ def _sizes(root: Path, files: list[str]) -> dict[str, int]:
 
 
 def cgroups_usable() -> str | None:
-    """None when per-command v1 memory and pids cgroups can be made here, else why not."""
+    """None when v1 memory and pids cgroups can be made here, else why not."""
     for controller in ("memory", "pids"):
         parent = CGROUP_ROOT / controller
         if not (parent / "cgroup.procs").exists():
@@ -131,36 +132,38 @@ def cgroups_usable() -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def command_cgroups(limits: SandboxLimits) -> Iterator[list[Path]]:
-    """A memory and a pids cgroup of their own for one command, at `limits`; yields their
-    `cgroup.procs` files (the command's first process writes itself there). Yields nothing
-    when cgroups are not usable here; the rlimits still apply.
+def take_cgroups(limits: SandboxLimits) -> list[Path]:
+    """A memory and a pids cgroup at `limits`, for one sandbox's spawner (harness.sandbox.
+    spawner) to join: every command of the sandbox inherits them. Empty when cgroups are not
+    usable here; the rlimits still apply.
 
-    Making and removing a memory cgroup costs ~20 ms, four times a sandboxed `true`, so the
-    empty cgroups of finished commands are kept in a pool and reused (one command at a time
-    each), and removed when harness exits."""
+    Making and removing a memory cgroup costs ~20 ms, so the cgroups of closed sandboxes are
+    kept in a pool and reused (one sandbox at a time each), and removed when harness exits."""
     if cgroups_usable() is not None:
-        yield []
-        return
+        return []
     key = (limits.memory_bytes, limits.pids)
     with _POOL_LOCK:
         free = _POOL.setdefault(key, [])
-        groups = free.pop() if free else None
-    if groups is None:
-        groups = _make_cgroups(limits)
-    try:
-        yield [group / "cgroup.procs" for group in groups]
-    finally:
+        if free:
+            return free.pop()
+    return _make_cgroups(limits)
+
+
+def give_back_cgroups(limits: SandboxLimits, groups: list[Path]) -> None:
+    """Return `take_cgroups`'s groups to the pool, once nothing runs in them."""
+    if groups:
         with _POOL_LOCK:
-            _POOL[key].append(groups)
+            _POOL[(limits.memory_bytes, limits.pids)].append(groups)
 
 
 _POOL: dict[tuple[int, int], list[list[Path]]] = {}
 _POOL_LOCK = threading.Lock()
+_MADE: list[Path] = []
 
 
 def _make_cgroups(limits: SandboxLimits) -> list[Path]:
+    if not _MADE:
+        _remove_stale()
     name = f"harness-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     made: list[Path] = []
     try:
@@ -176,13 +179,30 @@ def _make_cgroups(limits: SandboxLimits) -> list[Path]:
         for group in made:
             _remove(group)
         raise
-    for group in made:
-        atexit.register(_remove, group)
+    with _POOL_LOCK:
+        _MADE.extend(made)
     return made
 
 
+@atexit.register  # at import, so it runs after the spawners (registered later) have stopped
+def _remove_all() -> None:
+    for group in _MADE:
+        _remove(group)
+
+
+def _remove_stale() -> None:
+    """Remove the empty cgroups of harness processes that are gone: one killed (SIGKILL, the
+    OOM killer) never ran its exit handlers."""
+    for controller in ("memory", "pids"):
+        for group in (CGROUP_ROOT / controller).glob("harness-*-*"):
+            pid = group.name.split("-")[1]
+            if pid.isdigit() and not Path("/proc", pid).exists():
+                with contextlib.suppress(OSError):  # not empty, or removed by another
+                    group.rmdir()
+
+
 def _remove(group: Path) -> None:
-    # A finished command's pid namespace is gone when bwrap exits, but its processes may take
+    # A stopped sandbox's pid namespace is gone when bwrap exits, but its processes may take
     # a moment to be reaped; a cgroup with members cannot be removed.
     for _ in range(50):
         try:

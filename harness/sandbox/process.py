@@ -16,8 +16,9 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from harness import failpoints
 from harness.redact import StreamRedactor, current
@@ -33,6 +34,22 @@ DRAIN_AFTER_EXIT = 1 << 20
 still holds the pipe open and keeps writing."""
 
 
+class Started(Protocol):
+    """A started command (a Popen, or a spawner's child)."""
+
+    pid: int
+    """Also its process group's id: it runs in a session of its own."""
+
+    def wait(self) -> int:
+        """Its exit code once it ends; negative: the signal that ended it."""
+        ...
+
+
+Spawn = Callable[[Sequence[str], Path, Mapping[str, str], int], Started]
+"""Start argv in cwd with exactly env, stdin /dev/null, stdout and stderr to the fd, in a
+session of its own (harness.sandbox.spawner)."""
+
+
 def run_process(
     argv: Sequence[str],
     *,
@@ -41,22 +58,16 @@ def run_process(
     timeout_s: float,
     log_path: Path | None = None,
     log_max_bytes: int = LOG_MAX_BYTES,
+    spawn: Spawn | None = None,
 ) -> Completed:
+    """`argv` started by `spawn`, or by harness itself."""
     started = time.monotonic()
     capture = _Capture(log_path, log_max_bytes)  # before the command starts: it may fail
     read_fd, write_fd = os.pipe()
     try:
         # A new session gives the command its own process group, so a timeout kills the
         # whole tree (bubblewrap's pid namespace dies with it).
-        proc = subprocess.Popen(
-            list(argv),
-            cwd=cwd,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=write_fd,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        proc: Started = (spawn or _popen)(argv, cwd, env, write_fd)
     except OSError as exc:
         os.close(read_fd)
         capture.close()
@@ -80,9 +91,10 @@ def run_process(
 
     timer = threading.Timer(timeout_s, expire)
     timer.start()
+    exit_code = -signal.SIGKILL
     try:
         failpoints.during()  # fault-injection tests: the harness dies while this runs
-        proc.wait()
+        exit_code = proc.wait()
     finally:
         timer.cancel()
         os.write(wake_write, b"x")  # the reader stops at EOF, or after draining, whichever first
@@ -93,7 +105,7 @@ def run_process(
     duration = time.monotonic() - started
     output, cut = capture.close()
     return Completed(
-        exit_code=proc.returncode if not timed_out else -signal.SIGKILL,
+        exit_code=exit_code if not timed_out else -signal.SIGKILL,
         output=output,
         duration_s=duration,
         timed_out=timed_out,
@@ -102,7 +114,19 @@ def run_process(
     )
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+def _popen(argv: Sequence[str], cwd: Path, env: Mapping[str, str], output: int) -> Started:
+    return subprocess.Popen(
+        list(argv),
+        cwd=cwd,
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _kill_group(proc: Started) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
 
