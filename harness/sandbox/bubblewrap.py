@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.sandbox import PYTEST_ADDOPTS, seccomp
+from harness.sandbox.bridge import HostBridge
 from harness.sandbox.limits import SandboxLimits, cgroups_usable
 
 DEFAULT_LIMITS = SandboxLimits()
@@ -146,6 +147,7 @@ def wrap(
     read_only: Iterable[Path] = (),
     network: bool = False,
     limits: SandboxLimits = DEFAULT_LIMITS,
+    bridge: HostBridge | None = None,
 ) -> list[str]:
     """The argv running `command` through sh in `cwd`, confined by bubblewrap.
 
@@ -154,11 +156,17 @@ def wrap(
     and `read_only` are paths inside `writable` ones that must not change. `network` keeps the
     host's network namespace and its resolver config. The argv starts with a short host-side
     prelude (`PRELUDE`) that sets the rlimits and opens the seccomp filter for bubblewrap.
+
+    With a `bridge` the command keeps its private network namespace and reaches the bridge's
+    endpoints only: harness's launcher runs first, starts the in-sandbox relay, then loads the
+    seccomp filter itself (the relay needs the unix sockets the filter refuses) and execs the
+    command (see harness.sandbox.bridge).
     """
     bpf = seccomp.build_filter().path
     argv = [binary, *view_args(network, limits)]
+    bridged = [bridge.directory] if bridge is not None else []
     binds = [
-        *(("--ro-bind-try", path) for path in readable),
+        *(("--ro-bind-try", path) for path in [*readable, *bridged]),
         *(("--bind", path) for path in writable),
         *(("--ro-bind", path) for path in read_only),
     ]
@@ -171,9 +179,14 @@ def wrap(
     if network:
         argv += ["--share-net"]
     argv += ["--cap-drop", "ALL", "--die-with-parent", "--new-session"]
-    if bpf is not None:
+    if bpf is not None and bridge is None:
         argv += ["--seccomp", str(SECCOMP_FD)]
-    argv += ["--chdir", str(cwd), "/bin/sh", "-c", command]
+    argv += ["--chdir", str(cwd)]
+    if bridge is None:
+        argv += ["/bin/sh", "-c", command]
+    else:
+        # Not `--seccomp`: the launcher loads the filter from the same fd once its relay runs.
+        argv += bridge.launcher(sys.executable, command, SECCOMP_FD if bpf is not None else None)
     rlimits = [str(limits.memory_bytes // 1024), str(limits.cpu_seconds), str(limits.pids)]
     return ["/bin/sh", "-c", PRELUDE, "harness-sandbox", str(bpf or ""), *rlimits, *argv]
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from harness.sandbox import Completed, PathOutsideSandbox, resolve_inside
 from harness.sandbox import bubblewrap as bwrap
+from harness.sandbox.bridge import Egress, HostBridge, proxy_env
 from harness.sandbox.host_files import read_regular, write_regular
 from harness.sandbox.limits import SandboxLimits, cgroups_usable
 from harness.sandbox.process import run_process
@@ -55,14 +56,30 @@ class ConfinedDirectory:
         log_path: Path | None = None,
         *,
         env: Mapping[str, str] | None = None,
-        network: bool = False,
+        egress: Egress | None = None,
     ) -> Completed:
         full_env = bwrap.sandbox_env(self.scratch) | dict(env or {})
-        if self._bwrap is None:
+        if egress is not None and self._bwrap is not None:
+            with HostBridge(egress) as bridge:
+                return self._run(command, timeout_s, log_path, full_env | bridge.env(), bridge)
+        if self._bwrap is None:  # unconfined: the host's network, said loudly on every run
+            if egress is not None and egress.proxy is not None:
+                full_env |= proxy_env(egress.proxy)
             argv = ["/bin/sh", "-c", command]
             return run_process(
                 argv, cwd=self.path, env=full_env, timeout_s=timeout_s, log_path=log_path
             )
+        return self._run(command, timeout_s, log_path, full_env, None)
+
+    def _run(
+        self,
+        command: str,
+        timeout_s: float,
+        log_path: Path | None,
+        full_env: Mapping[str, str],
+        bridge: HostBridge | None,
+    ) -> Completed:
+        assert self._bwrap is not None
         argv = bwrap.wrap(
             self._bwrap,
             command,
@@ -70,8 +87,8 @@ class ConfinedDirectory:
             writable=[self.root, self.scratch],
             readable=self._readable,
             read_only=self._read_only,
-            network=network,
             limits=self.limits,
+            bridge=bridge,
         )
         return run_process(
             argv,
