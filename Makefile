@@ -4,7 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+# GitHub's official OpenAPI description (npm @octokit/openapi): the GitHub stand-in in the
+# tests validates every request and response against it (tests/github_openapi.py).
+OPENAPI := .cache/octokit-openapi/node_modules/@octokit/openapi/generated/api.github.com.json
+
+.PHONY: setup demo test lint bench clean openapi
 
 $(STAMP): pyproject.toml
 	@scripts/install-system-deps
@@ -15,10 +19,15 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+$(OPENAPI):
+	npm install --silent --no-save --prefix .cache/octokit-openapi @octokit/openapi@23
+
+openapi: $(OPENAPI)
+
 demo: $(STAMP)
 	$(BIN)/harness run specs/ --policy policies/demo.yaml
 
-test: $(STAMP)
+test: $(STAMP) $(OPENAPI)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict harness graphs cli
@@ -31,4 +40,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .cache/octokit-openapi
