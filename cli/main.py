@@ -9,6 +9,7 @@ import typer
 from cli.check import check
 from cli.gc import gc
 from cli.plan import sandbox_app
+from cli.publish import publish
 from cli.run import resume, run
 
 # Plain click help and tracebacks (here and in `harness sandbox`): rich's help panels and
@@ -32,6 +33,7 @@ def main() -> None:
 # graphs/, the store's drivers) inside its function, so printing help imports none of it.
 app.command()(run)
 app.command()(resume)
+app.command()(publish)
 app.command()(gc)
 app.command()(check)
 app.add_typer(sandbox_app, name="sandbox")

@@ -20,6 +20,8 @@ from cli.render import console, err, error_line, fail, live_table, print_step, s
 if TYPE_CHECKING:
     from harness.config.policy import AgentKind, Policy
     from harness.config.spec import Spec
+    from harness.publish import Publisher
+    from harness.publish.local import LocalPublisher
     from harness.run.context import RunContext
     from harness.store import RunRecord, Store
 
@@ -49,7 +51,7 @@ def run(
         loaded_policy = load_policy(policy)
         agent_kind = agent or loaded_policy.agent.kind
         loaded_policy.check_agent(agent_kind, policy)
-        _require_backends(loaded_policy)
+        _require_backends(loaded_policy, policy)
         spec_set = load_specs(specs)
     except InputError as exc:
         raise fail(str(exc)) from None
@@ -109,7 +111,7 @@ def resume(
                 f"`ls {runs_dir}`, or pass --store if it used another store"
             )
         loaded_policy = _policy_for_resume(record, force)
-        _require_backends(loaded_policy)
+        _require_backends(loaded_policy, Path(record.policy_path))
     except InputError as exc:
         raise fail(str(exc)) from None
     specs = [Spec.model_validate(spec) for spec in record.specs]
@@ -139,9 +141,24 @@ def resume(
     raise typer.Exit(1 if any(r.outcome == "error" for r in ctx.results()) else 0)
 
 
-def _require_backends(policy: Policy) -> None:
+def _publisher(policy: Policy, source: Path, local: LocalPublisher) -> Publisher:
+    """The local records, and with `publish.forge` set the forge's PRs too."""
+    if policy.publish.forge == "local":
+        return local
+    from harness.publish.forge import ForgePublisher, forge_factory
+
+    return ForgePublisher(local, policy.publish, forge_factory(policy.publish, source))
+
+
+def _require_backends(policy: Policy, source: Path | None = None) -> None:
     """InputError, before anything is made, when the policy asks for a backend whose optional
-    extra is not installed."""
+    extra is not installed, or names a forge token that is not set."""
+    if source is not None:
+        policy.publish.check_forge(source)
+    if policy.publish.forge == "github":
+        from harness.publish.forge import require_githubkit
+
+        require_githubkit()
     if policy.integration.backend == "kubernetes":
         from harness.integration.kubernetes import require_kubernetes
 
@@ -230,7 +247,7 @@ def _context(
         worker=worker,
         ledger=ledger,
         effects=Effects(store),
-        publisher=LocalPublisher(run_dir, config.relative),
+        publisher=_publisher(config.policy, policy_path, LocalPublisher(run_dir, config.relative)),
         isolation=isolation,
         fleet=fleet,
         preexisting=PreexistingFailures(run_dir, confinement),

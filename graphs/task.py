@@ -36,7 +36,7 @@ from harness.gates.diff_review import review_diff
 from harness.gates.record import GateRecord, Phase
 from harness.gates.verdict import judge
 from harness.problems import Problem, one_liners
-from harness.publish import Escalation, Evidence, PullRequest, refusal
+from harness.publish import Escalation, Evidence, PublishRefused, PullRequest, refusal
 from harness.run.attempt import make_attempt, stop_escalation
 from harness.run.context import RunContext
 from harness.run.gate_phase import PhaseResult, run_gate_phase
@@ -178,9 +178,12 @@ def publish(state: TaskState, ctx: RunContext) -> Update:
         return {"escalate_reason": why}
     pr = PullRequest.of(spec, worktree, _evidence(state, ctx))
     key = ctx.config.effect_key(spec.id, "publish", pr.evidence.attempts)
-    done = ctx.services.effects.once(
-        key, "publish", lambda: {"pr": ctx.services.publisher.open_pr(pr)}
-    )
+    try:  # a forge refusing it (a protected branch, a missing permission): a person acts
+        done = ctx.services.effects.once(
+            key, "publish", lambda: {"pr": ctx.services.publisher.open_pr(pr)}
+        )
+    except PublishRefused as refused:
+        return {"escalate_reason": f"verified, but not published: {refused}"}
     return {"outcome": "verified", "pr": done["pr"]}
 
 

@@ -9,6 +9,7 @@ place.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import re
@@ -456,3 +457,114 @@ def _call_bytes(runner: git.Git, args: tuple[str, ...], where: tuple[str, ...] =
         raise InfrastructureError(f"git {' '.join(args)} failed: {exc.stderr.strip()}") from None
     assert isinstance(out, bytes)  # stdout_as_string=False
     return out
+
+
+class RemoteRejected(Exception):
+    """The remote refused a push (e.g. branch protection); the message is its reason."""
+
+
+class Remote:
+    """A remote of the user's repository, read and pushed to with a token that never leaves
+    this process: it reaches git only as an HTTP header in the child's environment
+    (GIT_CONFIG_COUNT/KEY/VALUE), scoped to the remote's URL, so it is on no command line, in
+    no .git/config and in no remote URL."""
+
+    def __init__(
+        self,
+        toplevel: Path,
+        name: str,
+        *,
+        header_scope: str | None = None,
+        token: Callable[[], str] | None = None,
+    ) -> None:
+        self.toplevel = toplevel
+        self.name = name
+        self._git = git.Git(str(toplevel))
+        self._scope = header_scope
+        """The URL prefix the header is sent to (e.g. https://github.com/); None: no header."""
+        self._token = token
+
+    def url(self) -> str:
+        return _call(self._git, ("remote", "get-url", self.name)).strip()
+
+    def heads(self) -> tuple[dict[str, str], str | None]:
+        """Branch name → commit, as the remote has them now; and its default branch (what its
+        HEAD points at), if it says."""
+        out = self._remote("ls-remote", "--symref", self.name, "HEAD", "refs/heads/*")
+        heads, default = {}, None
+        for line in out.splitlines():
+            left, _, ref = line.partition("\t")
+            if left.startswith("ref: ") and ref == "HEAD":
+                default = left[5:].removeprefix("refs/heads/")
+            elif ref.startswith("refs/heads/"):
+                heads[ref.removeprefix("refs/heads/")] = left
+        return heads, default
+
+    def branch_commit(self, branch: str) -> str | None:
+        """The local branch's commit, or None when there is no such branch."""
+        try:
+            out = _call(self._git, ("rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"))
+        except InfrastructureError:
+            return None
+        return out.strip()
+
+    def diff(self, base: str, head: str) -> str:
+        """The change from `base` to `head`, as text (no external diff, no textconv, no
+        filter drivers: the agent's .gitattributes choose nothing here)."""
+        return _call(self._git, (*_DIFF, base, head), _filters_off(self._git, ()))
+
+    def has_commit(self, sha: str) -> bool:
+        try:
+            _call(self._git, ("cat-file", "-e", f"{sha}^{{commit}}"))
+        except InfrastructureError:
+            return False
+        return True
+
+    def is_ancestor(self, older: str, newer: str) -> bool:
+        try:
+            _call(self._git, ("merge-base", "--is-ancestor", older, newer))
+        except InfrastructureError:
+            return False
+        return True
+
+    def push(self, sha: str, branch: str, *, expected: str | None) -> None:
+        """Set the remote's `branch` to exactly `sha` (no rebase, no squash), leased: only if
+        the remote still has `expected` there (None: only if it has no such branch).
+        RemoteRejected with the remote's reason when it refuses."""
+        ref = f"refs/heads/{branch}"
+        lease = f"--force-with-lease={ref}:{expected or ''}"
+        try:
+            self._remote("push", "--porcelain", "--no-verify", lease, self.name, f"{sha}:{ref}")
+        except _PushFailed as exc:
+            raise RemoteRejected(exc.reason) from None
+
+    def _remote(self, *args: str) -> str:
+        env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": ""}
+        if self._scope is not None and self._token is not None:
+            basic = base64.b64encode(f"x-access-token:{self._token()}".encode()).decode()
+            env |= {
+                "GIT_CONFIG_COUNT": "1",
+                "GIT_CONFIG_KEY_0": f"http.{self._scope}.extraHeader",
+                "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}",
+            }
+        try:
+            out = self._git.execute(
+                ["git", *_NO_PROGRAMS, *args], env=env, with_extended_output=True
+            )
+        except git.GitCommandError as exc:
+            # The porcelain's rejected refs, with what the remote said (e.g. GitHub's GH006).
+            rejected = [
+                line.split("\t")[-1] for line in str(exc.stdout).splitlines() if line[:1] == "!"
+            ]
+            # (GitPython quotes stderr as "  stderr: '…'": the remote's lines are found inside.)
+            said = re.findall(r"remote: *(\S[^'\n]*)", str(exc.stderr))
+            stderr = " ".join(str(exc.stderr).split())
+            reason = "; ".join(rejected + said[:3]) or stderr or f"git {args[0]} failed"
+            raise _PushFailed(reason) from None
+        return str(out[1])
+
+
+class _PushFailed(InfrastructureError):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -49,6 +49,8 @@ class PullRequest:
     files: list[str]
     unexpected_files: list[str]
     """Changed files outside the spec's expected `paths`."""
+    head: str = ""
+    """The verified commit: what a forge's PR must have as its head, exactly."""
 
     @classmethod
     def of(cls, spec: Spec, worktree: Worktree, evidence: Evidence) -> PullRequest:
@@ -61,6 +63,7 @@ class PullRequest:
             diffstat=worktree.diffstat(spec.base_commit),
             files=changed,
             unexpected_files=[f for f in changed if expected is not None and f not in expected],
+            head=worktree.head(),
         )
 
 
@@ -83,6 +86,12 @@ def refusal(spec: Spec, worktree: Worktree, config: PublishConfig) -> str | None
             "a human reviews the branch"
         )
     return None
+
+
+class PublishRefused(Exception):
+    """The forge refused the task's change for a reason a person must act on (a protected or
+    base branch, a missing base branch, a missing permission): the task escalates with this
+    one-line reason, and its verified work stays on the local branch, to publish again."""
 
 
 class Publisher(Protocol):

@@ -1,0 +1,242 @@
+"""Publishing on a forge: the local record (runs/ keeps the evidence), then the task's desired
+state converged on the forge by the reconciler (harness.publish.reconcile).
+
+`ForgePublisher` is the `Publisher` a run uses when `publish.forge` is github (gitlab to
+come); `desired_pr` and `desired_escalation` make a task's desired state, the same way in a
+run and in `harness publish` (from the run's records), so re-publishing what a run published
+changes nothing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from harness import redact
+from harness.config.policy import PublishConfig
+from harness.config.spec import Spec
+from harness.errors import InputError
+from harness.git import Remote
+from harness.publish import Escalation, PublishRefused, PullRequest
+from harness.publish.local import LocalPublisher
+from harness.publish.reconcile import Desired, Forge, Outcome, converge
+from harness.publish.render import render_escalation, render_pr
+
+BODY_LIMIT = 65_536
+"""GitHub's limit on a PR body, in characters (GitLab's is larger)."""
+DIFF_LIMIT = 20_000
+"""A diff up to this size is included, collapsed; a longer one is named only."""
+COLLAPSE_LINES = 12
+"""A record's section longer than this is collapsed (<details>)."""
+
+ForgeFactory = Callable[[Spec], Forge]
+"""The forge holding a spec's repository (its `publish.remote`)."""
+
+
+def require_githubkit() -> None:
+    """InputError when `publish.forge: github` is asked for without the `github` extra."""
+    if importlib.util.find_spec("githubkit") is None:
+        raise InputError("publish.forge github needs githubkit: pip install 'harness[github]'")
+
+
+def forge_factory(config: PublishConfig, source: Path | str) -> ForgeFactory:
+    """One forge client per repository, made on first use."""
+    made: dict[str, Forge] = {}
+    lock = threading.Lock()
+
+    def forge_for(spec: Spec) -> Forge:
+        with lock:
+            if spec.git_toplevel not in made:
+                if config.forge != "github" or config.github is None:
+                    raise PublishRefused(f"publish.forge {config.forge}: not supported yet")
+                from harness.publish.github import GitHubForge
+
+                toplevel = Path(spec.git_toplevel)
+                made[spec.git_toplevel] = GitHubForge(
+                    config.github, toplevel, config.remote, source=source
+                )
+            return made[spec.git_toplevel]
+
+    return forge_for
+
+
+class ForgePublisher:
+    def __init__(
+        self, local: LocalPublisher, config: PublishConfig, forge_for: ForgeFactory
+    ) -> None:
+        self.local = local
+        self.config = config
+        self.forge_for = forge_for
+        self.name: str = config.forge
+
+    def open_pr(self, pr: PullRequest) -> str:
+        """The PR on the forge (PublishRefused: the task escalates), then its local record."""
+        record = self.local.relative(self.local.run_dir / "prs" / f"{pr.spec.id}.md")
+        desired = desired_pr(
+            pr.spec,
+            self.config,
+            branch=pr.evidence.branch or "",
+            sha=pr.head,
+            record_text=render_pr(pr),
+            record=record,
+            attempts=pr.evidence.attempts,
+        )
+        outcome = converge(self.forge_for(pr.spec), desired)
+        if outcome.stale is not None:
+            raise PublishRefused(outcome.stale)
+        self.local.open_pr(pr)
+        return outcome.url or record
+
+    def escalate(self, escalation: Escalation) -> str:
+        """The local record, then what `publish.escalations` says: a draft PR labelled for a
+        human, the branch only, or nothing. A forge's refusal leaves the local record."""
+        path = self.local.escalate(escalation)
+        spec, branch = escalation.spec, escalation.evidence.branch
+        if self.config.escalations == "none" or not branch:
+            return path
+        sha = Remote(Path(spec.git_toplevel), self.config.remote).branch_commit(branch)
+        if sha is None or sha == spec.base_commit:
+            return path  # nothing was committed: no branch worth publishing
+        desired = desired_escalation(
+            spec,
+            self.config,
+            branch=branch,
+            sha=sha,
+            record_text=render_escalation(escalation),
+            record=path,
+            reason=escalation.reason,
+        )
+        try:
+            outcome = converge(self.forge_for(spec), desired)
+        except PublishRefused:
+            return path
+        return outcome.url or path
+
+
+def desired_from_records(
+    spec: Spec,
+    config: PublishConfig,
+    local: LocalPublisher,
+    *,
+    outcome: str,
+    branch: str | None,
+    reason: str | None,
+    attempts: int,
+) -> Desired | str:
+    """A finished task's desired state from the run's records (what `harness publish` works
+    from), built as the run built it; or why there is nothing to publish."""
+    verified = outcome == "verified"
+    if not branch or outcome not in ("verified", "escalated"):
+        return f"nothing to publish: the task ended {outcome} without a branch"
+    if not verified and config.escalations == "none":
+        return "nothing to publish: publish.escalations is none"
+    path = local.run_dir / ("prs" if verified else "escalations") / f"{spec.id}.md"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return f"nothing to publish: its record {local.relative(path)} is missing"
+    sha = Remote(Path(spec.git_toplevel), config.remote).branch_commit(branch)
+    if sha is None:
+        return f"nothing to publish: branch {branch} is gone from {spec.git_toplevel}"
+    common = {"branch": branch, "sha": sha, "record_text": text, "record": local.relative(path)}
+    if verified:
+        return desired_pr(spec, config, attempts=attempts, **common)
+    return desired_escalation(spec, config, reason=reason or "escalated", **common)
+
+
+def desired_pr(
+    spec: Spec,
+    config: PublishConfig,
+    *,
+    branch: str,
+    sha: str,
+    record_text: str,
+    record: str,
+    attempts: int,
+) -> Desired:
+    diff = Remote(Path(spec.git_toplevel), config.remote).diff(spec.base_commit, sha)
+    return Desired(
+        spec_id=spec.id,
+        branch=branch,
+        sha=sha,
+        base=_base_branch(spec),
+        title=spec.title,
+        body=forge_body(record_text, diff, record),
+        draft=spec.tier in config.draft_tiers,
+        labels=tuple(config.labels),
+        reviewers=tuple(dict.fromkeys([*config.reviewers, *spec.reviewers])),
+        verdict="success",
+        summary=f"verified by harness on attempt {attempts}: every gate passed on this commit",
+        record=record,
+    )
+
+
+def desired_escalation(
+    spec: Spec,
+    config: PublishConfig,
+    *,
+    branch: str,
+    sha: str,
+    record_text: str,
+    record: str,
+    reason: str,
+) -> Desired:
+    diff = Remote(Path(spec.git_toplevel), config.remote).diff(spec.base_commit, sha)
+    return Desired(
+        spec_id=spec.id,
+        branch=branch,
+        sha=sha,
+        base=_base_branch(spec),
+        title=f"[{config.escalation_label}] {spec.title}",
+        body=forge_body(record_text, diff, record),
+        draft=True,
+        labels=tuple(dict.fromkeys([*config.labels, config.escalation_label])),
+        reviewers=tuple(dict.fromkeys([*config.reviewers, *spec.reviewers])),
+        verdict="failure",
+        summary=redact.current().text(f"escalated: {' '.join(reason.split())}"),
+        record=record,
+        open_pr=config.escalations == "draft",
+    )
+
+
+def _base_branch(spec: Spec) -> str | None:
+    """The spec's `base:` when it names a branch (not a commit); else the remote's default."""
+    base = spec.base
+    if base is None or re.fullmatch(r"[0-9a-f]{7,40}", base) or base.startswith("refs/tags/"):
+        return None
+    return base.removeprefix("refs/heads/")
+
+
+def forge_body(record_text: str, diff: str, record: str) -> str:
+    """The record as a PR body: sections longer than a screen collapsed, the diff included
+    collapsed when small, all of it within the forge's limit; secrets redacted."""
+    title, *sections = re.split(r"(?m)^(?=## )", redact.current().text(record_text))
+    parts = [title.rstrip() + "\n"]
+    for section in sections:
+        heading, _, content = section.partition("\n")
+        if content.strip().count("\n") + 1 > COLLAPSE_LINES:
+            summary = heading.removeprefix("## ").strip()
+            section = f"<details><summary>{summary}</summary>\n\n{content.strip()}\n\n</details>\n"
+        parts.append(section.rstrip() + "\n")
+    diff = redact.current().text(diff)
+    if diff and len(diff) <= DIFF_LIMIT:
+        fence = "`" * max([3, *(len(run) + 1 for run in re.findall(r"`+", diff))])
+        parts.append(
+            f"<details><summary>Diff</summary>\n\n{fence}diff\n{diff.rstrip()}\n{fence}\n\n"
+            "</details>\n"
+        )
+    elif diff:
+        parts.append(f"The diff ({len(diff)} characters) is too long to include here.\n")
+    footer = f"\n---\nFull record: `{record}` (harness).\n"
+    body = "\n".join(parts) + footer
+    if len(body) > BODY_LIMIT:
+        cut = f"\n\n… (cut to GitHub's {BODY_LIMIT}-character limit)\n" + footer
+        body = body[: BODY_LIMIT - len(cut)] + cut
+    return body
+
+
+def converged(outcome: Outcome) -> bool:
+    return outcome.stale is None
