@@ -18,6 +18,7 @@ by harness: nothing crosses a namespace that has no route.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shutil
 import socket
@@ -116,6 +117,9 @@ class HostBridge:
         `bpf_fd`) and runs `command`."""
         ports = ",".join(str(port) for port in self.ports)
         fd = "-" if bpf_fd is None else str(bpf_fd)
+        # The interpreter itself, not a venv link or a path through `..` that the view lacks:
+        # -I -S needs only the standard library, under the bound sys.base_prefix.
+        python = os.path.realpath(python)
         return [python, "-I", "-S", "-c", LAUNCHER_SOURCE, str(self.directory), ports, fd, command]
 
     def _accept(self, listener: socket.socket, handler: Handler) -> None:
@@ -165,6 +169,7 @@ def relay_to(port: int) -> Handler:
         except OSError:
             return  # the sandbox sees the connection closed, as a refused one
         upstream.settimeout(None)
+        upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as the sandbox side
         with upstream:
             splice(client, upstream)
 
