@@ -61,7 +61,9 @@ class Call:
 
     @property
     def write(self) -> bool:
-        return self.method != "GET"
+        """A change on the forge. Minting an App's installation token is a POST that changes
+        nothing there: every App client does it before its first read."""
+        return self.method != "GET" and not self.template.endswith("/access_tokens")
 
 
 @dataclass
@@ -69,7 +71,7 @@ class Fault:
     method: str
     template: str
     status: int
-    body: dict[str, Any]
+    body: Any
     headers: dict[str, str]
     times: int
 
@@ -154,7 +156,7 @@ class GitHubStandIn:
         method: str,
         template: str,
         status: int,
-        body: dict[str, Any],
+        body: Any,
         *,
         headers: dict[str, str] | None = None,
         times: int = 1,
@@ -354,6 +356,14 @@ class GitHubStandIn:
             return 201, status
         if (method, template) == ("GET", f"{repo}/commits/{{ref}}/statuses"):
             return 200, self.statuses.get(parts[4], [])
+        if (method, template) == ("POST", f"{repo}/check-runs"):
+            run = self._check_run(next(self._ids), body)
+            self.check_runs.setdefault(body["head_sha"], []).insert(0, run)
+            return 201, run
+        if (method, template) == ("GET", f"{repo}/commits/{{ref}}/check-runs"):
+            name = query.get("check_name")
+            runs = [r for r in self.check_runs.get(parts[4], []) if name in (None, r["name"])]
+            return 200, {"total_count": len(runs), "check_runs": runs}
         raise AssertionError(f"the stand-in does not serve {method} {template}")
 
     def _create_pull(self, body: dict[str, Any]) -> tuple[int, Any]:
@@ -423,6 +433,21 @@ class GitHubStandIn:
         comment = self.api.example("issue-comment")
         url = f"{self.url}/{self.owner}/{self.name}/pull/{number}#issuecomment-{comment_id}"
         return comment | {"id": comment_id, "body": body, "html_url": url}
+
+    def _check_run(self, run_id: int, body: dict[str, Any]) -> Any:
+        run = self.api.example("check-run")
+        output = body.get("output") or {}
+        return run | {
+            "id": run_id,
+            "name": body["name"],
+            "head_sha": body["head_sha"],
+            "status": body.get("status", "queued"),
+            "conclusion": body.get("conclusion"),
+            "details_url": body.get("details_url"),
+            "output": run["output"]
+            | {"title": output.get("title"), "summary": output.get("summary"), "text": None},
+            "pull_requests": [],
+        }
 
     def _status(self, status_id: int, body: dict[str, Any]) -> Any:
         status = self.api.example("status")

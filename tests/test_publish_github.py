@@ -301,3 +301,62 @@ def test_killed_between_push_and_create_then_resumed_one_pr(
 
 
 _ = WRITE_DONE
+
+
+def test_a_github_app_publishes_with_an_installation_token_and_a_check_run(
+    project: TinyProject, forge: GitHubStandIn
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = project.root / "app.pem"
+    pem.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    forge.app_key = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    app = {"app_id": 42, "private_key_file": str(pem), "installation_id": 7}
+    policy = yaml.safe_load((project.root / "policy.yaml").read_text(encoding="utf-8"))
+    policy["publish"]["github"] = {"api_url": forge.api_url, "app": app}
+    (project.root / "policy.yaml").write_text(yaml.safe_dump(policy), encoding="utf-8")
+    project.add_spec("add-done")
+    assert project.run().exit_code == 0
+    assert project.task("add-done")["outcome"] == "verified", project.task("add-done")["reason"]
+    sha = git(project.repo, "rev-parse", project.task("add-done")["branch"]).strip()
+    [run] = forge.check_runs[sha]
+    assert (run["name"], run["conclusion"]) == ("harness/verify", "success")
+    assert sha not in forge.statuses  # an App's verdict is a check run, not a status
+    minted = forge.tokens - {TOKEN}
+    assert minted, "no installation token was minted"
+    # The REST calls and the push used installation tokens, never the App's key.
+    minting = [c for c in forge.calls if c.template.endswith("/access_tokens")]
+    assert minting and all(c.authorization.startswith("Bearer ") for c in minting)  # the JWT
+    rest = [c for c in forge.calls if c not in minting]
+    assert all(c.authorization.split(" ", 1)[-1] in minted for c in rest)
+    [push] = [r for r in forge.git_requests if r[0] == "POST" and "receive-pack" in r[1]][-1:]
+    user, _, secret = base64.b64decode(push[2].removeprefix("Basic ")).decode().partition(":")
+    assert user == "x-access-token" and secret in minted
+    writes = forge.writes()
+    assert publish(project).exit_code == 0 and forge.writes() == writes
+
+
+def test_a_pull_request_that_already_exists_counts_as_found(
+    project: TinyProject, forge: GitHubStandIn
+) -> None:
+    project.add_spec("add-done")
+    assert project.run().exit_code == 0
+    # The lookup by head misses it (e.g. a replica behind): the create's 422 finds it.
+    forge.fail("GET", PULLS, 200, [])
+    result = publish(project)
+    assert result.exit_code == 0, result.stdout
+    creates = [c.status for c in forge.calls if (c.method, c.template) == ("POST", PULLS)]
+    assert creates == [201, 422]
+    assert len(forge.open_pulls()) == 1 and len(sticky_bodies(forge)) == 1
