@@ -88,6 +88,16 @@ def test_network_true_is_refused_naming_egress(tiny: TinyProject) -> None:
     assert "agent.network" in result.stderr and "agent.egress" in result.stderr
 
 
+def test_an_egress_entry_that_is_not_a_host_name_is_one_line_naming_it(tiny: TinyProject) -> None:
+    tiny.write_policy(agent=command_agent(egress=["api.anthropic.com", "https://evil.example"]))
+    tiny.add_spec("net", replay=False)
+    result = tiny.run()
+
+    assert result.exit_code == 2
+    [line] = [line for line in result.stderr.splitlines() if "agent.egress" in line]
+    assert "agent.egress.1" in line and "'https://evil.example' is not a host name" in line
+
+
 def test_a_networked_agent_reaches_its_allowed_host_and_not_another(tiny: TinyProject) -> None:
     allowed, denied = Recorder("127.0.0.2"), Recorder("127.0.0.3")
     try:

@@ -176,7 +176,11 @@ def test_the_allowlisting_proxy_passes_listed_hosts_and_records_the_rest(
                 confined(tmp_path),
                 f"""
                 import urllib.request
-                for url in ["http://127.0.0.2:{allowed.port}/ok", "http://127.0.0.3:{denied.port}/no"]:
+                for url in [
+                    "http://127.0.0.2:{allowed.port}/ok",
+                    "http://127.0.0.3:{denied.port}/no",
+                    "https://127.0.0.2:{allowed.port}/tls",  # CONNECT, to a port not 443
+                ]:
                     try:
                         print(url, urllib.request.urlopen(url, timeout=10).read())
                     except Exception as exc:
@@ -192,4 +196,8 @@ def test_the_allowlisting_proxy_passes_listed_hosts_and_records_the_rest(
     assert f"http://127.0.0.2:{allowed.port}/ok b'hello from 0.2'" in result.output, result.output
     assert f"http://127.0.0.3:{denied.port}/no refused 403" in result.output
     assert [path for _, path, _ in allowed.seen] == ["/ok"] and denied.seen == []
-    assert refused == [Denial("127.0.0.3", denied.port, "GET", "tinyproxy")]
+    assert f"https://127.0.0.2:{allowed.port}/tls refused" in result.output
+    assert refused == [
+        Denial("127.0.0.3", denied.port, "GET", "tinyproxy"),
+        Denial("127.0.0.2", allowed.port, "CONNECT", "tinyproxy"),
+    ]
