@@ -234,6 +234,10 @@ GuardFindingKind = Literal[
     "suppression_added",
     "coverage_lowered",
     "gate_config_changed",
+    # harness/gates/base_compare.py: the head checks less than the base did.
+    "test_missing",
+    "test_newly_skipped",
+    "file_unchecked",
     # harness/gates/tree_review.py: refused whatever `action` says, unless allowed by name.
     "gitlink_added",
     "nested_repository",

@@ -9,7 +9,7 @@ from typing import Literal
 
 import frontmatter
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from harness.config.policy import BudgetOverride
 from harness.config.strict import StrictModel, describe_validation_error
@@ -36,10 +36,25 @@ class SpecFrontMatter(StrictModel):
     `tests`); run against the task's sandboxed services and the shared baseline."""
     paths: list[str] = []
     """Where the change is expected (git glob pathspecs relative to `repo`)."""
+    tests_may_change: list[str] = []
+    """Tests this change may remove, skip or rename: globs matched against a test's id
+    (`tests/test_x.py::test_y`) or its file (`tests/test_old_*.py`). Any other test that
+    passed on the base must still run and pass (harness.gates.base_compare)."""
     reviewers: list[str] = []
     """Forge logins asked to review this spec's PR, besides the policy's `publish.reviewers`."""
     budget: BudgetOverride | None = None
     """Overrides of the policy's budget for this spec only."""
+
+    @field_validator("tests_may_change")
+    @classmethod
+    def _test_globs(cls, globs: list[str]) -> list[str]:
+        for glob in globs:
+            if not glob.strip() or glob.startswith("/"):
+                raise ValueError(
+                    f"{glob!r} is not a test id or file glob relative to `repo`; write e.g. "
+                    "'tests/test_old.py' or 'tests/test_api.py::test_v1_*'"
+                )
+        return globs
 
 
 class Spec(SpecFrontMatter):

@@ -1,22 +1,39 @@
-"""Which failures were already there: a failing gate is run once on the untouched base commit,
-so feedback and records can say a failure is pre-existing. One run per (repository, base,
-gate) per run of harness, shared by every task that needs it; the task must still make the
-gate pass (fixing a red base is often the point of the spec)."""
+"""The gates' runs on the untouched base commit, once per (repository, base, subdir, gate) per
+run of harness, shared by every task and attempt that needs them, each in its own worktree
+sandbox under run_dir/base/<hash>. Two uses:
+
+- which failures were already there: a failing gate's problems the base has too are labelled
+  pre-existing (the task must still make the gate pass; fixing a red base is often the point);
+- what the base measured (its tests' outcomes, the files its linter and type checker checked),
+  which a gate that passes on the head is compared with (harness.gates.base_compare).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
-from harness.config.policy import GateConfig, InfrastructureConfig
+from harness.config.policy import GateConfig, GuardConfig, InfrastructureConfig
 from harness.config.spec import Spec
+from harness.gates.base_compare import AgainstBase, Observed, moved_since, present_in
 from harness.gates.runner import GateRunner
 from harness.problems import Problem
+from harness.sandbox import TaskSandbox
 from harness.sandbox.limits import DEFAULT_CONFINEMENT, Confinement
 from harness.sandbox.local import WorktreeSandbox
 
 Key = tuple[str | None, ...]
+
+
+@dataclass(frozen=True)
+class BaseRun:
+    """What one gate's run on the base left."""
+
+    failing: set[Key]
+    """Its problems' keys (empty when it passed, or could not run: that proves nothing)."""
+    observed: Observed
 
 
 class PreexistingFailures:
@@ -24,16 +41,31 @@ class PreexistingFailures:
         self.run_dir = run_dir
         self.confinement = confinement
         """The run's sandboxes' limits and view: the base runs under the same."""
-        self._known: dict[str, set[Key]] = {}
+        self._known: dict[str, BaseRun] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
     def label(self, spec: Spec, gate: GateConfig, problems: list[Problem]) -> list[Problem]:
         """`problems` with `pre_existing` set on those the base commit has too."""
-        on_base = self._failing_on_base(spec, gate)
+        on_base = self._on_base(spec, gate).failing
         return [p.model_copy(update={"pre_existing": p.key() in on_base}) for p in problems]
 
-    def _failing_on_base(self, spec: Spec, gate: GateConfig) -> set[Key]:
+    def observed(self, spec: Spec, gate: GateConfig) -> Observed:
+        """What the gate measured on the spec's base commit."""
+        return self._on_base(spec, gate).observed
+
+    def against(self, spec: Spec, guard: GuardConfig, sandbox: TaskSandbox) -> AgainstBase:
+        """The task's gates compared with their runs on its base."""
+        worktree = sandbox.worktree
+        return AgainstBase(
+            on_base=lambda gate: self.observed(spec, gate),
+            may_change=spec.tests_may_change,
+            guard=guard,
+            present=present_in(sandbox.path),
+            moved=lambda: moved_since(worktree.file_changes(spec.base_commit, "HEAD"), spec.subdir),
+        )
+
+    def _on_base(self, spec: Spec, gate: GateConfig) -> BaseRun:
         ident = "\0".join([spec.git_toplevel, spec.base_commit, str(spec.subdir), gate.command])
         name = hashlib.sha256(ident.encode()).hexdigest()[:12]
         with self._guard:
@@ -43,7 +75,7 @@ class PreexistingFailures:
                 self._known[name] = self._run_on_base(spec, gate, name)
             return self._known[name]
 
-    def _run_on_base(self, spec: Spec, gate: GateConfig, name: str) -> set[Key]:
+    def _run_on_base(self, spec: Spec, gate: GateConfig, name: str) -> BaseRun:
         where = self.run_dir / "base" / name
         sandbox = WorktreeSandbox.provision(
             spec, None, where / "tree", where / "scratch", self.confinement
@@ -54,10 +86,14 @@ class PreexistingFailures:
                 log_dir=where,
                 instance=f"base/{spec.base_commit[:12]}",
                 infrastructure=InfrastructureConfig(retries=0),
+                observe_always=True,
             )
             record, problems = runner.run_once(gate, attempt=0, phase="base")
         finally:
             sandbox.teardown()
+        observed = runner.observed.get(gate.name) or Observed(
+            not_compared=f"the gate could not run on the base ({record.ending})"
+        )
         if record.passed or record.infrastructure_failure:
-            return set()  # a base that cannot run the gate proves nothing
-        return {problem.key() for problem in problems}
+            return BaseRun(set(), observed)  # a base that cannot run the gate proves nothing
+        return BaseRun({problem.key() for problem in problems}, observed)

@@ -26,6 +26,23 @@ _MISSING_TOOL = re.compile(r"([^\s:]+): (?:command )?not found", re.MULTILINE)
 _KILLED_EXIT_CODES = {128 + signal.SIGKILL, -signal.SIGKILL}
 
 
+Compared = Literal["tests", "files", "none"]
+
+
+class BaseComparison(BaseModel):
+    """A gate's run on the head against its run on the base, for records."""
+
+    compared: Compared
+    base: dict[str, int] = {}
+    head: dict[str, int] = {}
+    note: str | None = None
+    """Why nothing was compared, or that the findings were only flagged."""
+    findings: dict[str, list[str]] = {}
+    """Finding kind → every test id or file behind it (the message names the first few)."""
+    refused: bool = False
+    """The findings failed the gate run (guard.action: block)."""
+
+
 class GateRecord(BaseModel):
     """One run of one gate."""
 
@@ -60,6 +77,8 @@ class GateRecord(BaseModel):
     egress_refused: list[str] = []
     """Connections harness refused during the run ("POST evil.example:443"): the gate
     failed for them. Only what went through the proxy variables is seen."""
+    base: BaseComparison | None = None
+    """This run against the gate's run on the base commit (harness.gates.base_compare)."""
 
     @property
     def ending(self) -> str:

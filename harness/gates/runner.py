@@ -16,6 +16,7 @@ from pathlib import Path
 
 from harness import redact
 from harness.config.policy import FlakyConfig, GateConfig, InfrastructureConfig
+from harness.gates.base_compare import AgainstBase, Observed, observe
 from harness.gates.pytest_report import (
     contradiction,
     contradiction_problem,
@@ -103,6 +104,12 @@ class GateRunner:
     """time.monotonic() past which no gate may run (the task's wall-clock budget)."""
     prepare: GatePrepare = no_services
     """Makes each gate run's environment ready (e.g. an integration gate's services)."""
+    against_base: AgainstBase | None = None
+    """Compares each passing gate with its run on the base; its findings fail the gate."""
+    observe_always: bool = False
+    """Measure every run (tests' outcomes, files checked) into `observed`: a base run."""
+    observed: dict[str, Observed] = field(default_factory=dict)
+    """The last run's measurement per gate name, when `observe_always`."""
 
     def run_all(self, gates: list[GateConfig], *, attempt: int, phase: Phase) -> GateRun:
         """Gates in order; the first that fails for good stops the rest."""
@@ -111,7 +118,8 @@ class GateRunner:
             record, problems = self._run_with_retries(gate, attempt, phase, result)
             if record.passed:
                 continue
-            if gate.kind == "test" and not record.infrastructure_failure:
+            weaker = record.base is not None and record.base.refused  # no re-run changes that
+            if gate.kind == "test" and not record.infrastructure_failure and not weaker:
                 problems = self._sort_out_flaky(gate, attempt, phase, problems, result)
                 flaky_here = [p for p in result.flaky if p.gate == gate.name]
                 if not problems and self.flaky.block and flaky_here:
@@ -195,6 +203,15 @@ class GateRunner:
         if refused:  # a test that tried to reach past its services fails, whatever it printed
             denied = [str(denial) for denial in setup.egress.denials] if setup.egress else []
             record = record.model_copy(update={"passed": False, "egress_refused": denied})
+        measure = self.observe_always or (record.passed and self.against_base is not None)
+        if measure and not record.infrastructure_failure:
+            listing_log = log.with_name(f"{stem}.files.log")
+            observed = observe(gate, self.sandbox, junit, listing_log, timeout)
+            self.observed[gate.name] = observed
+            if record.passed and self.against_base is not None:
+                record, weaker = self.against_base.review(gate, record, observed, instance)
+                if weaker:
+                    return record, weaker
         if record.passed:
             return record, []
         if record.infrastructure_failure:

@@ -55,6 +55,40 @@ def junit_totals(data: bytes) -> dict[str, int] | None:
     return totals if suites else None
 
 
+def junit_outcomes(data: bytes) -> dict[str, str] | None:
+    """Each test's outcome ("passed", "failed", "error" or "skipped"; xfail is pytest's skip)
+    by node id, from a JUnit report written with xunit1 (each case carries its `file`), else
+    by `classname::name`; None when it is not well-formed XML or holds no test suite."""
+    outcomes: dict[str, str] = {}
+    suites = 0
+    try:
+        for _, element in ElementTree.iterparse(io.BytesIO(data), events=("end",)):
+            if element.tag == "testsuite":
+                suites += 1
+            if element.tag != "testcase":
+                continue
+            found = {child.tag for child in element}
+            outcome = next((o for o in ("error", "failure", "skipped") if o in found), "passed")
+            outcomes[_case_id(element)] = "failed" if outcome == "failure" else outcome
+            element.clear()
+    except ElementTree.ParseError:
+        return None
+    return outcomes if suites else None
+
+
+def _case_id(case: ElementTree.Element) -> str:
+    """A case's node id without looking at the tree (the report is compared, not located):
+    tests/test_x.py::TestC::test_y when the case names its file, else classname::name."""
+    name, classname, file = case.get("name", ""), case.get("classname", ""), case.get("file")
+    if not classname:  # a collection error: `name` is the module
+        return file or name
+    parts = classname.split(".")
+    if file:
+        depth = len(Path(file).with_suffix("").parts)
+        return "::".join([file, *parts[depth:], name])
+    return f"{classname}::{name}"
+
+
 def parse_junit(report: Path, builder: ProblemBuilder, *, limit: int) -> list[Problem] | None:
     """Up to `limit` problems from the report, or None when it is missing, too big or not
     well-formed XML."""

@@ -35,6 +35,32 @@ def gate_table(gates: Sequence[GateRecord]) -> str:
     return "\n".join(rows)
 
 
+def base_table(gates: Sequence[GateRecord], phase: str) -> list[str]:
+    """Each gate's last run of `phase` against its run on the base commit, side by side:
+    tests passed/failed/skipped/total, or files checked (harness.gates.base_compare)."""
+    last = {gate.name: gate for gate in gates if gate.phase == phase and gate.base is not None}
+    if not last:
+        return []
+    rows = ["| gate | compared | base | head | findings |", "|---|---|---|---|---|"]
+    for gate in last.values():
+        base = gate.base
+        assert base is not None
+        if base.compared == "none":
+            rows.append(f"| {gate.name} | {base.note or 'not compared'} | - | - | - |")
+            continue
+        keys = (
+            ("passed", "failed", "skipped", "total") if base.compared == "tests" else ("checked",)
+        )
+        sides = ["/".join(str(side.get(k, 0)) for k in keys) for side in (base.base, base.head)]
+        found = "; ".join(
+            f"{kind}: {', '.join(f'`{i}`' for i in ids[:10])}" + (" …" if len(ids) > 10 else "")
+            for kind, ids in base.findings.items()
+        )
+        what = "tests (" + "/".join(keys) + ")" if base.compared == "tests" else "files checked"
+        rows.append(f"| {gate.name} | {what} | {sides[0]} | {sides[1]} | {found or 'none'} |")
+    return ["## Base against head", "", *rows, ""]
+
+
 def failing_gate(gates: Sequence[GateRecord], attempt: int) -> GateRecord | None:
     """The gate that failed an attempt: a gate's last run decides (a flaky test's first run
     failed, its re-run passed: the attempt did not fail on it)."""
@@ -67,6 +93,7 @@ def render_pr(pr: PullRequest) -> str:
         "",
         gate_table(gates),
         "",
+        *base_table(gates, "verify"),
         "## Attempts",
         "",
     ]
@@ -109,6 +136,8 @@ def render_escalation(escalation: Escalation) -> str:
     lines += ["", f"Agent attempts: {evidence.attempts}.", ""]
     if gates:
         lines += ["## Gate records", "", gate_table(gates), ""]
+        last_attempt = [g for g in gates if g.phase == "attempt" and g.attempt == evidence.attempts]
+        lines += base_table(last_attempt, "attempt")
     for number in range(1, evidence.attempts + 1):
         gate = failing_gate(gates, number)
         if gate is not None:

@@ -1,6 +1,7 @@
 """One phase of a task's gates: the policy's gates (integration gates with their services), then
 the spec's acceptance commands, run in the task's sandbox with its environment recorded as
-validating; on an attempt, a failure's problems labelled pre-existing where the base commit
+validating, each passing gate compared with its run on the base commit (harness.gates.
+base_compare); on an attempt, a failure's problems labelled pre-existing where the base commit
 fails the same way."""
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def run_gate_phase(
         flaky=policy.flaky,
         deadline=deadline,
         prepare=integration.prepare,
+        against_base=ctx.services.preexisting.against(spec, policy.guard, sandbox),
     )
     to_run = [*integration.gates(policy.gates), *acceptance_gates(spec.acceptance)]
     ctx.live.sandboxes.mark(spec.id, "validating")
