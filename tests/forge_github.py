@@ -104,6 +104,8 @@ class GitHubStandIn:
         self.git_requests: list[tuple[str, str, str]] = []
         """(method, path, Authorization header) of each git smart HTTP request."""
         self.faults: list[Fault] = []
+        self.server_s = 0.0
+        """Time spent serving (validation, state, `git http-backend`), for bench/forge.py."""
         self.pulls: dict[int, PullState] = {}
         self.comments: dict[int, dict[str, Any]] = {}
         self.comment_pull: dict[int, int] = {}
@@ -226,6 +228,13 @@ class GitHubStandIn:
             thread.join(timeout=10)
 
     async def _git(self, request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            return await self._git_backend(request)
+        finally:
+            self.server_s += time.perf_counter() - started
+
+    async def _git_backend(self, request: Request) -> Response:
         auth = request.headers.get("authorization", "")
         self.git_requests.append((request.method, request.url.path, auth))
         if not self._basic_ok(auth):
@@ -267,6 +276,13 @@ class GitHubStandIn:
         return user == "x-access-token" and secret in self.tokens
 
     async def _rest(self, request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            return await self._rest_api(request)
+        finally:
+            self.server_s += time.perf_counter() - started
+
+    async def _rest_api(self, request: Request) -> Response:
         path = "/" + request.path_params["path"]
         raw = await request.body()
         body = json.loads(raw) if raw else None
