@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
+from harness import redact
 from harness.config.strict import StrictModel
 from harness.errors import InputError
 
@@ -64,6 +65,8 @@ def token_from_env(name: str, field: str, source: Path | str) -> str:
             f"{source}: {field}: environment variable {name} is not set; export it with the "
             "forge token, or name another variable"
         )
+    # Whatever the variable is called, its value is a secret to every writer from now on.
+    redact.remember({name: value})
     return value
 
 

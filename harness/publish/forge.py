@@ -222,20 +222,22 @@ def forge_body(record_text: str, diff: str, record: str) -> str:
             section = f"<details><summary>{summary}</summary>\n\n{content.strip()}\n\n</details>\n"
         parts.append(section.rstrip() + "\n")
     diff = redact.current().text(diff)
+    too_long = f"The diff ({len(diff)} characters) is too long to include here.\n"
+    shown = too_long if diff else ""
     if diff and len(diff) <= DIFF_LIMIT:
         fence = "`" * max([3, *(len(run) + 1 for run in re.findall(r"`+", diff))])
-        parts.append(
+        shown = (
             f"<details><summary>Diff</summary>\n\n{fence}diff\n{diff.rstrip()}\n{fence}\n\n"
             "</details>\n"
         )
-    elif diff:
-        parts.append(f"The diff ({len(diff)} characters) is too long to include here.\n")
     footer = f"\n---\nFull record: `{record}` (harness).\n"
-    body = "\n".join(parts) + footer
-    if len(body) > BODY_LIMIT:
-        cut = f"\n\n… (cut to GitHub's {BODY_LIMIT}-character limit)\n" + footer
-        body = body[: BODY_LIMIT - len(cut)] + cut
-    return body
+    evidence = "\n".join(parts)
+    if len(evidence) + len(shown) + len(footer) + 1 > BODY_LIMIT:
+        shown = too_long  # the evidence first; the diff is on the branch
+    if len(evidence) + len(shown) + len(footer) + 1 > BODY_LIMIT:
+        cut = f"\n\n… (cut to GitHub's {BODY_LIMIT}-character limit)\n"
+        evidence = evidence[: BODY_LIMIT - len(cut) - len(shown) - len(footer) - 1] + cut
+    return evidence + "\n" + shown + footer
 
 
 def converged(outcome: Outcome) -> bool:

@@ -85,7 +85,6 @@ class GitHubForge:
         else:
             assert config.token_env is not None  # GitHubConfig: exactly one credential
             token = token_from_env(config.token_env, "publish.github.token_env", source)
-            redact.remember({config.token_env: token})
             strategy = TokenAuthStrategy(token)
             self._token = token
         # No HTTP cache (every read must see the forge as it is now), no githubkit retry
