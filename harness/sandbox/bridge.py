@@ -18,6 +18,7 @@ by harness: nothing crosses a namespace that has no route.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -83,9 +84,15 @@ def proxy_env(port: int) -> dict[str, str]:
 
 class HostBridge:
     """The host side of one command's bridge: a private directory of unix sockets, one per
-    port, each served by a harness thread. Use as a context manager around the command."""
+    port, each served by a harness thread. Use as a context manager around the command.
 
-    def __init__(self, egress: Egress) -> None:
+    `inbound` ports go the other way, for a service listening in its sandbox: harness listens
+    on the host's 127.0.0.1:PORT and hands each accepted connection (its fd, SCM_RIGHTS) down a
+    socketpair whose other end the sandbox inherits (`pass_fds`); the relay inside connects it
+    to the service's 127.0.0.1:PORT. No path is involved, so nothing the sandbox writes can
+    redirect harness's side."""
+
+    def __init__(self, egress: Egress, inbound: Iterable[int] = ()) -> None:
         self.egress = egress
         self.directory = Path(tempfile.mkdtemp(prefix="harness-bridge-"))  # mode 0700
         handlers: dict[int, Handler] = {port: relay_to(port) for port in egress.ports}
@@ -108,6 +115,22 @@ class HostBridge:
             self._listeners.append(listener)
             thread = threading.Thread(target=self._accept, args=(listener, handler), daemon=True)
             thread.start()
+        self.inbound: dict[int, int] = {}
+        """Inbound port -> the fd of the socketpair end the sandbox inherits."""
+        self._ends: list[socket.socket] = []
+        for port in inbound:
+            listener = socket.create_server(("127.0.0.1", port))
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            self._listeners.append(listener)
+            self._ends += [ours, theirs]
+            self.inbound[port] = theirs.fileno()
+            handler = functools.partial(_hand_down, ours)
+            threading.Thread(target=self._accept, args=(listener, handler), daemon=True).start()
+
+    @property
+    def pass_fds(self) -> tuple[int, ...]:
+        """The fds the sandboxed process must inherit (Popen's `pass_fds`)."""
+        return tuple(self.inbound.values())
 
     def env(self) -> dict[str, str]:
         return proxy_env(self.proxy_port)
@@ -116,11 +139,13 @@ class HostBridge:
         """The argv, inside the sandbox, that starts the relay, binds the filter (read from
         `bpf_fd`) and runs `command`."""
         ports = ",".join(str(port) for port in self.ports)
+        inbound = ",".join(f"{fd}:{port}" for port, fd in self.inbound.items()) or "-"
         fd = "-" if bpf_fd is None else str(bpf_fd)
         # The interpreter itself, not a venv link or a path through `..` that the view lacks:
         # -I -S needs only the standard library, under the bound sys.base_prefix.
         python = os.path.realpath(python)
-        return [python, "-I", "-S", "-c", LAUNCHER_SOURCE, str(self.directory), ports, fd, command]
+        source = [python, "-I", "-S", "-c", LAUNCHER_SOURCE]
+        return [*source, str(self.directory), ports, inbound, fd, command]
 
     def _accept(self, listener: socket.socket, handler: Handler) -> None:
         while True:
@@ -151,6 +176,8 @@ class HostBridge:
             for client in self._open:
                 with contextlib.suppress(OSError):
                     client.shutdown(socket.SHUT_RDWR)
+        for end in self._ends:
+            end.close()
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def __enter__(self) -> HostBridge:
@@ -158,6 +185,11 @@ class HostBridge:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _hand_down(channel: socket.socket, client: socket.socket) -> None:
+    """Pass an accepted connection into the sandbox; harness's copy is closed by the caller."""
+    socket.send_fds(channel, [b"c"], [client.fileno()])
 
 
 def relay_to(port: int) -> Handler:

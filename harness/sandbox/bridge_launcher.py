@@ -1,6 +1,7 @@
 """The in-sandbox entry point of a bridged command: harness's relay, then the seccomp filter, then
 the command. Standard library only, and never imported by harness: its source is handed to
-harness's own interpreter (bound read-only) as `python -I -S -c <source> DIR PORTS FD COMMAND`.
+harness's own interpreter (bound read-only) as
+`python -I -S -c <source> DIR PORTS INBOUND FD COMMAND`.
 
 1. Listens on 127.0.0.1:PORT in the sandbox's own network namespace for each port in PORTS,
    before anything of the command runs, so the ports are harness's.
@@ -9,6 +10,9 @@ harness's own interpreter (bound read-only) as `python -I -S -c <source> DIR POR
    host-side bridge (harness/sandbox/bridge.py) relays it on to the one endpoint it allows.
    The relay makes itself non-dumpable, so the command cannot write into its memory through
    /proc/PID/mem (ptrace itself is refused by the filter).
+   INBOUND ("fd:port,…" or "-"), for a service listening in the sandbox, are socketpair ends
+   inherited from harness: each connection harness accepts on the host's 127.0.0.1:port
+   arrives on one as an fd, and the relay connects it to 127.0.0.1:port here.
 3. Loads the seccomp filter from fd FD itself (bubblewrap's `--seccomp` would load it before
    this script ran, and the filter refuses the AF_UNIX sockets the relay needs), then execs
    `/bin/sh -c COMMAND`: the command and all it starts run under the filter as before.
@@ -38,7 +42,7 @@ class SockFprog(ctypes.Structure):
 
 
 def main(argv: list[str]) -> None:
-    bridge_dir, ports, bpf_fd, command = argv
+    bridge_dir, ports, inbound, bpf_fd, command = argv
     listeners = []
     for port in (int(p) for p in ports.split(",") if p):
         listener = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
@@ -46,17 +50,23 @@ def main(argv: list[str]) -> None:
         listener.bind(("127.0.0.1", port))
         listener.listen(128)
         listeners.append((listener, f"{bridge_dir}/{port}"))
+    channels = []  # inbound: (the socketpair end harness hands connections down, the port)
+    for pair in inbound.split(",") if inbound != "-" else []:
+        channel, inbound_port = pair.split(":")
+        channels.append((int(channel), int(inbound_port)))
     program = b""
     if bpf_fd != "-":
         with os.fdopen(int(bpf_fd), "rb") as bpf:
             program = bpf.read()
     if os.fork() == 0:
         if os.fork() == 0:
-            relay(listeners)
+            relay(listeners, channels)
         os._exit(0)
     os.wait()
     for listener, _ in listeners:
         listener.close()
+    for channel_fd, _ in channels:
+        os.close(channel_fd)  # the command gets no way to take the service's connections
     if program:
         load_filter(program)
     os.execv("/bin/sh", ["/bin/sh", "-c", command])
@@ -77,16 +87,19 @@ def fail(what: str, errno: int) -> None:
     os._exit(125)
 
 
-def relay(listeners: list[tuple[_socket.socket, str]]) -> None:
+def relay(listeners: list[tuple[_socket.socket, str]], channels: list[tuple[int, int]]) -> None:
     ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     # The command's output pipe must not be held open by the relay.
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
-    for listener, target in listeners[1:]:
+    for listener, target in listeners:
         _thread.start_new_thread(accept, (listener, target))
-    accept(*listeners[0])
-    os._exit(0)
+    for fd, port in channels:
+        _thread.start_new_thread(receive, (_socket.socket(fileno=fd), port))
+    forever = _thread.allocate_lock()
+    forever.acquire()
+    forever.acquire()  # the relay lives as long as the sandbox
 
 
 def accept(listener: _socket.socket, target: str) -> None:
@@ -98,8 +111,23 @@ def accept(listener: _socket.socket, target: str) -> None:
         _thread.start_new_thread(connect, (client, target))
 
 
-def connect(client: _socket.socket, target: str) -> None:
-    upstream = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+def receive(channel: _socket.socket, port: int) -> None:
+    """Inbound: each connection harness accepted on the host arrives here as an fd, and is
+    relayed to the service on 127.0.0.1:`port` in this namespace."""
+    space = _socket.CMSG_SPACE(4)
+    while True:
+        data, ancillary, _, _ = channel.recvmsg(1, space)
+        if not data:
+            return  # harness closed its end
+        for level, kind, payload in ancillary:
+            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+                client = _socket.socket(fileno=int.from_bytes(payload[:4], sys.byteorder))
+                _thread.start_new_thread(connect, (client, ("127.0.0.1", port)))
+
+
+def connect(client: _socket.socket, target: str | tuple[str, int]) -> None:
+    family = _socket.AF_UNIX if isinstance(target, str) else _socket.AF_INET
+    upstream = _socket.socket(family, _socket.SOCK_STREAM)
     try:
         upstream.connect(target)
     except OSError:
