@@ -226,6 +226,9 @@ def _evidence(state: TaskState, ctx: RunContext) -> Evidence:
         flaky=state.get("flaky", []),
         flagged=state.get("flagged", []),
         problems=state.get("problems", []),
+        usage=state.get("usage"),
+        agent_s=state.get("agent_s", 0.0),
+        gates_s=state.get("gates_s", 0.0),
     )
 
 

@@ -87,6 +87,8 @@ def test_a_verified_task_opens_one_pr_with_its_evidence_and_verdict(
     assert pull.labels == ["harness"] and pull.reviewers == ["octocat"]
     assert "## Gate evidence" in pull.body and "| verify | 1 | done |" in pull.body
     assert "```diff" in pull.body and "+++ b/done.txt" in pull.body  # the small diff, included
+    assert "- cost: $0.00 (0 model calls, 0 tokens) · time: agent" in pull.body
+    assert "The agent's summary (its own words, not evidence)</summary>\n\n> done" in pull.body
     [status] = forge.statuses[local_sha]
     assert (status["context"], status["state"]) == ("harness/verify", "success")
     [sticky] = sticky_bodies(forge)

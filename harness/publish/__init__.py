@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from harness.agents import Usage
 from harness.config.policy import PublishConfig
 from harness.config.spec import Spec
 from harness.gates.record import GateRecord
@@ -37,6 +38,10 @@ class Evidence:
     """Fake-green findings policy lets through (`guard.action: flag`)."""
     problems: list[Problem]
     """The last problems: why the task cannot go on as it is."""
+    usage: Usage | None = None
+    """Model calls, tokens and cost over the task's attempts."""
+    agent_s: float = 0.0
+    gates_s: float = 0.0
 
 
 @dataclass(frozen=True)

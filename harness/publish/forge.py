@@ -9,7 +9,9 @@ changes nothing.
 
 from __future__ import annotations
 
+import html
 import importlib.util
+import json
 import re
 import threading
 from collections.abc import Callable
@@ -29,6 +31,8 @@ BODY_LIMIT = 65_536
 """GitHub's limit on a PR body, in characters (GitLab's is larger)."""
 DIFF_LIMIT = 20_000
 """A diff up to this size is included, collapsed; a longer one is named only."""
+AGENT_SUMMARY_LIMIT = 2_000
+"""Characters of the agent's own summary shown (its words are not evidence)."""
 COLLAPSE_LINES = 12
 """A record's section longer than this is collapsed (<details>)."""
 
@@ -83,6 +87,7 @@ class ForgePublisher:
             record_text=render_pr(pr),
             record=record,
             attempts=pr.evidence.attempts,
+            agent_said=agent_summary(self.local.run_dir, pr.spec.id, pr.evidence.attempts),
         )
         outcome = converge(self.forge_for(pr.spec), desired)
         if outcome.stale is not None:
@@ -108,6 +113,7 @@ class ForgePublisher:
             record_text=render_escalation(escalation),
             record=path,
             reason=escalation.reason,
+            agent_said=agent_summary(self.local.run_dir, spec.id, escalation.evidence.attempts),
         )
         try:
             outcome = converge(self.forge_for(spec), desired)
@@ -141,10 +147,29 @@ def desired_from_records(
     sha = Remote(Path(spec.git_toplevel), config.remote).branch_commit(branch)
     if sha is None:
         return f"nothing to publish: branch {branch} is gone from {spec.git_toplevel}"
-    common = {"branch": branch, "sha": sha, "record_text": text, "record": local.relative(path)}
+    said = agent_summary(local.run_dir, spec.id, attempts)
+    record = local.relative(path)
     if verified:
-        return desired_pr(spec, config, attempts=attempts, **common)
-    return desired_escalation(spec, config, reason=reason or "escalated", **common)
+        return desired_pr(
+            spec,
+            config,
+            branch=branch,
+            sha=sha,
+            record_text=text,
+            record=record,
+            attempts=attempts,
+            agent_said=said,
+        )
+    return desired_escalation(
+        spec,
+        config,
+        branch=branch,
+        sha=sha,
+        record_text=text,
+        record=record,
+        reason=reason or "escalated",
+        agent_said=said,
+    )
 
 
 def desired_pr(
@@ -156,6 +181,7 @@ def desired_pr(
     record_text: str,
     record: str,
     attempts: int,
+    agent_said: str | None = None,
 ) -> Desired:
     diff = Remote(Path(spec.git_toplevel), config.remote).diff(spec.base_commit, sha)
     return Desired(
@@ -164,7 +190,7 @@ def desired_pr(
         sha=sha,
         base=_base_branch(spec),
         title=spec.title,
-        body=forge_body(record_text, diff, record),
+        body=forge_body(record_text, diff, record, agent_said),
         draft=spec.tier in config.draft_tiers,
         labels=tuple(config.labels),
         reviewers=tuple(dict.fromkeys([*config.reviewers, *spec.reviewers])),
@@ -183,6 +209,7 @@ def desired_escalation(
     record_text: str,
     record: str,
     reason: str,
+    agent_said: str | None = None,
 ) -> Desired:
     diff = Remote(Path(spec.git_toplevel), config.remote).diff(spec.base_commit, sha)
     return Desired(
@@ -191,7 +218,7 @@ def desired_escalation(
         sha=sha,
         base=_base_branch(spec),
         title=f"[{config.escalation_label}] {spec.title}",
-        body=forge_body(record_text, diff, record),
+        body=forge_body(record_text, diff, record, agent_said),
         draft=True,
         labels=tuple(dict.fromkeys([*config.labels, config.escalation_label])),
         reviewers=tuple(dict.fromkeys([*config.reviewers, *spec.reviewers])),
@@ -202,6 +229,18 @@ def desired_escalation(
     )
 
 
+def agent_summary(run_dir: Path, spec_id: str, attempt: int) -> str | None:
+    """What the agent said of its last attempt (`finish`'s summary), from its attempt record."""
+    try:
+        saved = json.loads(
+            (run_dir / "tasks" / spec_id / f"attempt-{attempt}.json").read_text("utf-8")
+        )
+    except (OSError, ValueError):
+        return None
+    said = saved.get("summary") if isinstance(saved, dict) else None
+    return said if isinstance(said, str) else None
+
+
 def _base_branch(spec: Spec) -> str | None:
     """The spec's `base:` when it names a branch (not a commit); else the remote's default."""
     base = spec.base
@@ -210,11 +249,21 @@ def _base_branch(spec: Spec) -> str | None:
     return base.removeprefix("refs/heads/")
 
 
-def forge_body(record_text: str, diff: str, record: str) -> str:
-    """The record as a PR body: sections longer than a screen collapsed, the diff included
-    collapsed when small, all of it within the forge's limit; secrets redacted."""
+def forge_body(record_text: str, diff: str, record: str, agent_said: str | None = None) -> str:
+    """The record as a PR body: sections longer than a screen collapsed, the agent's own
+    summary marked as its words, the diff included collapsed when small, all of it within the
+    forge's limit; secrets redacted."""
     title, *sections = re.split(r"(?m)^(?=## )", redact.current().text(record_text))
     parts = [title.rstrip() + "\n"]
+    if agent_said and agent_said.strip():
+        # The agent's text is untrusted: no HTML (it could close the <details> or fake the
+        # sticky comment's marker), quoted, capped, and labelled as not evidence.
+        said = html.escape(agent_said.strip()[:AGENT_SUMMARY_LIMIT], quote=False)
+        quoted = "\n".join(f"> {line}" for line in redact.current().text(said).splitlines())
+        parts.append(
+            "<details><summary>The agent's summary (its own words, not evidence)</summary>"
+            f"\n\n{quoted}\n\n</details>\n"
+        )
     for section in sections:
         heading, _, content = section.partition("\n")
         if content.strip().count("\n") + 1 > COLLAPSE_LINES:

@@ -77,6 +77,18 @@ def _header(spec: Spec, evidence: Evidence) -> list[str]:
         f"- spec: `{spec.id}` (tier {spec.tier}) from `{spec.source}`",
         f"- run: `{evidence.run_id}` · agent: `{evidence.agent}`",
         f"- branch: `{branch}` · base: `{spec.base_commit[:12]}`" if branch else "- branch: none",
+        *_cost_and_time(evidence),
+    ]
+
+
+def _cost_and_time(evidence: Evidence) -> list[str]:
+    usage = evidence.usage
+    if usage is None:
+        return []
+    tokens = usage.all_input_tokens + usage.output_tokens
+    return [
+        f"- cost: ${usage.cost_usd:.2f} ({usage.calls} model calls, {tokens} tokens) · time: "
+        f"agent {evidence.agent_s:.1f}s, gates {evidence.gates_s:.1f}s"
     ]
 
 
