@@ -68,9 +68,12 @@ TRICKS: dict[str, list[dict[str, Any]]] = {
 NAMED: dict[str, str] = {
     "exitstatus-hook": "verdict_contradicted",
     "os-exit": "verdict_contradicted",
-    "pytest-ini": "gate_config_changed",
+    # The deselected test_add passed on the base: the gate's comparison with the base names it
+    # before the guard reads the config (test_guard.py covers the config finding).
+    "pytest-ini": "test_missing",
     "ruff-ignore-file": "gate_config_changed",
-    "shadowing-stub": "gate_config_changed",
+    # mypy reads the stub, not calc.py, which it checked on the base: the comparison names it.
+    "shadowing-stub": "file_unchecked",
     "mypy-directive": "suppression_added",
     "weakened-asserts": "assertion_removed",
 }
