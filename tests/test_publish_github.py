@@ -362,3 +362,14 @@ def test_a_pull_request_that_already_exists_counts_as_found(
     creates = [c.status for c in forge.calls if (c.method, c.template) == ("POST", PULLS)]
     assert creates == [201, 422]
     assert len(forge.open_pulls()) == 1 and len(sticky_bodies(forge)) == 1
+
+
+def test_publish_refuses_bad_input_with_exit_2(project: TinyProject, forge: GitHubStandIn) -> None:
+    project.add_spec("add-done")
+    assert project.run().exit_code == 0
+    unknown_run = run_cli(["publish", "nope", "--runs-dir", str(project.runs)], cwd=project.root)
+    assert unknown_run.exit_code == 2 and "no run 'nope'" in unknown_run.stderr
+    unknown_spec = publish(project, "add-dnoe")
+    assert unknown_spec.exit_code == 2 and "no spec 'add-dnoe'" in unknown_spec.stderr
+    writes = forge.writes()
+    assert publish(project, "add-done").exit_code == 0 and forge.writes() == writes
