@@ -156,6 +156,17 @@ def test_the_memory_limit_holds_for_the_whole_sandbox(tmp_path: Path) -> None:
     assert box.run("python hold.py", timeout_s=60).output.strip() == "held"  # alone, it fits
 
 
+def test_a_command_holds_no_fd_of_harness_or_its_spawner(tmp_path: Path) -> None:
+    # The spawner takes requests on a socket and runs them on the host: a command holding it
+    # (or a reply socket) could start anything outside the sandbox.
+    box = confined(tmp_path)
+    box.run("true", timeout_s=30)  # a second command, while the spawner holds more fds
+    result = box.run("for fd in /proc/self/fd/*; do readlink $fd; done", timeout_s=30)
+    held = result.output.split()
+    assert held[:3] == ["/dev/null", held[1], held[1]] and held[1].startswith("pipe:"), held
+    assert len(held) == 3, held  # stdin, stdout, stderr: nothing else
+
+
 def test_a_fork_bomb_fails(tmp_path: Path) -> None:
     box = confined(tmp_path, limits=SandboxLimits(pids=32))
     result = python(

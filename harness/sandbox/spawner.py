@@ -22,6 +22,7 @@ import array
 import atexit
 import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -88,11 +89,15 @@ class Spawner:
                 raise InfrastructureError("the sandbox's spawner cannot be reached")
         finally:
             theirs.close()
-        pid = _recv_exact(mine, spawner_main.CODE.size)
-        if pid is None:
+        answer = _recv_exact(mine, spawner_main.CODE.size)
+        if answer is None:
             mine.close()
             raise InfrastructureError("the sandbox's spawner exited before starting a command")
-        return SpawnedCommand(spawner_main.CODE.unpack(pid)[0], mine)
+        (pid,) = spawner_main.CODE.unpack(answer)
+        if pid < 0:  # it could not start: the errno
+            mine.close()
+            raise OSError(-pid, os.strerror(-pid))
+        return SpawnedCommand(pid, mine)
 
     def close(self) -> None:
         with self._lock:

@@ -7,9 +7,10 @@ whereas writing a pid into a v1 cgroup.procs waits for the write side (~7 ms a c
 
 One request is one SEQPACKET message on the control socket: a JSON object (argv, cwd, env)
 with two fds, the write end of the command's output pipe and the request's reply socket. The
-reply socket gets the child's pid (8 bytes) at once and its exit code (8 bytes, negative for
-a signal, as subprocess reports it) when it ends. When harness closes the control socket, or
-dies, every command still running is killed and the spawner exits.
+reply socket gets the child's pid (8 bytes; minus the errno when it could not start) at once
+and its exit code (8 bytes, negative for a signal, as subprocess reports it) when it ends.
+When harness closes the control socket, or dies, every command still running is killed and the
+spawner exits.
 """
 
 from __future__ import annotations
@@ -34,9 +35,6 @@ def main() -> None:
     for procs in sys.argv[2:]:
         with open(procs, "w") as joined:
             joined.write(str(os.getpid()))
-    # In the sandbox's memory cgroup, a memory bomb is what the OOM killer must pick, not this.
-    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as adj:
-        adj.write("-1000")
     running: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> (pid, reply)
     while True:
         ready, _, _ = select.select([control.fileno(), *running], [], [])
@@ -68,32 +66,36 @@ def _start(control: socket.socket, running: dict[int, tuple[int, socket.socket]]
     output, reply_fd = fds
     reply = socket.socket(fileno=reply_fd)
     request = json.loads(message)
-    pid = os.fork()
-    if pid == 0:
-        _exec(request["argv"], request["cwd"], request["env"], output)
+    try:
+        pid = _spawn(request["argv"], request["cwd"], request["env"], output)
+    except OSError as exc:
+        os.close(output)
+        _send(reply, -(exc.errno or 1))  # harness raises it as the OSError it was
+        reply.close()
+        return True
     os.close(output)
     running[os.pidfd_open(pid)] = (pid, reply)
     _send(reply, pid)
     return True
 
 
-def _exec(argv: list[str], cwd: str, env: dict[str, str], output: int) -> None:
-    """In the child: its own session (a timeout kills its whole process group), output to the
-    pipe, nothing else open, then the command."""
-    try:
-        os.setsid()
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.dup2(output, 1)
-        os.dup2(output, 2)
-        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
-        os.chdir(cwd)
-        for number in (signal.SIGPIPE, signal.SIGXFSZ):  # as subprocess restores them
-            signal.signal(number, signal.SIG_DFL)
-        os.execve(argv[0], argv, env)
-    except OSError as exc:
-        os.write(2, f"cannot start {argv[0]}: {exc.strerror}\n".encode())
-    os._exit(127)
+def _spawn(argv: list[str], cwd: str, env: dict[str, str], output: int) -> int:
+    """The command in a session of its own (a timeout kills its whole process group), stdin
+    /dev/null, stdout and stderr to the pipe, and nothing else open: every other fd here is
+    close-on-exec. posix_spawn (vfork and exec), not fork: nothing of this process is copied."""
+    os.chdir(cwd)  # inherited by the child; this process is single-threaded
+    return os.posix_spawn(
+        argv[0],
+        argv,
+        env,
+        file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, output, 1),
+            (os.POSIX_SPAWN_DUP2, output, 2),
+        ],
+        setsid=True,
+        setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),  # ignored by Python, as subprocess resets
+    )
 
 
 def _kill(pid: int) -> None:
