@@ -18,7 +18,7 @@ from helpers import FINISH, TinyProject, escalation_problems, init_repo
 from harness.config.policy import GateConfig, GuardConfig
 from harness.config.spec import load_spec
 from harness.errors import InputError
-from harness.gates.base_compare import AgainstBase, Observed
+from harness.gates.base_compare import AgainstBase, Observed, observe
 from harness.gates.record import GateRecord
 
 CALC = "def add(a: int, b: int) -> int:\n    return a + b\n"
@@ -227,12 +227,36 @@ def test_guard_flag_and_allow_apply() -> None:
     assert problems == [] and record.passed
 
 
-def test_an_unknown_tool_is_not_compared_and_says_so() -> None:
-    gate = GateConfig(name="lint", kind="lint", command="flake8 . && black --check .")
-    head = Observed(not_compared="`flake8 . && black --check .` is not one command ...")
-    record, problems = against(Observed()).review(gate, passed_record(), head, "i")
-    assert problems == [] and record.base is not None
-    assert record.base.compared == "none" and "not compared" in (record.base.note or "")
+class NoCommands:
+    """A sandbox that must not be asked to run anything."""
+
+    path = Path("/nonexistent")
+    scratch = Path("/nonexistent")
+
+    def run(self, command: str, **_: Any) -> Any:
+        raise AssertionError(f"ran {command!r}")
+
+
+@pytest.mark.parametrize(
+    ("kind", "command"),
+    [
+        ("lint", "ruff check . && ruff format --check ."),  # a pipeline: no option can be added
+        ("lint", "flake8 ."),
+        ("type", "pyright"),
+        ("test", "make test"),  # wrote no JUnit report
+    ],
+)
+def test_an_unknown_tool_is_not_compared_and_says_so(
+    tmp_path: Path, kind: str, command: str
+) -> None:
+    gate = GateConfig(name="g", kind=kind, command=command)
+    head = observe(gate, NoCommands(), None, tmp_path / "g.files.log", 10)  # type: ignore[arg-type]
+    record, problems = against(Observed(tests={"t.py::test_a": "passed"})).review(
+        gate, passed_record(), head, "i"
+    )
+    assert problems == [] and record.passed and record.base is not None
+    assert record.base.compared == "none"
+    assert (record.base.note or "").startswith("not compared: ")
 
 
 def test_tests_may_change_must_be_relative_globs(tmp_path: Path) -> None:
