@@ -87,6 +87,8 @@ class GateRecord(BaseModel):
             return "not applicable"
         if self.setup_failure is not None:
             return "setup failed"
+        if self.base is not None and self.base.refused:
+            return f"exit {self.exit_code}, but checks less than the base"
         return "timed out" if self.timed_out else f"exit {self.exit_code}"
 
     @property
