@@ -36,7 +36,7 @@ def publish(
     from harness.config.spec import Spec
     from harness.errors import InputError
     from harness.publish import PublishRefused
-    from harness.publish.forge import desired_from_records, forge_factory, require_githubkit
+    from harness.publish.forge import desired_from_records, forge_factory, require_client
     from harness.publish.local import LocalPublisher
     from harness.publish.reconcile import converge
     from harness.run.ledger import TaskResult
@@ -60,10 +60,8 @@ def publish(
             )
         if config.forge == "github" and config.github is None:
             raise InputError(f"{source}: publish.github: required for --forge github")
-        if config.forge == "gitlab":
-            raise InputError("publish: --forge gitlab is not supported yet; use github")
         config.check_forge(source)
-        require_githubkit()
+        require_client(config.forge)
         known = {spec["id"]: Spec.model_validate(spec) for spec in record.specs}
         unknown = [spec_id for spec_id in specs or [] if spec_id not in known]
         if unknown:

@@ -155,10 +155,10 @@ def _require_backends(policy: Policy, source: Path | None = None) -> None:
     extra is not installed, or names a forge token that is not set."""
     if source is not None:
         policy.publish.check_forge(source)
-    if policy.publish.forge == "github":
-        from harness.publish.forge import require_githubkit
+    if policy.publish.forge != "local":
+        from harness.publish.forge import require_client
 
-        require_githubkit()
+        require_client(policy.publish.forge)
     if policy.integration.backend == "kubernetes":
         from harness.integration.kubernetes import require_kubernetes
 

@@ -476,6 +476,7 @@ class Remote:
         *,
         header_scope: str | None = None,
         token: Callable[[], str] | None = None,
+        user: str = "x-access-token",
     ) -> None:
         self.toplevel = toplevel
         self.name = name
@@ -483,6 +484,9 @@ class Remote:
         self._scope = header_scope
         """The URL prefix the header is sent to (e.g. https://github.com/); None: no header."""
         self._token = token
+        self._user = user
+        """The Basic auth user the forge expects with a token (GitHub: x-access-token;
+        GitLab: oauth2)."""
 
     def url(self) -> str:
         return _call(self._git, ("remote", "get-url", self.name)).strip()
@@ -541,7 +545,7 @@ class Remote:
     def _remote(self, *args: str) -> str:
         env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": ""}
         if self._scope is not None and self._token is not None:
-            basic = base64.b64encode(f"x-access-token:{self._token()}".encode()).decode()
+            basic = base64.b64encode(f"{self._user}:{self._token()}".encode()).decode()
             env |= {
                 "GIT_CONFIG_COUNT": "1",
                 "GIT_CONFIG_KEY_0": f"http.{self._scope}.extraHeader",

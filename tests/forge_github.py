@@ -269,11 +269,14 @@ class GitHubStandIn:
                 headers[key] = value.strip()
         return Response(payload, status, headers)
 
+    git_user = "x-access-token"
+    """The Basic auth user a token is sent with (GitLab's stand-in: oauth2)."""
+
     def _basic_ok(self, auth: str) -> bool:
         if not auth.startswith("Basic "):
             return False
         user, _, secret = base64.b64decode(auth[6:]).decode().partition(":")
-        return user == "x-access-token" and secret in self.tokens
+        return user == self.git_user and secret in self.tokens
 
     async def _rest(self, request: Request) -> Response:
         started = time.perf_counter()

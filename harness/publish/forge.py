@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness import redact
+from harness.config.forge import GitLabConfig
 from harness.config.policy import PublishConfig
 from harness.config.spec import Spec
 from harness.errors import InputError
@@ -40,10 +41,11 @@ ForgeFactory = Callable[[Spec], Forge]
 """The forge holding a spec's repository (its `publish.remote`)."""
 
 
-def require_githubkit() -> None:
-    """InputError when `publish.forge: github` is asked for without the `github` extra."""
-    if importlib.util.find_spec("githubkit") is None:
-        raise InputError("publish.forge github needs githubkit: pip install 'harness[github]'")
+def require_client(forge: str) -> None:
+    """InputError when a forge is asked for without its extra (githubkit, python-gitlab)."""
+    module = {"github": "githubkit", "gitlab": "gitlab"}.get(forge)
+    if module and importlib.util.find_spec(module) is None:
+        raise InputError(f"publish.forge {forge} needs {module}: pip install 'harness[{forge}]'")
 
 
 def forge_factory(config: PublishConfig, source: Path | str) -> ForgeFactory:
@@ -54,14 +56,22 @@ def forge_factory(config: PublishConfig, source: Path | str) -> ForgeFactory:
     def forge_for(spec: Spec) -> Forge:
         with lock:
             if spec.git_toplevel not in made:
-                if config.forge != "github" or config.github is None:
-                    raise PublishRefused(f"publish.forge {config.forge}: not supported yet")
-                from harness.publish.github import GitHubForge
-
                 toplevel = Path(spec.git_toplevel)
-                made[spec.git_toplevel] = GitHubForge(
-                    config.github, toplevel, config.remote, source=source
-                )
+                if config.forge == "gitlab":
+                    from harness.publish.gitlab import GitLabForge
+
+                    gitlab = config.gitlab or GitLabConfig()
+                    made[spec.git_toplevel] = GitLabForge(
+                        gitlab, toplevel, config.remote, source=source
+                    )
+                elif config.forge == "github" and config.github is not None:
+                    from harness.publish.github import GitHubForge
+
+                    made[spec.git_toplevel] = GitHubForge(
+                        config.github, toplevel, config.remote, source=source
+                    )
+                else:
+                    raise PublishRefused(f"publish.forge {config.forge}: nothing to publish on")
             return made[spec.git_toplevel]
 
     return forge_for

@@ -195,7 +195,7 @@ class GitHubForge:
             lambda: self.github.rest.issues.create_comment(self.owner, self.repo, number, body=body)
         )
 
-    def update_comment(self, comment_id: int, body: str) -> None:
+    def update_comment(self, number: int, comment_id: int, body: str) -> None:
         self._call(
             lambda: self.github.rest.issues.update_comment(
                 self.owner, self.repo, comment_id, body=body
