@@ -73,12 +73,14 @@ def token_from_env(name: str, field: str, source: Path | str) -> str:
 def private_key(app: GitHubAppConfig, source: Path | str) -> str:
     path = Path(app.private_key_file).expanduser()
     try:
-        return path.read_text(encoding="utf-8")
+        key = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise InputError(
             f"{source}: publish.github.app.private_key_file: cannot read {path} "
             f"({exc.strerror}); point it at the App's .pem file"
         ) from None
+    redact.remember({"GITHUB_APP_PRIVATE_KEY": key.strip()})
+    return key
 
 
 @dataclass(frozen=True)
