@@ -10,8 +10,8 @@ repository, base, subdir and gate in a run of harness, shared through `Preexisti
   failed or was skipped on the base is not protected: removing a red test is the guard's
   business (`test_function_removed`), not this comparison's.
 - a lint gate running ruff: the files `ruff check --show-files` lists with the gate's own
-  arguments; a type gate running mypy: the files in its `--linecoverage-report` (plain JSON, no
-  extra dependency). A file checked on the base and not on the head, while it is still there
+  arguments; a type gate running mypy: the sources `mypy -v` says it was given (run after the
+  gate, on its warm cache). A file checked on the base and not on the head, while it is still there
   or was moved (git's rename detection) to a path the gate no longer checks, is
   `file_unchecked`: e.g. a module moved under `node_modules/` or `dist/`, which the tools skip.
 - any other gate command (another tool, or a shell pipeline harness cannot re-run with one more
@@ -25,7 +25,6 @@ PR record shows them side by side.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
@@ -35,7 +34,6 @@ from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
 
 from harness.config.policy import GateConfig, GuardConfig
-from harness.gates.pytest_report import read_report, report_dir
 from harness.gates.record import BaseComparison, GateRecord
 from harness.parsers.pytest import MAX_XML_BYTES, junit_outcomes
 from harness.problems import Problem, problem_type
@@ -43,10 +41,11 @@ from harness.sandbox import Completed, Sandbox
 
 SHOWN = 10
 """Test ids or files named in a finding's message; the gate record keeps the full list."""
-COVERAGE_REPORT = "coverage.json"
 # A command harness can re-run with one more option: one simple command, no shell syntax.
 _SHELL_SYNTAX = re.compile(r"[;&|<>`$(){}\n\\*?\[\]~]")
 _PYTHON = re.compile(r"^python[0-9.]*$")
+# mypy -v: "LOG:  Found source:  BuildSource(path='./pkg/mod.py', module='pkg.mod', ...)".
+_MYPY_SOURCE = re.compile(r"Found source:\s+BuildSource\(path=(['\"])(.*?)\1, module=")
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,7 @@ def observe(
     gate: GateConfig, sandbox: Sandbox, junit: bytes | None, log: Path, timeout_s: float
 ) -> Observed:
     """What the gate measured on the tree in `sandbox`; a lint or type gate's listing runs
-    there now (ruff lists without checking; mypy re-checks with a warm cache)."""
+    there now (ruff lists without checking; mypy re-checks on the gate's warm cache)."""
     if gate.kind == "test":
         if junit is None:
             return Observed(not_compared="no JUnit report: the gate does not run pytest")
@@ -80,18 +79,15 @@ def observe(
             return Observed(not_compared=f"`{shlex.join(listing)}` failed ({done.exit_code})")
         return Observed(files=_relative(sandbox.path, _output(done).splitlines()))
     if gate.kind == "type" and argv is not None and _is_mypy(argv):
-        with report_dir(sandbox.scratch) as reports:
-            listing = [*argv, "--linecoverage-report", str(reports.path)]
-            done = sandbox.run(
-                shlex.join(listing),
-                timeout_s=timeout_s,
-                log_path=log,
-            )
-            report = read_report(reports, COVERAGE_REPORT)
-        files = _coverage_files(report) if not done.timed_out else None
-        if files is None:
-            return Observed(not_compared="mypy wrote no readable --linecoverage-report")
-        return Observed(files=_relative(sandbox.path, files))
+        # -v logs each source mypy was given ("Found source: BuildSource(path=...)"): with the
+        # gate's cache warm it costs what the gate did. A report (--linecoverage-report) would
+        # list them too, but it makes mypy analyse everything again, cache or not.
+        listing = [*argv, "-v"]
+        done = sandbox.run(shlex.join(listing), timeout_s=timeout_s, log_path=log)
+        files = _MYPY_SOURCE.findall(_output(done)) if not done.timed_out else []
+        if not files:
+            return Observed(not_compared=f"`{shlex.join(listing)}` listed no source")
+        return Observed(files=_relative(sandbox.path, [path for _, path in files]))
     if gate.kind == "integration":
         return Observed(not_compared="integration gates need services the base run has not")
     return Observed(
@@ -253,17 +249,6 @@ def _ruff_listing(argv: list[str]) -> list[str] | None:
 
 def _is_mypy(argv: list[str]) -> bool:
     return _tool_at(argv, "mypy") is not None
-
-
-def _coverage_files(report: bytes | None) -> list[str] | None:
-    """The files in mypy's line coverage report (`{"lines": {path: [...]}}`)."""
-    if report is None or len(report) > MAX_XML_BYTES:
-        return None
-    try:
-        lines = json.loads(report).get("lines")
-    except (ValueError, AttributeError):
-        return None
-    return [str(path) for path in lines] if isinstance(lines, dict) else None
 
 
 def _relative(root: Path, paths: list[str]) -> frozenset[str]:

@@ -65,16 +65,15 @@ def report_dir(scratch: Path) -> Iterator[ReportDir]:
         _remove(made)
 
 
-def read_report(where: ReportDir, name: str = REPORT_NAME) -> bytes | None:
-    """The report's bytes (`name` in the dir: pytest's, or another tool's); None when it is
-    missing, not a regular file, over the size cap, or its directory was replaced (by a
-    symlink, say) while the gate ran."""
+def read_report(where: ReportDir) -> bytes | None:
+    """The report's bytes; None when it is missing, not a regular file, over the size cap, or
+    its directory was replaced (by a symlink, say) while the gate ran."""
     try:
         directory = os.open(where.path, _DIR_FLAGS)
     except OSError:
         return None
     try:
-        fd = os.open(name, _FILE_FLAGS, dir_fd=directory)
+        fd = os.open(REPORT_NAME, _FILE_FLAGS, dir_fd=directory)
     except OSError:
         return None
     finally:

@@ -110,6 +110,9 @@ class GateRunner:
     """Measure every run (tests' outcomes, files checked) into `observed`: a base run."""
     observed: dict[str, Observed] = field(default_factory=dict)
     """The last run's measurement per gate name, when `observe_always`."""
+    compare_s: float = 0.0
+    """Time spent measuring runs and comparing them with the base (its runs included): gate
+    time no gate record holds."""
 
     def run_all(self, gates: list[GateConfig], *, attempt: int, phase: Phase) -> GateRun:
         """Gates in order; the first that fails for good stops the rest."""
@@ -205,13 +208,16 @@ class GateRunner:
             record = record.model_copy(update={"passed": False, "egress_refused": denied})
         measure = self.observe_always or (record.passed and self.against_base is not None)
         if measure and not record.infrastructure_failure:
+            measuring = time.monotonic()
             listing_log = log.with_name(f"{stem}.files.log")
             observed = observe(gate, self.sandbox, junit, listing_log, timeout)
             self.observed[gate.name] = observed
+            weaker: list[Problem] = []
             if record.passed and self.against_base is not None:
                 record, weaker = self.against_base.review(gate, record, observed, instance)
-                if weaker:
-                    return record, weaker
+            self.compare_s += time.monotonic() - measuring
+            if weaker:
+                return record, weaker
         if record.passed:
             return record, []
         if record.infrastructure_failure:

@@ -23,7 +23,7 @@ class PhaseResult:
     problems: list[Problem]
     """The failing gate's problems, labelled (empty when every gate passed)."""
     gates_s: float
-    """Gate time, with the base commit's run when one was needed to label problems."""
+    """Gate time, with the base commit's runs (to compare with, and to label problems)."""
 
 
 def run_gate_phase(
@@ -59,7 +59,7 @@ def run_gate_phase(
     ctx.live.sandboxes.mark(spec.id, "validating")
     run = runner.run_all(to_run, attempt=attempt, phase=phase)
     ctx.live.sandboxes.mark(spec.id, "ready")
-    gates_s = sum(record.duration_s for record in run.records)
+    gates_s = sum(record.duration_s for record in run.records) + runner.compare_s
     problems, failed = run.problems, run.failed
     # An integration gate on the bare base would run without its services: it proves nothing.
     if (
