@@ -11,16 +11,20 @@ sandbox under run_dir/base/<hash>. Two uses:
 from __future__ import annotations
 
 import hashlib
+import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import failpoints
 from harness.config.policy import GateConfig, GuardConfig, InfrastructureConfig
 from harness.config.spec import Spec
 from harness.gates.base_compare import AgainstBase, Observed, moved_since, present_in
 from harness.gates.runner import GateRunner
+from harness.git import GitRepository
 from harness.problems import Problem
 from harness.sandbox import TaskSandbox
+from harness.sandbox.lifecycle import kill_sandbox_processes
 from harness.sandbox.limits import DEFAULT_CONFINEMENT, Confinement
 from harness.sandbox.local import WorktreeSandbox
 
@@ -77,10 +81,12 @@ class PreexistingFailures:
 
     def _run_on_base(self, spec: Spec, gate: GateConfig, name: str) -> BaseRun:
         where = self.run_dir / "base" / name
+        _clear_leftovers(spec, where)
         sandbox = WorktreeSandbox.provision(
             spec, None, where / "tree", where / "scratch", self.confinement
         )
         try:
+            failpoints.hit("base.provisioned")
             runner = GateRunner(
                 sandbox,
                 log_dir=where,
@@ -97,3 +103,14 @@ class PreexistingFailures:
         if record.passed or record.infrastructure_failure:
             return BaseRun(set(), observed)  # a base that cannot run the gate proves nothing
         return BaseRun({problem.key() for problem in problems}, observed)
+
+
+def _clear_leftovers(spec: Spec, where: Path) -> None:
+    """What a crashed or interrupted process left of this base run (its detached worktree,
+    its scratch, commands still running in it): removed, so the run starts afresh. The base
+    run keeps nothing, and its name is the same on every resume."""
+    if not where.exists():
+        return
+    kill_sandbox_processes((where / "scratch").resolve())
+    GitRepository(Path(spec.git_toplevel)).remove_worktree(where / "tree")
+    shutil.rmtree(where / "scratch", ignore_errors=True)

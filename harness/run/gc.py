@@ -155,6 +155,19 @@ def _on_disk(store: Store, runs_root: Path, dry_run: bool) -> list[Action]:
         if not dry_run:
             shutil.rmtree(path, ignore_errors=True)
         actions.append(Action("remove-dir", str(path), "no live environment", not dry_run))
+    for base in sorted(runs_root.glob("*/base")):
+        # Gate runs on a base commit (harness.gates.preexisting) a crashed or interrupted
+        # worker left: a detached worktree and its scratch, nothing worth keeping.
+        if _run_is_live(store, base.parent.name):
+            continue
+        for pid in [] if dry_run else lifecycle.kill_sandbox_processes(base.resolve()):
+            actions.append(Action("kill", str(pid), f"base-run process of {base}", True))
+        for path in sorted([*base.glob("*/tree"), *base.glob("*/scratch")]):
+            if not dry_run:
+                shutil.rmtree(path, ignore_errors=True)
+            actions.append(
+                Action("remove-dir", str(path), "its run has no live worker", not dry_run)
+            )
     for services in sorted(runs_root.glob("*/services")):
         # Integration services (a baseline, tasks' sandboxed services) of a run no worker
         # is running any more: their processes, the baseline's worktree and the scratch
