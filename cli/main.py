@@ -7,6 +7,7 @@ import sys
 import typer
 
 from cli.check import check
+from cli.doctor import doctor
 from cli.gc import gc
 from cli.plan import sandbox_app
 from cli.publish import publish
@@ -33,6 +34,7 @@ def main() -> None:
 # graphs/, the store's drivers) inside its function, so printing help imports none of it.
 app.command()(run)
 app.command()(resume)
+app.command()(doctor)
 app.command()(publish)
 app.command()(gc)
 app.command()(check)

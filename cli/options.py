@@ -28,3 +28,41 @@ def store_url(option: str | None, policy: Policy | None, runs_dir: Path) -> str:
         or (policy.store.url if policy else None)
         or f"sqlite:///{(runs_dir / 'harness.db').resolve()}"
     )
+
+
+POLICY_NAMES = (Path("harness.yaml"), Path(".harness") / "policy.yaml")
+"""Where a project keeps its policy, looked for upwards from the specs when --policy is not
+given."""
+
+PolicyOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--policy",
+        help="The policy YAML. Default: harness.yaml or .harness/policy.yaml in the specs' "
+        "directory or the nearest one above it.",
+    ),
+]
+
+
+def resolve_policy(option: Path | None, starts: list[Path]) -> Path:
+    """--policy as given, or the project's policy file found upwards from each of `starts`
+    (the specs, or the tree checked); InputError saying how to pass one when there is none."""
+    if option is not None:
+        return option
+    looked: list[Path] = []
+    for start in starts or [Path.cwd()]:
+        directory = start.resolve()
+        if not directory.is_dir():
+            directory = directory.parent
+        for folder in (directory, *directory.parents):
+            for name in POLICY_NAMES:
+                if (folder / name).is_file():
+                    return folder / name
+        looked.append(directory)
+    from harness.errors import InputError
+
+    where = ", ".join(str(path) for path in dict.fromkeys(looked))
+    raise InputError(
+        f"no policy given, and no harness.yaml or .harness/policy.yaml in {where} or above it; "
+        "pass --policy FILE (e.g. --policy policies/demo.yaml)"
+    )

@@ -14,8 +14,17 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
-from cli.options import StoreOption, store_url
-from cli.render import console, err, error_line, fail, live_table, print_step, summary_table
+from cli.options import PolicyOption, StoreOption, resolve_policy, store_url
+from cli.render import (
+    console,
+    err,
+    error_line,
+    escape,
+    fail,
+    live_table,
+    print_step,
+    summary_table,
+)
 
 if TYPE_CHECKING:
     from harness.config.policy import AgentKind, Policy
@@ -33,12 +42,15 @@ would double what `harness --help` costs. tests/test_startup.py checks the two m
 
 def run(
     specs: Annotated[list[Path], typer.Argument(help="Spec files or directories of specs.")],
-    policy: Annotated[Path, typer.Option(help="Policy YAML.")] = Path("policies/default.yaml"),
+    policy: PolicyOption = None,
     concurrency: Annotated[int | None, typer.Option(help="Tasks at once.", min=1)] = None,
     run_id: Annotated[str | None, typer.Option(help="Default: a timestamp.")] = None,
     agent: Annotated[AgentChoice | None, typer.Option(help="Override the policy's agent.")] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where runs are recorded.")] = Path("runs"),
     store: StoreOption = None,
+    dry_run: Annotated[
+        bool, typer.Option(help="Check what the run needs (as `harness doctor`); run nothing.")
+    ] = False,
 ) -> None:
     """Run specs through the validation loop; each ends verified (a PR record) or escalated."""
     from harness.config.policy import load_policy
@@ -47,7 +59,12 @@ def run(
     from harness.run.context import check_run_id, create_run_dir
     from harness.store import RunRecord, open_store
 
+    if dry_run:
+        from cli.doctor import diagnose, report
+
+        raise typer.Exit(report(diagnose(specs, policy, agent, runs_dir, store)))
     try:
+        policy = resolve_policy(policy, specs)
         loaded_policy = load_policy(policy)
         agent_kind = agent or loaded_policy.agent.kind
         loaded_policy.check_agent(agent_kind, policy)
@@ -59,6 +76,7 @@ def run(
         error_line(problem)
     if not spec_set.specs:
         raise fail("no spec could be loaded; nothing was run")
+    _preflight(loaded_policy, agent_kind, spec_set.specs, policy)
     try:
         run_id, _ = check_run_id(runs_dir, run_id, loaded_policy, spec_set.specs)
         # Then the store: one that does not connect stops the run before anything is made.
@@ -139,6 +157,21 @@ def resume(
     console().print(f"resume [bold]{run_id}[/bold]: {done} of {len(specs)} task(s) already done")
     _execute(ctx, specs, "resume")
     raise typer.Exit(1 if any(r.outcome == "error" for r in ctx.results()) else 0)
+
+
+def _preflight(policy: Policy, agent_kind: AgentKind, specs: list[Spec], source: Path) -> None:
+    """The cheap part of `harness doctor`, before anything is made: the agent can run, and
+    the repositories' uncommitted changes (which tasks will not see). One line each; the run
+    goes on (a task whose agent cannot run ends on its own, with the reason)."""
+    from harness.preflight import check_agent, check_uncommitted
+
+    for finding in [*check_agent(policy, agent_kind, specs, source), *check_uncommitted(specs)]:
+        style = "red" if finding.level == "error" else "yellow"
+        err().print(
+            f"[{style}]{finding.level}:[/{style}] {escape(finding.line())}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _publisher(policy: Policy, source: Path, local: LocalPublisher) -> Publisher:

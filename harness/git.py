@@ -177,6 +177,19 @@ class GitRepository:
         """A file's text in `commit` (`relpath` from the top level), or None when it has none."""
         return _blob(self._git, (), commit, relpath)
 
+    def archive(self, commit: str) -> bytes:
+        """`commit`'s whole tree as a tar archive: its files, with no worktree made."""
+        if self._no_filters is None:
+            self._no_filters = _filters_off(self._git, ())
+        return _call_bytes(self._git, ("archive", "--format=tar", commit), self._no_filters)
+
+    def uncommitted(self, directory: Path) -> list[str]:
+        """Paths under `directory` that differ from HEAD, or are untracked and not ignored."""
+        out = self._run("status", "--porcelain", "-z", "--", str(directory))
+        entries = [entry for entry in out.split("\0") if entry]
+        # A rename's second entry (its old name) has no "XY " status in front.
+        return [entry[3:] for entry in entries if len(entry) > 3 and entry[2] == " "]
+
     @staticmethod
     def listed_files(directory: Path) -> list[Path] | None:
         """The files git knows under `directory`, relative to it: tracked (also those deleted
