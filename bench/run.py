@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/run.py [--only NAME]... [--quick]      (or: make bench)
 
-NAME: provision, overhead, feedback, model_calls, store, services, resume, startup.
+NAME: provision, overhead, feedback, model_calls, store, services, resume, startup, forge.
 
 Figures, never pass/fail: the exit code is non-zero only when a benchmark could not run.
 `--quick` runs fewer iterations (10 provisions, 1 batch, 50 store tasks, 5 service sandboxes,
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import feedback
+import forge
 import host
 import model_calls
 import overhead
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         "services",
         "resume",
         "startup",
+        "forge",
     ]
     parser.add_argument("--only", choices=names, action="append")
     parser.add_argument("--quick", action="store_true", help="fewer iterations")
@@ -85,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         result = startup.run(runs=5 if args.quick else 21)
         report["results"]["startup"] = result
         sections.append(startup.markdown(result))
+    if "forge" in chosen:
+        tasks = 5 if args.quick else 20
+        result = forge.measure(tasks, reviewers=False)
+        report["results"]["forge"] = result
+        sections.append(forge.markdown(result, tasks, reviewers=False))
     report["elapsed_s"] = round(time.perf_counter() - started, 1)
 
     RESULTS.mkdir(exist_ok=True)
