@@ -16,13 +16,13 @@ import typer
 
 from cli.options import PolicyOption, StoreOption, resolve_policy, store_url
 from cli.render import (
+    LiveView,
+    StepLines,
     console,
     err,
     error_line,
     escape,
     fail,
-    live_table,
-    print_step,
     summary_table,
 )
 
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from harness.publish import Publisher
     from harness.publish.local import LocalPublisher
     from harness.run.context import RunContext
+    from harness.run.ledger import TaskResult
     from harness.store import RunRecord, Store
 
 AgentChoice = Literal["anthropic", "command", "replay"]
@@ -99,10 +100,10 @@ def run(
     ctx = _context(
         state, run_id, run_dir, loaded_policy, policy, agent_kind, concurrency, spec_set.errors
     )
-    _execute(ctx, spec_set.specs, "run")
-    if spec_set.errors:
+    results = _execute(ctx, spec_set.specs, "run")
+    if spec_set.errors and ctx.live.stop.signum is None:
         raise typer.Exit(2)
-    raise typer.Exit(1 if any(r.outcome == "error" for r in ctx.results()) else 0)
+    raise typer.Exit(_exit_code(ctx, results))
 
 
 def resume(
@@ -155,8 +156,7 @@ def resume(
         ctx.services.fleet.spend.add(result.usage)
     done = sum(task.status == "done" for task in state.tasks(run_id))
     console().print(f"resume [bold]{run_id}[/bold]: {done} of {len(specs)} task(s) already done")
-    _execute(ctx, specs, "resume")
-    raise typer.Exit(1 if any(r.outcome == "error" for r in ctx.results()) else 0)
+    raise typer.Exit(_exit_code(ctx, _execute(ctx, specs, "resume")))
 
 
 def _preflight(policy: Policy, agent_kind: AgentKind, specs: list[Spec], source: Path) -> None:
@@ -272,7 +272,7 @@ def _context(
     )
     worker = worker_id()
     # A terminal gets a live table; a log (CI, a pipe) gets one line per step instead.
-    ledger = RunLedger(run_dir, run_id, listener=None if console().is_terminal else print_step)
+    ledger = RunLedger(run_dir, run_id, listener=None if console().is_terminal else StepLines())
     fleet = Fleet.for_policy(config.policy)
     confinement = Confinement.of(policy.limits, policy.sandbox)
     services = RunServices(
@@ -302,10 +302,21 @@ def _context(
     )
 
 
-def _execute(ctx: RunContext, specs: list[Spec], verb: str) -> None:
+def _exit_code(ctx: RunContext, results: list[TaskResult]) -> int:
+    """128 + the signal when the run was interrupted (130 SIGINT, 143 SIGTERM), else 1 when
+    a task ended in error, else 0."""
+    if ctx.live.stop.signum is not None:
+        return 128 + ctx.live.stop.signum
+    return 1 if any(result.outcome == "error" for result in results) else 0
+
+
+def _execute(ctx: RunContext, specs: list[Spec], verb: str) -> list[TaskResult]:
+    """The run's tasks through the batch workflow, SIGINT and SIGTERM stopping it gracefully
+    (harness.run.interrupt); the outcomes, one per task."""
     from rich.live import Live
 
     from graphs.batch import run_batch
+    from harness.run.interrupt import graceful_interrupts
     from harness.store import redact_url
 
     config, services = ctx.config, ctx.services
@@ -317,18 +328,32 @@ def _execute(ctx: RunContext, specs: list[Spec], verb: str) -> None:
         soft_wrap=True,
     )
     started = time.monotonic()
+    resume_hint = f"`harness resume {config.run_id}` continues the run"
     try:
-        with Live(
-            get_renderable=lambda: live_table(services.ledger),
-            console=console(),
-            transient=True,
-            auto_refresh=console().is_terminal,
+        with (
+            graceful_interrupts(
+                ctx.live.stop, config.policy.interrupt_grace_s, config.run_dir, resume_hint
+            ),
+            Live(
+                get_renderable=LiveView(services.ledger, config.run_dir),
+                console=console(),
+                transient=True,
+                auto_refresh=console().is_terminal,
+            ),
         ):
-            run_batch(ctx, specs)
+            results = run_batch(ctx, specs)
     finally:
         services.integration.stop()  # integration baselines and forks: processes, worktrees
         services.ledger.close()
-    console().print(summary_table(ctx.results()))
-    console().print(
-        f"finished in {time.monotonic() - started:.1f}s · summary: {config.run_dir}/summary.json"
-    )
+    console().print(summary_table(results))
+    elapsed = f"{time.monotonic() - started:.1f}s"
+    left = sum(result.outcome == "interrupted" for result in results)
+    if ctx.live.stop.requested:
+        console().print(
+            f"interrupted after {elapsed}: {left} task(s) unfinished; {resume_hint} · "
+            f"summary: {config.run_dir}/summary.json",
+            soft_wrap=True,
+        )
+    else:
+        console().print(f"finished in {elapsed} · summary: {config.run_dir}/summary.json")
+    return results

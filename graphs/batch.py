@@ -13,10 +13,15 @@ claimed one whose worker died continues from its last checkpoint (invoked with i
 invoking with the original input would start the thread over). Checkpoints are written with
 durability "sync": a node's result is saved before the next node starts, so no node's side
 effects can run ahead of the record of what came before it.
+
+A run asked to stop (SIGINT, SIGTERM: harness.run.interrupt) claims no more tasks; a task whose
+node was not started or was cut short is given back to the store as `interrupted`, to continue
+from its last checkpoint on resume.
 """
 
 from __future__ import annotations
 
+import signal
 import time
 import traceback
 from typing import Any, TypedDict
@@ -31,7 +36,7 @@ from graphs.task import TaskGraph, TaskState, build_task_graph
 from harness import redact
 from harness.agents import Usage
 from harness.config.spec import Spec
-from harness.run.context import LeaseLost, RunContext
+from harness.run.context import Interrupted, LeaseLost, RunContext
 from harness.run.lease import LeaseKeeper
 from harness.run.ledger import GateSummary, RunSummary, TaskResult, utc_now, write_atomic
 from harness.sandbox import bubblewrap as bwrap
@@ -40,6 +45,8 @@ from harness.sandbox import bubblewrap as bwrap
 class BatchState(TypedDict, total=False):
     specs: list[Spec]
     lanes: int
+    results: list[TaskResult]
+    """The summary's tasks: one per task of the run, in its order."""
 
 
 class LaneInput(TypedDict):
@@ -56,7 +63,7 @@ def lane(state: LaneInput, config: RunnableConfig) -> dict[str, Any]:
     specs = {spec.id: spec for spec in state["specs"]}
     store, worker = ctx.services.store, ctx.services.worker
     lease_s = ctx.config.policy.store.lease_s
-    while True:
+    while not ctx.live.stop.requested:
         claimed = store.claim_task(ctx.config.run_id, worker, lease_s)
         if claimed is not None:
             run_task(ctx, graph, specs[claimed.spec_id])
@@ -66,6 +73,7 @@ def lane(state: LaneInput, config: RunnableConfig) -> dict[str, Any]:
             time.sleep(min(lease_s / 4, 2.0))
         else:
             return {}
+    return {}
 
 
 def _held_elsewhere(ctx: RunContext) -> bool:
@@ -107,11 +115,37 @@ def run_task(ctx: RunContext, graph: TaskGraph, spec: Spec) -> None:
                 final = dict(saved.values)
     except LeaseLost:
         return  # the task is another worker's now
+    except Interrupted:
+        _give_back(ctx, graph, thread, spec, initial)
+        return
     except Exception as exc:  # the blueprint guards its nodes; this guards the batch from it
         write_atomic(config.task_dir(spec.id) / "error.log", traceback.format_exc())
         reason = redact.current().text(f"task graph failed: {exc}")
         final = {**initial, "outcome": "error", "reason": reason}
-    result = TaskResult(
+    services.store.complete_task(
+        config.run_id, spec.id, services.worker, _result(ctx, spec, final, initial).model_dump()
+    )
+
+
+def _give_back(
+    ctx: RunContext, graph: TaskGraph, thread: RunnableConfig, spec: Spec, initial: TaskState
+) -> None:
+    """The interrupted task back to the store, pending, with what it did so far as its
+    `interrupted` result; its sandbox stays for the resume to take over."""
+    services = ctx.services
+    saved = dict(graph.get_state(thread).values) or dict(initial)
+    signum = ctx.live.stop.signum
+    by = signal.Signals(signum).name if signum is not None else "a stop request"
+    reason = f"interrupted by {by}; `harness resume {ctx.config.run_id}` continues it"
+    final = {**saved, "outcome": "interrupted", "reason": reason}
+    services.ledger.event(spec.id, "task", "interrupted")
+    result = _result(ctx, spec, final, initial)
+    services.store.release_task(ctx.config.run_id, spec.id, services.worker, result.model_dump())
+
+
+def _result(ctx: RunContext, spec: Spec, final: dict[str, Any], initial: TaskState) -> TaskResult:
+    config = ctx.config
+    return TaskResult(
         spec_id=spec.id,
         title=spec.title,
         tier=spec.tier,
@@ -128,12 +162,13 @@ def run_task(ctx: RunContext, graph: TaskGraph, spec: Spec) -> None:
         gates_s=round(final.get("gates_s", 0.0), 3),
         usage=final.get("usage", Usage()),
     )
-    services.store.complete_task(config.run_id, spec.id, services.worker, result.model_dump())
 
 
 def summarize(state: BatchState, config: RunnableConfig) -> dict[str, Any]:
     ctx = run_context(config)
     tasks, run, isolation = ctx.results(), ctx.config, ctx.services.isolation
+    if ctx.live.stop.requested:  # tasks never started are unfinished too
+        tasks = _with_unstarted(ctx, {spec.id: spec for spec in state["specs"]}, tasks)
     ctx.services.ledger.write_summary(
         RunSummary(
             run_id=run.run_id,
@@ -149,7 +184,25 @@ def summarize(state: BatchState, config: RunnableConfig) -> dict[str, Any]:
             input_errors=list(run.input_errors),
         )
     )
-    return {}
+    return {"results": tasks}
+
+
+def _with_unstarted(
+    ctx: RunContext, specs: dict[str, Spec], results: list[TaskResult]
+) -> list[TaskResult]:
+    """`results` and, in the run's order, an `interrupted` line for each task no worker has
+    started (it is pending in the store: a resume takes it)."""
+    known = {result.spec_id: result for result in results}
+    lines = []
+    for task in ctx.services.store.tasks(ctx.config.run_id):
+        if task.spec_id in known:
+            lines.append(known[task.spec_id])
+        elif task.status == "pending" and task.spec_id in specs:
+            reason = f"not started; `harness resume {ctx.config.run_id}` runs it"
+            final = {"outcome": "interrupted", "reason": reason}
+            initial: TaskState = {"spec": specs[task.spec_id], "started_at": time.time()}
+            lines.append(_result(ctx, specs[task.spec_id], final, initial))
+    return lines
 
 
 def build_batch_graph() -> Any:
@@ -170,7 +223,7 @@ def run_batch(ctx: RunContext, specs: list[Spec]) -> list[TaskResult]:
     at once; every task's steps are checkpointed in the store."""
     checkpointer: BaseCheckpointSaver[Any] = ctx.services.store.checkpointer()
     concurrency = ctx.config.policy.concurrency
-    BATCH_GRAPH.invoke(
+    final = BATCH_GRAPH.invoke(
         {
             "specs": specs,
             "lanes": max(1, min(concurrency, len(specs))),
@@ -180,4 +233,5 @@ def run_batch(ctx: RunContext, specs: list[Spec]) -> list[TaskResult]:
             "max_concurrency": concurrency,
         },
     )
-    return ctx.results()
+    results: list[TaskResult] = final["results"]
+    return results

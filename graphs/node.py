@@ -1,5 +1,7 @@
 """How a blueprint node runs: with the run's context, its steps in the ledger, its failpoints,
-and an exception turned into the task's `error` outcome (teardown still runs)."""
+and an exception turned into the task's `error` outcome (teardown still runs). A run that is
+stopping (SIGINT, SIGTERM) starts no node, and keeps no node its grace period cut short: both
+raise Interrupted, so no checkpoint records the node and a resume runs it."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from typing import Any, Protocol, TypeVar
 from langchain_core.runnables import RunnableConfig
 
 from harness import failpoints, redact
-from harness.run.context import LeaseLost, RunContext
+from harness.run.context import Interrupted, LeaseLost, RunContext
 from harness.run.ledger import write_atomic
 
 State = TypeVar("State", bound=Mapping[str, Any])
@@ -50,9 +52,16 @@ def node(name: str) -> Callable[[Callable[[State, RunContext], Update]], Node[St
             ctx.services.ledger.event(spec_id, name, "enter", attempt=attempt)
             failpoints.enter(name, spec_id)
             failpoints.hit(f"{name}.before")
+            stop = ctx.live.stop
+            if stop.requested:
+                ctx.services.ledger.event(spec_id, name, "interrupted", attempt=attempt)
+                raise Interrupted(f"{spec_id}: stopping; {name} not started")
             try:
                 update = body(state, ctx)
             except Exception as exc:
+                if stop.requested:  # cut short by the interrupt (a killed command, say)
+                    ctx.services.ledger.event(spec_id, name, "interrupted", attempt=attempt)
+                    raise Interrupted(f"{spec_id}: {name} interrupted") from exc
                 log = ctx.config.task_dir(spec_id) / "error.log"
                 write_atomic(log, traceback.format_exc())
                 # Exceptions quote what they failed on (a command's output, a file): redacted,
@@ -61,6 +70,9 @@ def node(name: str) -> Callable[[Callable[[State, RunContext], Update]], Node[St
                     f"{name} failed: {type(exc).__name__}: {exc} (traceback: {log})"
                 )
                 update = {"outcome": "error", "reason": reason}
+            if stop.forced:  # its commands were killed: what it measured is not its verdict
+                ctx.services.ledger.event(spec_id, name, "interrupted", attempt=attempt)
+                raise Interrupted(f"{spec_id}: {name} cut short at the end of the grace period")
             ended = {k: update[k] for k in ("outcome", "reason", "escalate_reason") if k in update}
             ctx.services.ledger.event(spec_id, name, "exit", **ended)
             failpoints.hit(f"{name}.after")  # done, and LangGraph has not saved it yet

@@ -6,7 +6,9 @@ a named point, so tests can prove a run resumes from any node boundary.
 `<node>.before` and `<node>.after` fire around a graph node's body (`after` is once the node's
 work is done and before LangGraph saves its checkpoint); `<node>.during` fires inside it, when
 a sandboxed process has started or the agent has written a file. `@<spec-id>` limits a point
-to one task. Unset (always, outside tests), every call is a dictionary lookup.
+to one task. `:SIGINT` or `:SIGTERM` after a point sends that signal instead, and waits until
+the run's handler has seen it (harness.run.interrupt), so the point is where the interrupt lands.
+Unset (always, outside tests), every call is a dictionary lookup.
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ import threading
 ENV = "HARNESS_FAILPOINTS"
 
 _where = threading.local()
+_signalled = threading.Event()
+_fired: set[str] = set()
+_lock = threading.Lock()
+SIGNAL_WAIT_S = 10.0
 
 
 def enter(node: str, spec_id: str) -> None:
@@ -32,9 +38,23 @@ def hit(point: str, spec_id: str | None = None) -> None:
         return
     spec_id = spec_id or getattr(_where, "spec_id", None)
     for item in armed.split(","):
-        name, _, only = item.strip().partition("@")
+        where, _, action = item.strip().partition(":")
+        name, _, only = where.partition("@")
         if name == point and (not only or only == spec_id):
-            os.kill(os.getpid(), signal.SIGKILL)
+            if not action:
+                os.kill(os.getpid(), signal.SIGKILL)
+            with _lock:
+                if item in _fired:  # a signal point fires once: a second signal means "now"
+                    continue
+                _fired.add(item)
+            _signalled.clear()
+            os.kill(os.getpid(), signal.Signals[action])
+            _signalled.wait(SIGNAL_WAIT_S)
+
+
+def signalled() -> None:
+    """Called by the run's signal handler once it has taken a signal in."""
+    _signalled.set()
 
 
 def during() -> None:

@@ -313,6 +313,9 @@ class Policy(StrictModel):
     guard: GuardConfig = GuardConfig()
     concurrency: int = Field(default=4, ge=1)
     """Tasks run at once; `harness run --concurrency` overrides it."""
+    interrupt_grace_s: float = Field(default=30, ge=0)
+    """After a first SIGINT or SIGTERM, how long the agents and gates already running may take
+    to finish (their steps are kept); then they are stopped, to run again on `harness resume`."""
     publish: PublishConfig = PublishConfig()
     store: StoreConfig = StoreConfig()
     ttl: TTLConfig = TTLConfig()

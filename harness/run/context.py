@@ -38,6 +38,43 @@ class LeaseLost(RuntimeError):
     Raised through the graph (not turned into an outcome), so the task is left to its holder."""
 
 
+class Interrupted(RuntimeError):
+    """The run is stopping (SIGINT or SIGTERM): the node was not started, or its work was cut
+    short. Raised through the graph (not turned into an outcome), so no checkpoint records the
+    node and `harness resume` runs it again."""
+
+
+class StopRequest:
+    """Whether the run was asked to stop, and whether its grace period is over. Set from a
+    signal handler (harness.run.interrupt), read by every lane and node."""
+
+    def __init__(self) -> None:
+        self._requested = threading.Event()
+        self._forced = threading.Event()
+        self.signum: int | None = None
+        """The signal that asked (SIGINT or SIGTERM); the exit code is 128 + it."""
+
+    @property
+    def requested(self) -> bool:
+        """No new task and no new node starts."""
+        return self._requested.is_set()
+
+    @property
+    def forced(self) -> bool:
+        """The grace period is over: what still runs is being killed, and its work is not
+        kept as a finished step."""
+        return self._forced.is_set()
+
+    def request(self, signum: int) -> None:
+        if self.signum is None:
+            self.signum = signum
+        self._requested.set()
+
+    def force(self) -> None:
+        self._requested.set()
+        self._forced.set()
+
+
 def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
 
@@ -132,6 +169,8 @@ class LiveTasks:
     new_agent: AgentFactory
     lost: set[str] = field(default_factory=set)
     """Tasks whose lease this worker lost (another worker reclaimed them): left alone."""
+    stop: StopRequest = field(default_factory=StopRequest)
+    """Set by SIGINT or SIGTERM: the run is winding down (see harness.run.interrupt)."""
     _agents: dict[str, Agent] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

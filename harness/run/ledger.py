@@ -16,7 +16,8 @@ from pydantic import BaseModel
 from harness import redact
 from harness.agents import Usage
 
-Outcome = Literal["verified", "escalated", "error"]
+Outcome = Literal["verified", "escalated", "error", "interrupted"]
+"""`interrupted`: the run was stopped (SIGINT, SIGTERM) first; `harness resume` continues it."""
 
 
 class GateSummary(BaseModel):

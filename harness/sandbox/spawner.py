@@ -130,6 +130,9 @@ class _Running:
                 stdout=subprocess.DEVNULL,
                 pass_fds=[theirs.fileno()],
                 env={},
+                # Not in harness's process group: a terminal's Ctrl-C is harness's to handle
+                # (a graceful stop, harness.run.interrupt), not the sandbox's commands' to die of.
+                start_new_session=True,
             )
         except OSError:
             self._control.close()

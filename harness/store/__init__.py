@@ -134,6 +134,11 @@ class Store(Protocol):
         """Mark the task done with its result, once: False if it was already done or the
         owner no longer holds it."""
 
+    def release_task(self, run_id: str, spec_id: str, owner: str, result: dict[str, Any]) -> bool:
+        """Give the task back unfinished (an interrupted run): pending again, so a resume or
+        another worker takes it, with `result` (outcome `interrupted`) kept until then. False
+        if the owner no longer holds it."""
+
     # --- environments ---------------------------------------------------------------------
     def allocate_env(self, env: EnvRecord) -> EnvRecord:
         """Insert the record (status allocating) or, if the env id exists and is not deleted,

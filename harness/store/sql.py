@@ -264,6 +264,16 @@ class SqlStore(ABC):
             )
         return done == 1
 
+    def release_task(self, run_id: str, spec_id: str, owner: str, result: dict[str, Any]) -> bool:
+        with self._transaction() as tx:
+            released = tx.run(
+                "UPDATE harness_tasks SET status = 'pending', owner = NULL,"
+                " lease_expires_at = NULL, result = ? WHERE run_id = ? AND spec_id = ?"
+                " AND owner = ? AND status = 'claimed'",
+                (dumps(result), run_id, spec_id, owner),
+            )
+        return released == 1
+
     # --- environments ---------------------------------------------------------------------
     def allocate_env(self, env: EnvRecord) -> EnvRecord:
         """Also records the allocation as an env event from None to allocating."""
