@@ -25,7 +25,7 @@ from harness.errors import InputError
 from harness.git import Remote
 from harness.publish import Escalation, PublishRefused, PullRequest
 from harness.publish.local import LocalPublisher
-from harness.publish.reconcile import Desired, Forge, Outcome, converge
+from harness.publish.reconcile import Desired, Forge, converge
 from harness.publish.render import render_escalation, render_pr
 
 BODY_LIMIT = 65_536
@@ -297,7 +297,3 @@ def forge_body(record_text: str, diff: str, record: str, agent_said: str | None 
         cut = f"\n\n… (cut to GitHub's {BODY_LIMIT}-character limit)\n"
         evidence = evidence[: BODY_LIMIT - len(cut) - len(shown) - len(footer) - 1] + cut
     return evidence + "\n" + shown + footer
-
-
-def converged(outcome: Outcome) -> bool:
-    return outcome.stale is None
