@@ -9,6 +9,7 @@ import typer
 from cli.check import check
 from cli.doctor import doctor
 from cli.gc import gc
+from cli.history import runs, show
 from cli.plan import sandbox_app
 from cli.publish import publish
 from cli.run import resume, run
@@ -34,6 +35,8 @@ def main() -> None:
 # graphs/, the store's drivers) inside its function, so printing help imports none of it.
 app.command()(run)
 app.command()(resume)
+app.command()(runs)
+app.command()(show)
 app.command()(doctor)
 app.command()(publish)
 app.command()(gc)

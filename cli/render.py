@@ -93,7 +93,8 @@ class StepLines:
     @staticmethod
     def _line(at: datetime, spec_id: str, text: str) -> None:
         stamp = at.astimezone().strftime("%H:%M:%S")
-        console().print(f"{stamp}  {spec_id:<30} {text}", highlight=False, soft_wrap=True)
+        line = f"{stamp}  {spec_id:<30} {text}"
+        console().print(escape(line), highlight=False, soft_wrap=True)
 
 
 def _seconds(delta: timedelta) -> str:
