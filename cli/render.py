@@ -201,11 +201,3 @@ def plural(count: int, noun: str, nouns: str | None = None) -> str:
     """`1 task`, `2 tasks`, `0 actions`: the count and the noun that agrees with it."""
     return f"{count} {noun if count == 1 else nouns or noun + 's'}"
 
-
-# The names cli/run.py used before the live view and step lines above: kept until it uses those.
-def print_step(event: dict[str, Any]) -> None:
-    StepLines()(event)
-
-
-def live_table(ledger: RunLedger) -> Table:
-    return LiveView(ledger, ledger.run_dir)()
