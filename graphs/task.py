@@ -3,13 +3,14 @@
     triage ─► provision ─► agent ─► gates ──pass──► guard ─► verify ─► publish ─► teardown
                              ▲        │ fail, budget left      │ findings │ fail    │
                              └─ feedback ◄┘   no budget ──► escalate ◄──────────────┘
-    tier 3 / no agent ─► escalate before any agent runs      │
+    tier 3 ─► escalate before any agent runs                 │
                                                              ▼
                                                          teardown
 
-Deterministic nodes decide; the agent node is the only place judgement is used. Any node that
-raises ends the task as `error` and still goes through teardown, which always runs and commits
-what is uncommitted before it removes the worktree.
+Deterministic nodes decide; the agent node is the only place judgement is used. An agent that
+cannot run (no key, no CLI, no replay, a crash at its start) ends the task as `error`, for a
+person to fix the set-up; so does any node that raises. Both still go through teardown, which
+always runs and commits what is uncommitted before it removes the worktree.
 
 Every node may run twice: a resumed task runs again the node a crash interrupted. The sandbox
 is taken back (harness.sandbox.lifecycle), and the side effects (an attempt's commit, the PR,
@@ -37,7 +38,7 @@ from harness.gates.record import GateRecord, Phase
 from harness.gates.verdict import judge
 from harness.problems import Problem, one_liners
 from harness.publish import Escalation, Evidence, PublishRefused, PullRequest, refusal
-from harness.run.attempt import make_attempt, stop_escalation
+from harness.run.attempt import could_not_run, make_attempt, stop_escalation
 from harness.run.context import RunContext
 from harness.run.gate_phase import PhaseResult, run_gate_phase
 from harness.run.ledger import write_atomic
@@ -88,8 +89,9 @@ def triage(state: TaskState, ctx: RunContext) -> Update:
         return {"escalate_reason": "tier 3 (human-led): escalated before any agent runs"}
     try:
         ctx.live.agent(spec)
-    except AgentUnavailable as exc:
-        return {"escalate_reason": f"no agent: {exc}", "problems": [agent_unavailable(exc)]}
+    except AgentUnavailable as exc:  # the set-up is broken: an error a person must fix
+        why = f"owner_action_required: no agent: {exc}"
+        return {"outcome": "error", "reason": why, "problems": [agent_unavailable(exc)]}
     return {}
 
 
@@ -110,7 +112,10 @@ def agent(state: TaskState, ctx: RunContext) -> Update:
         "agent_s": state.get("agent_s", 0.0) + record.duration_s,
         "usage": spent + record.usage,
     }
-    if (why := stop_escalation(record, ctx.config.budget(spec).max_steps)) is not None:
+    if (why := could_not_run(record)) is not None:
+        update |= {"outcome": "error", "reason": why}
+        update |= {"problems": [record.problem]} if record.problem is not None else {}
+    elif (why := stop_escalation(record, ctx.config.budget(spec).max_steps)) is not None:
         update["escalate_reason"] = why
         update |= {"problems": [record.problem]} if record.problem is not None else {}
     return update

@@ -373,6 +373,21 @@ def test_hour_long_retry_after_is_not_obeyed(
 # --- 5. errors a person must fix -----------------------------------------------------------
 
 
+def test_no_api_key_is_an_error_and_the_run_exits_1(
+    tiny: TinyProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tiny.add_spec("nokey", replay=False)
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    result = run(tiny, write_policy(tiny))
+
+    assert result.exit_code == 1, result.stdout
+    task = tiny.task("nokey")
+    assert (task["outcome"], task["attempts"], task["escalation"]) == ("error", 0, None)
+    assert task["reason"].startswith(
+        "owner_action_required: no agent: ANTHROPIC_API_KEY is not set"
+    )
+
+
 @pytest.mark.parametrize(
     ("script", "key", "status", "kind", "says"),
     [
@@ -394,7 +409,7 @@ def test_hour_long_retry_after_is_not_obeyed(
     ],
     ids=["401-bad-key", "404-unknown-model", "400-bad-request"],
 )
-def test_refused_request_escalates_as_owner_action_required(
+def test_refused_request_is_an_error_owner_action_required(
     tiny: TinyProject,
     serve: Serve,
     monkeypatch: pytest.MonkeyPatch,
@@ -409,18 +424,14 @@ def test_refused_request_escalates_as_owner_action_required(
     monkeypatch.setenv("ANTHROPIC_API_KEY", key)
     result = run(tiny, write_policy(tiny))
 
-    assert result.exit_code == 0, result.stdout
+    assert result.exit_code == 1, result.stdout  # the agent could not run: a broken set-up
     assert statuses(server) == [status]  # not retried
     task = tiny.task("refused")
-    assert (task["outcome"], task["attempts"]) == ("escalated", 1)
-    assert task["reason"].startswith("owner action required on attempt 1")
+    assert (task["outcome"], task["attempts"], task["escalation"]) == ("error", 1, None)
+    assert task["reason"].startswith(
+        "owner_action_required: the anthropic agent could not run on attempt 1"
+    )
     assert kind in task["reason"] and says in task["reason"]
-    record = (tiny.root / task["escalation"]).read_text("utf-8")
-    assert kind in record
-    [problem] = escalation_problems(tiny.root / task["escalation"])
-    assert problem["owner_action_required"] is True
-    assert problem["status"] == status and kind in problem["detail"]
-    assert problem["retryable"] is False
 
 
 # --- 6-7. tool errors go back to the model; the loop continues ---------------------------------

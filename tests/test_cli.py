@@ -181,20 +181,24 @@ def test_agent_override_replaces_the_policys_agent(tiny: TinyProject) -> None:
     assert task["attempts"] == 1
 
 
-def test_missing_replay_file_escalates_before_any_agent_runs(tiny: TinyProject) -> None:
+def test_missing_replay_file_is_an_error_before_any_agent_runs(tiny: TinyProject) -> None:
+    """A broken set-up is not an escalation that looks like the agent's doing: the task ends
+    in error, a person must act, and the run exits 1."""
     tiny.add_spec("no-script", replay=False)
     result = tiny.run()
-    assert result.exit_code == 0, result.stderr
+    assert result.exit_code == 1, result.stderr
     task = tiny.task("no-script")
-    assert task["outcome"] == "escalated"
-    assert task["reason"].startswith("no agent")
-    assert task["attempts"] == 0
-    assert task["branch"] is None
-    assert task["gates"] == []
-    record = (tiny.root / task["escalation"]).read_text("utf-8")
-    assert "no agent" in record
+    assert task["outcome"] == "error"
+    assert task["reason"].startswith("owner_action_required: no agent")
+    assert "no-script.replay.yaml" in task["reason"]
+    assert (task["attempts"], task["branch"], task["escalation"], task["gates"]) == (
+        0,
+        None,
+        None,
+        [],
+    )
     nodes = [node for node, event in tiny.events("no-script") if event == "enter"]
-    assert nodes == ["triage", "escalate", "teardown"]
+    assert nodes == ["triage", "teardown"]
     assert not branch_exists(tiny.repo, "harness/r1/no-script")
 
 

@@ -169,3 +169,38 @@ def test_command_agent_without_a_command_is_refused_before_anything_runs(
     assert result.exit_code == 2
     assert "agent.command" in result.stderr
     assert not tiny.runs.exists() or not any(tiny.runs.iterdir())
+
+
+# --- an agent that cannot run is an error a person must fix, not an escalation ---------------
+
+
+def test_a_command_agent_not_found_is_an_error_and_the_run_exits_1(tiny: TinyProject) -> None:
+    tiny.write_policy(agent={"kind": "command", "command": ["no-such-agent-cli", "{prompt_file}"]})
+    tiny.add_spec("missing", replay=False)
+    result = tiny.run()
+
+    assert result.exit_code == 1, result.stderr
+    task = tiny.task("missing")
+    assert (task["outcome"], task["attempts"], task["escalation"]) == ("error", 1, None)
+    assert task["reason"].startswith(
+        "owner_action_required: the command agent could not run on attempt 1: "
+        "`no-such-agent-cli` was not found in the sandbox (exit 127)"
+    )
+    assert task["gates"] == []  # no gate ran on a tree no agent touched
+
+
+def test_a_command_agent_crashing_at_its_start_is_an_error(tiny: TinyProject) -> None:
+    """It exits non-zero having changed nothing (a missing config, a bad flag): every attempt
+    would do the same."""
+    tiny.write_policy(agent=command_agent("echo 'config file not found' >&2; exit 1"))
+    tiny.add_spec("crash", replay=False)
+    result = tiny.run()
+
+    assert result.exit_code == 1, result.stderr
+    task = tiny.task("crash")
+    assert (task["outcome"], task["attempts"], task["escalation"]) == ("error", 1, None)
+    assert task["reason"].startswith(
+        "owner_action_required: the command agent could not run on attempt 1: it failed "
+        "before doing anything: the command agent exited 1"
+    )
+    assert "config file not found" in task["reason"]

@@ -250,12 +250,14 @@ def test_tier_3_escalates_before_any_agent_runs(run_task: Callable[..., Task]) -
     assert task.agent.seen == []
 
 
-def test_no_agent_escalates_with_a_policy_problem(run_task: Callable[..., Task]) -> None:
+def test_no_agent_is_an_error_a_person_must_fix(run_task: Callable[..., Task]) -> None:
     task = run_task([], agent_error=AgentUnavailable("no key"))
-    assert task.path == ["triage", "escalate", "teardown"]
-    assert task.final["reason"] == "no agent: no key"
+    assert task.path == ["triage", "teardown"]
+    assert task.final["outcome"] == "error"
+    assert task.final["reason"] == "owner_action_required: no agent: no key"
     [problem] = task.final["problems"]
     assert problem.category == "policy" and problem.type.endswith("agent-unavailable")
+    assert problem.owner_action_required
 
 
 def test_a_failing_gate_feeds_back_then_the_retry_verifies(run_task: Callable[..., Task]) -> None:

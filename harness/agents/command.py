@@ -21,6 +21,8 @@ from harness.sandbox.egress_proxy import AllowlistProxy
 from harness.sandbox.host_files import create_new
 
 REFUSED_FILE = "egress-refused.txt"
+NOT_STARTED = {126: "could not be executed", 127: "was not found"}
+"""Exit codes with which a shell says the command never started."""
 
 
 class CommandAgent:
@@ -76,6 +78,14 @@ class CommandAgent:
         if done.timed_out:
             record.stop_reason = "budget"
             record.error = f"the command agent ran past its {timeout:.0f} s limit and was killed"
+        elif done.exit_code in NOT_STARTED:
+            # The shell's own codes: the agent never ran. A person must fix the set-up.
+            record.stop_reason = "owner_action_required"
+            record.error = (
+                f"`{argv[0]}` {NOT_STARTED[done.exit_code]} in the sandbox (exit "
+                f"{done.exit_code}); fix agent.command, or make the program visible inside the "
+                f"sandbox (sandbox.read_paths): {excerpt(done.output)[-300:]}"
+            )
         elif done.exit_code != 0:
             record.stop_reason = "error"
             record.error = (

@@ -14,11 +14,12 @@ from harness.problems import Problem, problem_type
 
 
 class AgentUnavailable(Exception):
-    """No agent can run this task; the task escalates before any agent runs, with this reason."""
+    """No agent can run this task; the task ends in error before any agent runs, with this
+    reason (owner_action_required: a person must fix the set-up)."""
 
 
 def agent_unavailable(exc: AgentUnavailable) -> Problem:
-    """The problem an escalation for want of an agent records."""
+    """The problem a task that ends for want of an agent records."""
     return Problem(
         type=problem_type("agent-unavailable"),
         title="No agent can run this task",

@@ -67,6 +67,11 @@ def make_attempt(
         ctx.services.ledger.event(spec.id, "agent", "reused", attempt=number)
         return AttemptRecord.model_validate_json(saved.read_text(encoding="utf-8"))
     record = agent.attempt(spec, sandbox, feedback, context)
+    if record.stop_reason == "error" and record.usage.calls == 0 and not worktree.has_changes():
+        # It failed before doing anything at all (no model call, not one file): a crash at
+        # its start, which another attempt would repeat. A person must look at the set-up.
+        why = f"it failed before doing anything: {record.error}"
+        record = record.model_copy(update={"stop_reason": "owner_action_required", "error": why})
     # Tool results quote files, which may hold secrets: write_atomic redacts the record on
     # disk, the only copy harness keeps (graph state, and so the store, holds none of it).
     write_atomic(saved, record.model_dump_json(indent=2))
@@ -103,6 +108,18 @@ def _refused(record: AttemptRecord, refusal: Refusal, file_bytes: int) -> Attemp
     )
     return record.model_copy(
         update={"stop_reason": "refused", "error": refusal.reason, "problem": problem}
+    )
+
+
+def could_not_run(record: AttemptRecord) -> str | None:
+    """Why the agent could not run at all (no key, a command not found, a request the API
+    refuses, a crash at its start), or None. The task ends in error, not escalated: no
+    attempt at it was made, and a person must fix the set-up."""
+    if record.stop_reason != "owner_action_required":
+        return None
+    return (
+        f"owner_action_required: the {record.agent} agent could not run on attempt "
+        f"{record.number}: {record.error}"
     )
 
 

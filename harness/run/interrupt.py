@@ -73,6 +73,9 @@ def graceful_interrupts(
         reaper.append(thread)
         thread.start()
 
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may take signals; its caller handles them
+        return
     previous = {signum: signal.signal(signum, handle) for signum in SIGNALS}
     try:
         yield
