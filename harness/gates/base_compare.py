@@ -11,8 +11,8 @@ repository, base, subdir and gate in a run of harness, shared through `Preexisti
   business (`test_function_removed`), not this comparison's.
 - a lint gate running ruff: the files `ruff check --show-files` lists with the gate's own
   arguments; a type gate running mypy: the sources `mypy -v` says it was given (run after the
-  gate, on its warm cache). A file checked on the base and not on the head, while it is still there
-  or was moved (git's rename detection) to a path the gate no longer checks, is
+  gate, on its warm cache). A file checked on the base and not on the head, while it is still
+  there or was moved (git's rename detection) to a path the gate no longer checks, is
   `file_unchecked`: e.g. a module moved under `node_modules/` or `dist/`, which the tools skip.
 - any other gate command (another tool, or a shell pipeline harness cannot re-run with one more
   option) is not compared, and its record says so.
@@ -45,7 +45,10 @@ SHOWN = 10
 _SHELL_SYNTAX = re.compile(r"[;&|<>`$(){}\n\\*?\[\]~]")
 _PYTHON = re.compile(r"^python[0-9.]*$")
 # mypy -v: "LOG:  Found source:  BuildSource(path='./pkg/mod.py', module='pkg.mod', ...)".
-_MYPY_SOURCE = re.compile(r"Found source:\s+BuildSource\(path=(['\"])(.*?)\1, module=")
+# At a line's start: mypy prints paths as reprs, so no file name can start a line of its own.
+_MYPY_SOURCE = re.compile(
+    r"^LOG:\s+Found source:\s+BuildSource\(path=(['\"])(.*?)\1, module=", re.MULTILINE
+)
 
 
 @dataclass(frozen=True)
