@@ -35,6 +35,24 @@ def gate_table(gates: Sequence[GateRecord]) -> str:
     return "\n".join(rows)
 
 
+def verified_gates(verify: Sequence[GateRecord]) -> str:
+    """What the verify phase proved, counting only the gates that ran: one that was not
+    applicable (it passed without running) is named apart, never counted as passed."""
+    last = {gate.name: gate for gate in verify}  # a re-run (flaky check) is the same gate
+    ran = [gate for gate in last.values() if not gate.not_applicable]
+    if not ran:
+        line = "no gate ran on the committed tree"
+    elif len(ran) == 1:
+        line = "the 1 gate that ran passed again on the committed tree"
+    else:
+        line = f"all {len(ran)} gates that ran passed again on the committed tree"
+    skipped = [gate for gate in last.values() if gate.not_applicable]
+    if skipped:
+        named = "; ".join(f"`{gate.name}` ({gate.not_applicable})" for gate in skipped)
+        line += f"; not run, so not counted: {named}"
+    return line
+
+
 def base_table(gates: Sequence[GateRecord], phase: str) -> list[str]:
     """Each gate's last run of `phase` against its run on the base commit, side by side:
     tests passed/failed/skipped/total, or files checked (harness.gates.base_compare)."""
@@ -98,8 +116,8 @@ def render_pr(pr: PullRequest) -> str:
     verify = [g for g in gates if g.phase == "verify"]
     lines = [f"# {spec.title}", "", *_header(spec, evidence), ""]
     lines += [
-        f"Verified by harness on attempt {attempts}: all {len(verify)} gates passed again on "
-        "the committed tree. Everything below was measured by harness, not reported by the agent.",
+        f"Verified by harness on attempt {attempts}: {verified_gates(verify)}. Everything below "
+        "was measured by harness, not reported by the agent.",
         "",
         "## Gate evidence",
         "",
