@@ -77,6 +77,14 @@ def test_an_unset_token_variable_is_named_at_run_start(
     assert "HARNESS_TEST_FORGE_TOKEN is not set" in one_line_error(path)
 
 
+def test_gitlab_names_its_token_variable_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GITLAB_TOKEN", raising=False)
+    path = policy_file(tmp_path, "{forge: gitlab}")  # the default: gitlab.com, GITLAB_TOKEN
+    assert "publish.gitlab.token_env: environment variable GITLAB_TOKEN" in one_line_error(path)
+
+
 def test_an_app_key_file_that_is_not_there_is_named(tmp_path: Path) -> None:
     path = policy_file(
         tmp_path,
