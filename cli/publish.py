@@ -47,8 +47,8 @@ def publish(
         record = state.get_run(run_id)
         if record is None:
             raise InputError(
-                f"publish: no run {run_id!r} in the store {redact_url(state.url)}; list runs "
-                f"with `ls {runs_dir}`, or pass --store if it used another store"
+                f"publish: no run {run_id!r} in the store {redact_url(state.url)}; `harness runs` "
+                "lists the runs, or pass --store if it used another store"
             )
         source = Path(record.policy_path)
         policy = parse_policy(record.policy_text, source)
