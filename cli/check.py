@@ -10,12 +10,13 @@ from typing import Annotated, Literal
 
 import typer
 
+from cli.options import PolicyOption, resolve_policy
 from cli.render import console, escape, fail
 
 
 def check(
     path: Annotated[Path, typer.Argument(help="A working tree (default: here).")] = Path("."),
-    policy: Annotated[Path, typer.Option(help="Policy YAML.")] = Path("policies/default.yaml"),
+    policy: PolicyOption = None,
     output: Annotated[
         Literal["markdown", "json"], typer.Option("--format", help="How to print problems.")
     ] = "markdown",
@@ -34,6 +35,7 @@ def check(
     if not path.is_dir():
         raise fail(f"{path}: not a directory (pass the working tree to check)")
     try:
+        policy = resolve_policy(policy, [path])
         loaded_policy = load_policy(policy)
         check_id, check_dir = create_run_dir(runs_dir, f"check-{new_run_id()}", loaded_policy, [])
     except InputError as exc:

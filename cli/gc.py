@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from cli.options import StoreOption, store_url
-from cli.render import console, escape, fail
+from cli.render import console, escape, fail, plural
 
 
 def gc(
@@ -33,7 +33,6 @@ def gc(
         actions = collect(state, runs_dir, owner=worker_id(), dry_run=dry_run)
     finally:
         state.close()
-    verb = "would" if dry_run else "did"
     for action in actions:
         mark = "" if action.done or dry_run else " (not done)"
         console().print(
@@ -42,4 +41,7 @@ def gc(
             soft_wrap=True,
         )
     count = sum(a.done for a in actions) if not dry_run else len(actions)
-    console().print(f"gc: {verb} {count} action(s)")
+    if dry_run:
+        console().print(f"gc: would take {plural(count, 'action')}; nothing was removed")
+    else:
+        console().print(f"gc: took {plural(count, 'action')}")

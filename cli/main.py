@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
@@ -26,22 +27,41 @@ app = typer.Typer(
 )
 
 
+def _version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+
+        typer.echo(f"harness {version('harness')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main() -> None:
+def main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print harness's version."
+        ),
+    ] = False,
+) -> None:
     """harness: specs in, verified pull requests or escalations out."""
 
 
-# In the order `harness --help` lists them. Each command imports what it runs (the engine,
-# graphs/, the store's drivers) inside its function, so printing help imports none of it.
-app.command()(run)
-app.command()(resume)
-app.command()(runs)
-app.command()(show)
-app.command()(doctor)
-app.command()(publish)
-app.command()(gc)
-app.command()(check)
-app.add_typer(sandbox_app, name="sandbox")
+# In the order `harness --help` lists them, each with a one-sentence summary for that list
+# (click would cut a docstring's first sentence mid-way). Each command imports what it runs
+# (the engine, graphs/, the store's drivers) inside its function, so printing help imports
+# none of it.
+app.command(short_help="Run specs: each task ends verified (a PR record) or escalated.")(run)
+app.command(short_help="Continue an interrupted or crashed run where it stopped.")(resume)
+app.command(short_help="List the runs under the runs directory.")(runs)
+app.command(short_help="Show a run's outcomes, or one task's story.")(show)
+app.command(short_help="Check what a run needs, without running any agent.")(doctor)
+app.command(short_help="Publish a finished run's tasks on the forge.")(publish)
+app.command(short_help="Remove expired or orphaned sandboxes, worktrees and branches.")(gc)
+app.command(short_help="Run the policy's gates on a working tree; print the problems.")(check)
+app.add_typer(
+    sandbox_app, name="sandbox", short_help="Plan integration sandboxes (Kubernetes), for review."
+)
 
 
 if __name__ == "__main__":  # pragma: no cover

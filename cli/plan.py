@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from cli.options import PolicyOption, resolve_policy
 from cli.render import fail
 
 if TYPE_CHECKING:
@@ -90,10 +91,10 @@ def _render(plan: ForkPlan) -> str:
     return "\n---\n".join(parts) + "\n"
 
 
-@sandbox_app.command()
+@sandbox_app.command(short_help="Print the manifests a Kubernetes sandbox for SPEC would apply.")
 def plan(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="The spec to plan for.")],
-    policy: Annotated[Path, typer.Option(help="Policy YAML.")] = Path("policies/default.yaml"),
+    policy: PolicyOption = None,
     service: Annotated[
         list[str] | None,
         typer.Option(help="A service to sandbox (repeat); default: those the spec's paths touch."),
@@ -126,8 +127,9 @@ def plan(
     from harness.integration.kubernetes.manifests import ForkIdentity
     from harness.integration.kubernetes.plan import baselines_from_documents, plan_fork, sandboxed
 
-    source = str(policy)
     try:
+        policy = resolve_policy(policy, [spec_path])
+        source = str(policy)
         loaded = load_policy(policy)
         spec = load_spec(spec_path)
         integration = loaded.integration

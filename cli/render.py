@@ -200,4 +200,3 @@ def summary_table(results: list[TaskResult]) -> Table:
 def plural(count: int, noun: str, nouns: str | None = None) -> str:
     """`1 task`, `2 tasks`, `0 actions`: the count and the noun that agrees with it."""
     return f"{count} {noun if count == 1 else nouns or noun + 's'}"
-

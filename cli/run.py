@@ -23,6 +23,7 @@ from cli.render import (
     error_line,
     escape,
     fail,
+    plural,
     summary_table,
 )
 
@@ -126,8 +127,8 @@ def resume(
         record = state.get_run(run_id)
         if record is None:
             raise InputError(
-                f"resume: no run {run_id!r} in the store {redact_url(state.url)}; list runs with "
-                f"`ls {runs_dir}`, or pass --store if it used another store"
+                f"resume: no run {run_id!r} in the store {redact_url(state.url)}; `harness runs` "
+                "lists the runs, or pass --store if it used another store"
             )
         loaded_policy = _policy_for_resume(record, force)
         _require_backends(loaded_policy, Path(record.policy_path))
@@ -155,7 +156,9 @@ def resume(
     for result in ctx.results():
         ctx.services.fleet.spend.add(result.usage)
     done = sum(task.status == "done" for task in state.tasks(run_id))
-    console().print(f"resume [bold]{run_id}[/bold]: {done} of {len(specs)} task(s) already done")
+    console().print(
+        f"resume [bold]{run_id}[/bold]: {done} of {plural(len(specs), 'task')} already done"
+    )
     raise typer.Exit(_exit_code(ctx, _execute(ctx, specs, "resume")))
 
 
@@ -321,7 +324,7 @@ def _execute(ctx: RunContext, specs: list[Spec], verb: str) -> list[TaskResult]:
 
     config, services = ctx.config, ctx.services
     console().print(
-        f"{verb} [bold]{config.run_id}[/bold]: {len(specs)} task(s), concurrency "
+        f"{verb} [bold]{config.run_id}[/bold]: {plural(len(specs), 'task')}, concurrency "
         f"{config.policy.concurrency}, agent {config.policy.agent.kind}, isolation "
         f"{'bubblewrap' if services.isolation.available else 'OFF'}, "
         f"store {redact_url(services.store.url)}",
@@ -350,7 +353,7 @@ def _execute(ctx: RunContext, specs: list[Spec], verb: str) -> list[TaskResult]:
     left = sum(result.outcome == "interrupted" for result in results)
     if ctx.live.stop.requested:
         console().print(
-            f"interrupted after {elapsed}: {left} task(s) unfinished; {resume_hint} · "
+            f"interrupted after {elapsed}: {plural(left, 'task')} unfinished; {resume_hint} · "
             f"summary: {config.run_dir}/summary.json",
             soft_wrap=True,
         )

@@ -88,13 +88,13 @@ def test_error_lines_keep_square_brackets(tiny: TinyProject) -> None:
     """Error text is data, not markup: brackets in a file name or a pattern must survive."""
     tiny.add_spec("good")
     bad = tiny.specs / "[wip] broken.md"
-    bad.write_text("---\nid: Not Valid\ntitle: B\ntier: 1\nrepo: ../repo\n---\nx\n", "utf-8")
+    bad.write_text("---\nid: '[not] valid'\ntitle: B\ntier: 1\nrepo: ../repo\n---\nx\n", "utf-8")
     result = tiny.run()
     assert result.exit_code == 2
     lines = error_lines(result.stderr)
     assert len(lines) == 1, result.stderr
     assert "[wip] broken.md" in lines[0]
-    assert "[a-z0-9]" in lines[0]  # the id pattern the error quotes
+    assert "(got '[not] valid')" in lines[0]  # the id the error quotes
 
 
 def test_no_loadable_spec_exits_2_and_runs_nothing(tiny: TinyProject) -> None:

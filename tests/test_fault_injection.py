@@ -154,7 +154,7 @@ def test_kill_at_node_boundary_then_resume(
 
     resumed = demo.resume(RUN)
     ok(resumed)
-    assert f"{len(done_before)} of 4 task(s) already done" in resumed.stdout
+    assert f"{len(done_before)} of 4 tasks already done" in resumed.stdout
 
     assert_ended_once(demo, RUN)
     assert demo.outcomes(RUN) == baseline.outcomes
@@ -224,7 +224,8 @@ def test_gc_after_crash_two_at_once_leave_nothing(store_url: str, tmp_path: Path
         ok(dry)
         for env_id in live:
             assert re.search(rf"^teardown\s+{re.escape(env_id)}\s+\(orphaned", dry.stdout, re.M)
-        assert f"gc: would {len(live)} action(s)" in dry.stdout, dry.stdout
+        actions = f"{len(live)} action" + ("" if len(live) == 1 else "s")
+        assert f"gc: would take {actions}; nothing was removed" in dry.stdout, dry.stdout
         assert orphan.poll() is None
         assert (demo.worktrees(), demo.branches()) == (worktrees, branches)
         with demo.store() as store:

@@ -102,5 +102,5 @@ def test_a_run_recorded_with_a_workflow_reference_resumes_ignoring_it(tiny: Tiny
     resumed = run_cli(["resume", "r1", "--runs-dir", str(tiny.runs)], cwd=tiny.root)
 
     assert resumed.exit_code == 0, resumed.stderr
-    assert "1 of 1 task(s) already done" in resumed.stdout
+    assert "1 of 1 task already done" in resumed.stdout
     assert tiny.task("ok")["outcome"] == "verified"

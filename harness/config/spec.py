@@ -10,18 +10,22 @@ from typing import Literal
 import frontmatter
 import yaml
 from pydantic import Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from harness.config.policy import BudgetOverride
 from harness.config.strict import StrictModel, describe_validation_error
 from harness.errors import InputError
 from harness.git import GitRepository, refused_in_branch_names
 
+SPEC_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,79}")
+
 
 class SpecFrontMatter(StrictModel):
     """The keys a spec's front matter may hold."""
 
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=80)
-    """Unique within a batch; names the task branch and the records."""
+    id: str
+    """Unique within a batch; names the task branch and the records: lowercase letters,
+    digits, '.', '_' and '-', starting with a letter or digit, at most 80 characters."""
     title: str = Field(min_length=1)
     tier: Literal[1, 2, 3]
     """1 agent-led, 2 agent-assisted, 3 human-led (escalated before any agent runs)."""
@@ -44,6 +48,17 @@ class SpecFrontMatter(StrictModel):
     """Forge logins asked to review this spec's PR, besides the policy's `publish.reviewers`."""
     budget: BudgetOverride | None = None
     """Overrides of the policy's budget for this spec only."""
+
+    @field_validator("id")
+    @classmethod
+    def _an_id(cls, spec_id: str) -> str:
+        if not SPEC_ID.fullmatch(spec_id):
+            raise PydanticCustomError(
+                "spec_id",
+                "not a valid id: use 1 to 80 lowercase letters, digits, '.', '_' and '-', "
+                "starting with a letter or digit, e.g. 'fix-pagination' or 'issue-42'",
+            )
+        return spec_id
 
     @field_validator("tests_may_change")
     @classmethod
