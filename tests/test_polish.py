@@ -8,7 +8,7 @@ import re
 from importlib.metadata import version
 from pathlib import Path
 
-from helpers import TinyProject, run_cli
+from helpers import FINISH, TinyProject, run_cli
 
 
 def test_version(tmp_path: Path) -> None:
@@ -69,3 +69,17 @@ def test_run_finds_the_projects_harness_yaml(tiny: TinyProject) -> None:
     assert result.exit_code == 0, result.stderr
     assert tiny.task("one")["outcome"] == "verified"
     assert tiny.summary()["policy"].endswith("harness.yaml")
+
+
+def test_records_name_no_directory_of_the_machine_that_ran_them(tiny: TinyProject) -> None:
+    tiny.add_spec("stuck", attempts=[[FINISH], [FINISH]])
+    tiny.add_spec("done")
+    assert tiny.run().exit_code == 0
+    escalation = (tiny.root / tiny.task("stuck")["escalation"]).read_text("utf-8")
+    pr = (tiny.root / tiny.task("done")["pr"]).read_text("utf-8")
+    for record in (escalation, pr):
+        assert str(tiny.root) not in record, record
+    log = r"tasks/stuck/gates/attempt-2-done[\w-]*\.log"
+    assert re.search(rf"full output \(in the run's directory\): `{log}`", escalation)
+    assert re.search(rf'"log": "{log}"', escalation), escalation
+    assert "from `done.md`" in pr  # the spec lives outside the repository: its name alone

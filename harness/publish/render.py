@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import PurePath
 
 from harness.config.spec import Spec
 from harness.gates.record import GateRecord
@@ -89,10 +90,36 @@ def failing_gate(gates: Sequence[GateRecord], attempt: int) -> GateRecord | None
     return next((gate for gate in last.values() if not gate.passed), None)
 
 
+RUN_FOLDERS = ("tasks", "base", "services", "prs", "escalations")
+"""The folders of a run's directory that records point into."""
+
+
+def in_run(path: str | None, run_id: str) -> str | None:
+    """A path under the run's directory (runs/<run-id>/…) relative to it, e.g.
+    tasks/fix/gates/attempt-1-tests.log: a record names no directory of the machine that
+    ran it. Any other path is left as it is."""
+    if path is None:
+        return None
+    parts = PurePath(path).parts
+    for at in range(len(parts) - 2, -1, -1):
+        if parts[at] == run_id and parts[at + 1] in RUN_FOLDERS:
+            return str(PurePath(*parts[at + 1 :]))
+    return path
+
+
+def spec_file(spec: Spec) -> str:
+    """The spec file relative to its repository's top level, or (when it lives outside the
+    repository) its name alone."""
+    source = PurePath(spec.source)
+    if source.is_relative_to(spec.git_toplevel):
+        return str(source.relative_to(spec.git_toplevel))
+    return source.name
+
+
 def _header(spec: Spec, evidence: Evidence) -> list[str]:
     branch = evidence.branch
     return [
-        f"- spec: `{spec.id}` (tier {spec.tier}) from `{spec.source}`",
+        f"- spec: `{spec.id}` (tier {spec.tier}) from `{spec_file(spec)}`",
         f"- run: `{evidence.run_id}` · agent: `{evidence.agent}`",
         f"- branch: `{branch}` · base: `{spec.base_commit[:12]}`" if branch else "- branch: none",
         *_cost_and_time(evidence),
@@ -174,7 +201,8 @@ def render_escalation(escalation: Escalation) -> str:
             lines += [
                 f"## Attempt {number}: gate `{gate.name}` failed ({gate.ending})",
                 "",
-                f"`{gate.command}` · full output: `{gate.log}`",
+                f"`{gate.command}` · full output (in the run's directory): "
+                f"`{in_run(gate.log, evidence.run_id)}`",
                 "",
             ]
             if found.get(str(number)):
@@ -182,8 +210,11 @@ def render_escalation(escalation: Escalation) -> str:
             else:
                 lines += ["```text", gate.excerpt.rstrip() or "(no output)", "```", ""]
     if evidence.problems:
-        lines += ["## Last problems", "", render_markdown(evidence.problems), ""]
-        as_json = [p.as_problem_json() for p in evidence.problems]
+        problems = [
+            p.model_copy(update={"log": in_run(p.log, evidence.run_id)}) for p in evidence.problems
+        ]
+        lines += ["## Last problems", "", render_markdown(problems), ""]
+        as_json = [p.as_problem_json() for p in problems]
         lines += ["As application/problem+json:", "", "```json", json.dumps(as_json, indent=2)]
         lines += ["```", ""]
     return "\n".join(lines)
