@@ -373,21 +373,6 @@ def test_hour_long_retry_after_is_not_obeyed(
 # --- 5. errors a person must fix -----------------------------------------------------------
 
 
-def test_no_api_key_is_an_error_and_the_run_exits_1(
-    tiny: TinyProject, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    tiny.add_spec("nokey", replay=False)
-    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
-    result = run(tiny, write_policy(tiny))
-
-    assert result.exit_code == 1, result.stdout
-    task = tiny.task("nokey")
-    assert (task["outcome"], task["attempts"], task["escalation"]) == ("error", 0, None)
-    assert task["reason"].startswith(
-        "owner_action_required: no agent: ANTHROPIC_API_KEY is not set"
-    )
-
-
 @pytest.mark.parametrize(
     ("script", "key", "status", "kind", "says"),
     [
@@ -790,29 +775,29 @@ def test_billed_reply_that_is_not_a_message_is_retried_and_costed(
 # --- 11. no key ----------------------------------------------------------------------------------
 
 
-def test_without_an_api_key_every_task_escalates_before_any_agent_runs(
+def test_without_an_api_key_every_task_is_an_error_before_any_agent_runs(
     tiny: TinyProject, serve: Serve, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A broken set-up, not an escalation: every task ends in error (owner_action_required),
+    no request is made, nothing is provisioned, and the run exits 1."""
     for spec_id in ("one", "two"):
         tiny.add_spec(spec_id, replay=False)
     server = serve(sequence(reply(WRITE_DONE), repeat_last=True))
     monkeypatch.delenv("ANTHROPIC_API_KEY")
     result = run(tiny, write_policy(tiny))
 
-    assert result.exit_code == 0, result.stdout + result.stderr
+    assert result.exit_code == 1, result.stdout + result.stderr
     assert server.requests == []
     tasks = tiny.summary()["tasks"]
-    assert [t["outcome"] for t in tasks] == ["escalated", "escalated"]
+    assert [t["outcome"] for t in tasks] == ["error", "error"]
     for task in tasks:
-        assert task["attempts"] == 0 and task["branch"] is None
-        assert "ANTHROPIC_API_KEY" in task["reason"]
-        record = (tiny.root / task["escalation"]).read_text("utf-8")
-        assert "ANTHROPIC_API_KEY" in record
+        assert (task["attempts"], task["branch"], task["escalation"]) == (0, None, None)
+        assert task["reason"].startswith(
+            "owner_action_required: no agent: ANTHROPIC_API_KEY is not set"
+        )
         assert tiny.events(task["spec_id"]) == [
             ("triage", "enter"),
             ("triage", "exit"),
-            ("escalate", "enter"),
-            ("escalate", "exit"),
             ("teardown", "enter"),
             ("teardown", "exit"),
         ]

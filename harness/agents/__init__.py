@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -90,6 +91,9 @@ class AttemptContext:
     """Where this attempt's logs go."""
     trajectory: Path
     """The task's trajectory.jsonl: a model-backed agent appends one line per call."""
+    stopping: Callable[[], bool] = lambda: False
+    """True once the run is stopping and the attempt's grace period is over (SIGINT, SIGTERM):
+    a model-backed agent makes no further call. What it did is discarded and done again."""
 
 
 class Agent(Protocol):

@@ -174,6 +174,8 @@ class AnthropicAgent:
             )
         if time.monotonic() >= context.deadline:
             reasons.append(f"the wall-clock budget ({budget.wall_clock_s:.0f} s) ran out")
+        if context.stopping():
+            reasons.append("the run is stopping and its grace period is over")
         if not reasons:
             return None
         return Problem(

@@ -50,6 +50,7 @@ def make_attempt(
         deadline=deadline,
         log_dir=task_dir / "agent" / f"attempt-{number}",
         trajectory=task_dir / "trajectory.jsonl",
+        stopping=lambda: ctx.live.stop.forced,
     )
     agent, sandbox = ctx.live.agent(spec), ctx.live.sandboxes.get(spec)
     effects = ctx.services.effects
