@@ -29,18 +29,24 @@ def finished_run(tiny: TinyProject) -> None:
     assert tiny.run().exit_code == 0
 
 
-def killed_run(tiny: TinyProject, run_id: str) -> None:
-    """`harness run` as a real process, SIGKILLed when `slow` enters its gates: `quick` (run
-    first, alone) has ended, `slow` has not, and no summary is written."""
+def stopped_run(tiny: TinyProject, run_id: str, signal: str = "") -> int:
+    """`harness run` as a real process, stopped when `slow` enters its gates (SIGKILLed, or
+    sent `signal`): `quick` (run first, alone) has ended, `slow` has not. Its exit code."""
     tiny.add_spec("quick")
     tiny.add_spec("slow")
     policy = tiny.write_policy(concurrency=1)
     argv = [sys.executable, "-m", "cli.main", "run", str(tiny.specs / "quick.md")]
     argv += [str(tiny.specs / "slow.md"), "--policy", str(policy), "--run-id", run_id]
     argv += ["--runs-dir", str(tiny.runs)]
-    env = os.environ | {"HARNESS_FAILPOINTS": "gates.before@slow", "PYTHONPATH": str(REPO_ROOT)}
+    point = "gates.before@slow" + (f":{signal}" if signal else "")
+    env = os.environ | {"HARNESS_FAILPOINTS": point, "PYTHONPATH": str(REPO_ROOT)}
     done = subprocess.run(argv, cwd=tiny.root, env=env, capture_output=True, timeout=120)
-    assert done.returncode == -9, done.stderr
+    return done.returncode
+
+
+def killed_run(tiny: TinyProject, run_id: str) -> None:
+    """A run SIGKILLed mid-way: no summary is written."""
+    assert stopped_run(tiny, run_id) == -9
     assert not (tiny.runs / run_id / "summary.json").exists()
 
 
@@ -110,6 +116,17 @@ def test_show_on_a_killed_run(tiny: TinyProject) -> None:
     assert "steps so far: triage → provision → agent (attempt 1) → gates (attempt 1)" in (
         story.stdout
     )
+
+
+def test_runs_and_show_on_an_interrupted_run(tiny: TinyProject) -> None:
+    assert stopped_run(tiny, "r3", "SIGINT") == 130
+    listing = cli(tiny, "runs")
+    assert listing.exit_code == 0, listing.stderr
+    assert re.search(r"│ r3 .* │ interrupted │ 1 verified, 1 interrupted", listing.stdout)
+    shown = cli(tiny, "show", "r3")
+    assert "run r3: interrupted" in shown.stdout
+    assert re.search(r"│ slow\s+│ interrupted", shown.stdout), shown.stdout
+    assert "`harness resume r3` continues it" in shown.stdout
 
 
 def test_show_names_what_it_cannot_find(tiny: TinyProject) -> None:
