@@ -13,9 +13,9 @@ from cli.render import console, escape, fail, plural
 
 
 def gc(
-    dry_run: Annotated[bool, typer.Option(help="Say what would be removed; remove nothing.")] = (
-        False
-    ),
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would be removed; remove nothing.")
+    ] = False,
     runs_dir: Annotated[Path, typer.Option(help="Where runs are recorded.")] = Path("runs"),
     store: StoreOption = None,
 ) -> None:

@@ -38,8 +38,8 @@ PolicyOption = Annotated[
     Path | None,
     typer.Option(
         "--policy",
-        help="The policy YAML. Default: harness.yaml or .harness/policy.yaml in the specs' "
-        "directory or the nearest one above it.",
+        help="The policy YAML. Default: the nearest harness.yaml or .harness/policy.yaml, "
+        "looked for from the specs (or the tree checked) upwards.",
     ),
 ]
 

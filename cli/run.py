@@ -45,13 +45,21 @@ would double what `harness --help` costs. tests/test_startup.py checks the two m
 def run(
     specs: Annotated[list[Path], typer.Argument(help="Spec files or directories of specs.")],
     policy: PolicyOption = None,
-    concurrency: Annotated[int | None, typer.Option(help="Tasks at once.", min=1)] = None,
-    run_id: Annotated[str | None, typer.Option(help="Default: a timestamp.")] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="Tasks at once. Default: the policy's concurrency.", min=1)
+    ] = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option(help="The run's id, naming its directory and branches. Default: the time."),
+    ] = None,
     agent: Annotated[AgentChoice | None, typer.Option(help="Override the policy's agent.")] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where runs are recorded.")] = Path("runs"),
     store: StoreOption = None,
     dry_run: Annotated[
-        bool, typer.Option(help="Check what the run needs (as `harness doctor`); run nothing.")
+        bool,
+        typer.Option(
+            "--dry-run", help="Check what the run needs, as `harness doctor` does; run nothing."
+        ),
     ] = False,
 ) -> None:
     """Run specs through the validation loop; each ends verified (a PR record) or escalated."""
@@ -110,14 +118,17 @@ def run(
 def resume(
     run_id: Annotated[str, typer.Argument(help="The run to continue (its runs/ directory name).")],
     force: Annotated[
-        bool, typer.Option(help="Resume even though the policy file changed since the start.")
+        bool,
+        typer.Option("--force", help="Resume even though the policy file changed since the start."),
     ] = False,
-    concurrency: Annotated[int | None, typer.Option(help="Tasks at once.", min=1)] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="Tasks at once. Default: as the run started.", min=1)
+    ] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where runs are recorded.")] = Path("runs"),
     store: StoreOption = None,
 ) -> None:
-    """Continue a run a crash interrupted, or join it as another worker: finished tasks are
-    not redone; an in-flight one continues from its last completed step."""
+    """Continue a run that was interrupted, killed or crashed, or join it as another worker:
+    finished tasks are not redone, and one in flight continues from its last completed step."""
     from harness.config.spec import Spec
     from harness.errors import InputError
     from harness.store import open_store, redact_url

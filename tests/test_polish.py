@@ -83,3 +83,11 @@ def test_records_name_no_directory_of_the_machine_that_ran_them(tiny: TinyProjec
     assert re.search(rf"full output \(in the run's directory\): `{log}`", escalation)
     assert re.search(rf'"log": "{log}"', escalation), escalation
     assert "from `done.md`" in pr  # the spec lives outside the repository: its name alone
+
+
+def test_flags_are_plain_flags(tmp_path: Path) -> None:
+    for command, flag in (("run", "--dry-run"), ("gc", "--dry-run"), ("resume", "--force")):
+        result = run_cli([command, "--help"], cwd=tmp_path)
+        assert result.exit_code == 0
+        assert flag in result.stdout
+        assert "--no-" not in result.stdout and "[default: no-" not in result.stdout, command
