@@ -208,13 +208,26 @@ def _unresolved(use: ToolUse, spec: Spec | None) -> Finding:
             f"install it where sandboxes can see it (harness's venv, /usr), or add its "
             f"directory to the policy's sandbox.read_paths: [{_venv_root(on_host)}]",
         )
+    # A link (/usr/local/bin/tool -> /opt/tool/bin/tool) is there, its target is not.
+    real = os.path.realpath(on_host)
+    roots = [] if _in_view(Path(on_host)) else [_venv_root(on_host)]
+    if real != on_host and not _in_view(Path(real)):
+        roots.append(_venv_root(real))
+        on_host = f"{on_host} (a link to {real})"
+    roots = roots or [_venv_root(on_host)]
     return Finding(
         "error",
         use.subject,
         f"{inside}: it is {on_host}, which the sandbox's view does not include",
-        f"add it to the policy: sandbox: {{read_paths: [{_venv_root(on_host)}]}}, or install "
+        f"add it to the policy: sandbox: {{read_paths: [{', '.join(roots)}]}}, or install "
         f"the tool where sandboxes see it (harness's venv, /usr)",
     )
+
+
+def _in_view(path: Path) -> bool:
+    """Whether every sandbox sees `path`: under the system's toolchain directories or
+    harness's own Python."""
+    return any(path.is_relative_to(d) for d in [*bwrap.SYSTEM_DIRS, *bwrap.needed_host_paths()])
 
 
 def host_location(program: str, cwd: Path) -> str | None:

@@ -153,6 +153,25 @@ def test_a_gate_tool_the_sandbox_cannot_see_names_the_read_path_to_add(
     assert doctor(tiny, policy=fixed).exit_code == 0
 
 
+def test_a_linked_gate_tool_names_where_the_link_and_its_target_live(
+    tiny: TinyProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tiny.add_spec("one")
+    venv = a_venv_outside_the_view(tiny.root, "projlint")
+    links = tiny.root / "links"
+    links.mkdir()
+    (links / "projlint").symlink_to(venv / "bin" / "projlint")
+    monkeypatch.setenv("PATH", f"{links}:{os.environ['PATH']}")
+    gates = [{"name": "lint", "kind": "lint", "command": "projlint ."}]
+    result = doctor(tiny, policy=tiny.write_policy(gates=gates))
+    assert result.exit_code == 1
+    (line,) = findings(result)
+    assert f"it is {links}/projlint (a link to {venv}/bin/projlint)" in line
+    assert f"sandbox: {{read_paths: [{links}, {venv}]}}" in line
+    fixed = tiny.write_policy(gates=gates, sandbox={"read_paths": [str(links), str(venv)]})
+    assert doctor(tiny, policy=fixed).exit_code == 0
+
+
 def test_an_uncommitted_tool_in_the_repository_is_an_error(tiny: TinyProject) -> None:
     tiny.add_spec("one")
     script = tiny.repo / "check.sh"
