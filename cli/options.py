@@ -57,7 +57,7 @@ def resolve_policy(option: Path | None, starts: list[Path]) -> Path:
         for folder in (directory, *directory.parents):
             for name in POLICY_NAMES:
                 if (folder / name).is_file():
-                    return folder / name
+                    return Path(os.path.relpath(folder / name))  # as a user would write it
         looked.append(directory)
     from harness.errors import InputError
 
