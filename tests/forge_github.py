@@ -176,14 +176,17 @@ class GitHubStandIn:
         headers = {"x-accepted-github-permissions": permission}
         self.fail(method, template, 403, body, headers=headers, times=times)
 
-    def rate_limit(self, method: str, template: str, *, retry_after: int = 1) -> None:
-        """A secondary rate limit: 429 with retry-after, once."""
+    def rate_limit(
+        self, method: str, template: str, *, retry_after: int = 1, status: int = 429
+    ) -> None:
+        """A secondary rate limit: 429 (or 403, as GitHub also answers) with retry-after,
+        once."""
         body = {
             "message": "You have exceeded a secondary rate limit. Please wait a few minutes "
             "before you try again.",
             "documentation_url": DOCS,
         }
-        self.fail(method, template, 429, body, headers={"retry-after": str(retry_after)})
+        self.fail(method, template, status, body, headers={"retry-after": str(retry_after)})
 
     def reads(self) -> int:
         return sum(not call.write for call in self.calls)

@@ -228,16 +228,33 @@ def test_a_missing_permission_escalates_naming_it(
     assert "pull_requests: write" in line
 
 
+@pytest.mark.parametrize("status", [429, 403])
 def test_a_rate_limit_is_waited_out_then_the_pr_opens(
-    project: TinyProject, forge: GitHubStandIn
+    project: TinyProject, forge: GitHubStandIn, status: int
 ) -> None:
-    forge.rate_limit("POST", PULLS, retry_after=1)
+    forge.rate_limit("POST", PULLS, retry_after=1, status=status)  # 403: a secondary limit
     project.add_spec("add-done")
     assert project.run().exit_code == 0
     assert project.task("add-done")["outcome"] == "verified"
     creates = [c.status for c in forge.calls if (c.method, c.template) == ("POST", PULLS)]
-    assert creates == [429, 201]
+    assert creates == [status, 201]
     assert len(forge.open_pulls()) == 1
+
+
+def test_a_rate_limit_asking_too_long_a_wait_escalates_at_once(
+    project: TinyProject, forge: GitHubStandIn
+) -> None:
+    forge.rate_limit("POST", PULLS, retry_after=3600)
+    project.add_spec("add-done")
+    assert project.run().exit_code == 0
+    task = project.task("add-done")
+    assert task["outcome"] == "escalated" and "rate limit" in task["reason"], task["reason"]
+    # Not waited for: refused at once; the escalation then opened its draft (the limit was
+    # one answer's).
+    creates = [c.status for c in forge.calls if (c.method, c.template) == ("POST", PULLS)]
+    assert creates == [429, 201]
+    [pull] = forge.open_pulls()
+    assert pull.draft and "needs-human" in pull.labels
 
 
 def test_a_protected_branch_refusing_the_push_escalates_and_keeps_the_work(
