@@ -72,14 +72,15 @@ def show(
             state.close()
     if view is None:
         raise fail(f"show: no run {run_id!r} in {runs_dir}; `harness runs` lists the runs there")
+    hint = f"`harness resume {run_id}{_runs_dir_option(runs_dir)}` continues it"
     if spec is None:
-        _print_run(view)
+        _print_run(view, hint)
         return
     story = task_story(view, spec)
     if story is None:
         tasks = ", ".join([r.spec_id for r in view.results] + list(view.unended)) or "none"
         raise fail(f"show: run {run_id} has no task {spec!r}; its tasks: {tasks}")
-    _print_story(view, story)
+    _print_story(view, story, hint)
 
 
 def _store(option: str | None, runs_dir: Path) -> Store | None:
@@ -113,7 +114,11 @@ def _counts(view: RunView) -> str:
     return ", ".join(f"{counted[name]} {name}" for name in names) or "no tasks"
 
 
-def _print_run(view: RunView) -> None:
+def _runs_dir_option(runs_dir: Path) -> str:
+    return "" if runs_dir == Path("runs") else f" --runs-dir {runs_dir}"
+
+
+def _print_run(view: RunView, hint: str) -> None:
     console().print(
         f"run [bold]{view.run_id}[/bold]: {view.status}, started {_when(view.started_at)}, "
         f"{plural(len(view.results) + len(view.unended), 'task')}, "
@@ -126,10 +131,10 @@ def _print_run(view: RunView) -> None:
     for spec_id, step in view.unended.items():
         console().print(f"  {spec_id:<30} not ended (last step: {step})", highlight=False)
     if view.status in ("unfinished", "interrupted"):
-        console().print(f"`harness resume {view.run_id}` continues it", highlight=False)
+        console().print(hint, highlight=False, soft_wrap=True)
 
 
-def _print_story(view: RunView, story: TaskStory) -> None:
+def _print_story(view: RunView, story: TaskStory, hint: str) -> None:
     result = story.result
     if result is None:
         last = story.path[-1] if story.path else "queued"
@@ -172,7 +177,7 @@ def _print_story(view: RunView, story: TaskStory) -> None:
                 _line(f"{name}: {value}", indent=2)
     elif story.path:
         _line("steps so far: " + " → ".join(story.path), indent=2)
-        _line(f"`harness resume {view.run_id}` continues it", indent=2)
+        _line(hint, indent=2)
 
 
 def _gate_line(gate: GateSummary) -> str:

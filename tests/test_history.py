@@ -109,7 +109,7 @@ def test_show_on_a_killed_run(tiny: TinyProject) -> None:
     assert "run r2: unfinished" in result.stdout
     assert re.search(r"│ quick\s+│ verified", result.stdout), result.stdout
     assert "slow" in result.stdout and "not ended (last step: gates (attempt 1))" in result.stdout
-    assert "`harness resume r2` continues it" in result.stdout
+    assert f"`harness resume r2 --runs-dir {tiny.runs}` continues it" in result.stdout
     story = cli(tiny, "show", "r2", "slow")
     assert story.exit_code == 0, story.stderr
     assert "task slow (run r2): not ended; last step: gates (attempt 1)" in story.stdout
@@ -126,7 +126,7 @@ def test_runs_and_show_on_an_interrupted_run(tiny: TinyProject) -> None:
     shown = cli(tiny, "show", "r3")
     assert "run r3: interrupted" in shown.stdout
     assert re.search(r"│ slow\s+│ interrupted", shown.stdout), shown.stdout
-    assert "`harness resume r3` continues it" in shown.stdout
+    assert f"`harness resume r3 --runs-dir {tiny.runs}` continues it" in shown.stdout
 
 
 def test_show_names_what_it_cannot_find(tiny: TinyProject) -> None:
