@@ -15,7 +15,7 @@ import shutil
 import sys
 import tarfile
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,10 +47,6 @@ class Finding:
 
     def line(self) -> str:
         return f"{self.subject}: {self.problem}" + (f"; fix: {self.fix}" if self.fix else "")
-
-
-def errors(findings: Iterable[Finding]) -> list[Finding]:
-    return [finding for finding in findings if finding.level == "error"]
 
 
 # --- the sandbox ------------------------------------------------------------------------------
