@@ -57,9 +57,9 @@ def diagnose(
         check_sandbox,
         check_spec_errors,
         check_store,
-        check_tools,
         check_uncommitted,
     )
+    from harness.preflight.tools import check_tools
     from harness.sandbox.limits import Confinement
 
     try:
