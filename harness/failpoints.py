@@ -6,8 +6,10 @@ a named point, so tests can prove a run resumes from any node boundary.
 `<node>.before` and `<node>.after` fire around a graph node's body (`after` is once the node's
 work is done and before LangGraph saves its checkpoint); `<node>.during` fires inside it, when
 a sandboxed process has started or the agent has written a file. `@<spec-id>` limits a point
-to one task. `:SIGINT` or `:SIGTERM` after a point sends that signal instead, and waits until
-the run's handler has seen it (harness.run.interrupt), so the point is where the interrupt lands.
+to one task. `:SIGINT` or `:SIGTERM` after a point sends that signal instead (once; to the
+whole process group when the process leads one, as a terminal's Ctrl-C does), and waits until
+the run's handler has seen it (harness.run.interrupt), so the point is where the interrupt
+lands.
 Unset (always, outside tests), every call is a dictionary lookup.
 """
 
@@ -48,8 +50,17 @@ def hit(point: str, spec_id: str | None = None) -> None:
                     continue
                 _fired.add(item)
             _signalled.clear()
-            os.kill(os.getpid(), signal.Signals[action])
+            _send(signal.Signals[action])
             _signalled.wait(SIGNAL_WAIT_S)
+
+
+def _send(signum: signal.Signals) -> None:
+    """To the whole process group when this process leads one (as a terminal's Ctrl-C does:
+    every process in the foreground group gets it), else to this process only."""
+    if os.getpgrp() == os.getpid():
+        os.killpg(os.getpgrp(), signum)
+    else:
+        os.kill(os.getpid(), signum)
 
 
 def signalled() -> None:
