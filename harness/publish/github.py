@@ -26,7 +26,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 from harness import redact
 from harness.config.forge import GitHubConfig, parse_remote_url, private_key, token_from_env
 from harness.errors import InfrastructureError
-from harness.git import Remote, RemoteRejected
+from harness.git import Remote
 from harness.publish import PublishRefused
 from harness.publish.reconcile import (
     STATUS_CONTEXT,
@@ -34,6 +34,7 @@ from harness.publish.reconcile import (
     FoundComment,
     FoundPull,
     FoundVerdict,
+    PushedWithGit,
     Verdict,
 )
 
@@ -44,7 +45,7 @@ MAX_WAIT_S = 60.0
 (`harness publish`), rather than stall a run."""
 
 
-class GitHubForge:
+class GitHubForge(PushedWithGit):
     """One repository on GitHub (or GitHub Enterprise, or the tests' loopback stand-in)."""
 
     def __init__(
@@ -106,22 +107,6 @@ class GitHubForge:
             self._git_token = made.parsed_data.token
             redact.remember({"GITHUB_INSTALLATION_TOKEN": self._git_token})
         return self._git_token
-
-    def remote_heads(self) -> tuple[dict[str, str], str | None]:
-        return self.remote.heads()
-
-    def is_ancestor(self, older: str, newer: str) -> bool:
-        return self.remote.has_commit(older) and self.remote.is_ancestor(older, newer)
-
-    def push(self, sha: str, branch: str, *, expected: str | None) -> None:
-        try:
-            self.remote.push(sha, branch, expected=expected)
-        except RemoteRejected as exc:
-            raise PublishRefused(
-                f"the remote refused the push of {branch} ({exc}); the verified work stays on "
-                "the local branch: lift the protection or fix the permission, then "
-                "`harness publish` again"
-            ) from None
 
     # --- pull requests --------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from harness.config.forge import GitLabConfig, parse_remote_url, token_from_env
 from harness.errors import InfrastructureError
-from harness.git import Remote, RemoteRejected
+from harness.git import Remote
 from harness.publish import PublishRefused
 from harness.publish.reconcile import (
     STATUS_CONTEXT,
@@ -31,6 +31,7 @@ from harness.publish.reconcile import (
     FoundComment,
     FoundPull,
     FoundVerdict,
+    PushedWithGit,
     Verdict,
 )
 
@@ -43,7 +44,7 @@ MAX_WAIT_S = 60.0
 ONCE: dict[str, Any] = {"obey_rate_limit": False, "retry_transient_errors": False}
 
 
-class GitLabForge:
+class GitLabForge(PushedWithGit):
     """One project on GitLab (gitlab.com, self-managed, or the tests' loopback stand-in)."""
 
     def __init__(
@@ -73,22 +74,6 @@ class GitLabForge:
         self.project = self.gitlab.projects.get(repository.full_name, lazy=True)
         self._sleep = sleep
         self._drafts: dict[int, bool] = {}
-
-    def remote_heads(self) -> tuple[dict[str, str], str | None]:
-        return self.remote.heads()
-
-    def is_ancestor(self, older: str, newer: str) -> bool:
-        return self.remote.has_commit(older) and self.remote.is_ancestor(older, newer)
-
-    def push(self, sha: str, branch: str, *, expected: str | None) -> None:
-        try:
-            self.remote.push(sha, branch, expected=expected)
-        except RemoteRejected as exc:
-            raise PublishRefused(
-                f"the remote refused the push of {branch} ({exc}); the verified work stays on "
-                "the local branch: lift the protection or fix the permission, then "
-                "`harness publish` again"
-            ) from None
 
     def find_pull(self, branch: str) -> FoundPull | None:
         found = self._call(

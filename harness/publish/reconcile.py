@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
 from harness import failpoints
+from harness.git import Remote, RemoteRejected
 from harness.publish import PublishRefused
 
 Verdict = Literal["success", "failure", "error"]
@@ -133,6 +134,29 @@ class Forge(Protocol):
 
 
 Action = Literal["push", "create_pull", "update_pull", "labels", "reviewers", "comment", "verdict"]
+
+
+class PushedWithGit:
+    """What every forge shares: the branch goes up by harness's own `git push` (the token in
+    the git child's environment only), leased on the remote's previous value."""
+
+    remote: Remote
+
+    def remote_heads(self) -> tuple[dict[str, str], str | None]:
+        return self.remote.heads()
+
+    def is_ancestor(self, older: str, newer: str) -> bool:
+        return self.remote.has_commit(older) and self.remote.is_ancestor(older, newer)
+
+    def push(self, sha: str, branch: str, *, expected: str | None) -> None:
+        try:
+            self.remote.push(sha, branch, expected=expected)
+        except RemoteRejected as exc:
+            raise PublishRefused(
+                f"the remote refused the push of {branch} ({exc}); the verified work stays on "
+                "the local branch: lift the protection or fix the permission, then "
+                "`harness publish` again"
+            ) from None
 
 
 @dataclass(frozen=True)
