@@ -47,7 +47,7 @@ def runs(runs_dir: RunsDirOption = Path("runs"), store: StoreOption = None) -> N
                 f"${view.usage.cost_usd:.2f}",
             )
     if not table.rows:
-        console().print(f"no runs in {runs_dir}", highlight=False)
+        console().print(f"no runs in {runs_dir}", highlight=False, soft_wrap=True)
         return
     console().print(table)
 
@@ -129,7 +129,9 @@ def _print_run(view: RunView, hint: str) -> None:
     if view.results:
         console().print(summary_table(view.results))
     for spec_id, step in view.unended.items():
-        console().print(f"  {spec_id:<30} not ended (last step: {step})", highlight=False)
+        console().print(
+            f"  {spec_id:<30} not ended (last step: {step})", highlight=False, soft_wrap=True
+        )
     if view.status in ("unfinished", "interrupted"):
         console().print(hint, highlight=False, soft_wrap=True)
 

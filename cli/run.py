@@ -369,5 +369,7 @@ def _execute(ctx: RunContext, specs: list[Spec], verb: str) -> list[TaskResult]:
             soft_wrap=True,
         )
     else:
-        console().print(f"finished in {elapsed} · summary: {config.run_dir}/summary.json")
+        console().print(
+            f"finished in {elapsed} · summary: {config.run_dir}/summary.json", soft_wrap=True
+        )
     return results
