@@ -24,8 +24,7 @@ from githubkit.exception import RateLimitExceeded, RequestFailed
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
 from harness import redact
-from harness.config.forge import GitHubConfig, parse_remote_url, private_key, token_from_env
-from harness.errors import InfrastructureError
+from harness.config.forge import GitHubConfig, private_key, token_from_env
 from harness.git import Remote
 from harness.publish import PublishRefused
 from harness.publish.reconcile import (
@@ -36,6 +35,7 @@ from harness.publish.reconcile import (
     FoundVerdict,
     PushedWithGit,
     Verdict,
+    remote_repository,
 )
 
 T = TypeVar("T")
@@ -58,18 +58,7 @@ class GitHubForge(PushedWithGit):
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         """The repository `remote`'s URL names (in the repository at `toplevel`)."""
-        try:
-            url = Remote(toplevel, remote).url()
-        except InfrastructureError:
-            raise PublishRefused(
-                f"{toplevel} has no git remote {remote!r} (publish.remote); add it with "
-                f"`git remote add {remote} URL`"
-            ) from None
-        repository = parse_remote_url(url)
-        if repository is None:
-            raise PublishRefused(
-                f"remote {remote!r} of {toplevel} ({url}) names no owner/name on a forge"
-            )
+        repository = remote_repository(toplevel, remote)
         self.owner, self.repo = repository.owner, repository.name
         self.remote = Remote(
             toplevel, remote, header_scope=repository.https_url, token=self.push_token

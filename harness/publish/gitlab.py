@@ -21,8 +21,7 @@ import gitlab
 from gitlab.exceptions import GitlabError
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from harness.config.forge import GitLabConfig, parse_remote_url, token_from_env
-from harness.errors import InfrastructureError
+from harness.config.forge import GitLabConfig, token_from_env
 from harness.git import Remote
 from harness.publish import PublishRefused
 from harness.publish.reconcile import (
@@ -33,6 +32,7 @@ from harness.publish.reconcile import (
     FoundVerdict,
     PushedWithGit,
     Verdict,
+    remote_repository,
 )
 
 T = TypeVar("T")
@@ -56,16 +56,7 @@ class GitLabForge(PushedWithGit):
         source: Path | str = "policy",
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        try:
-            url = Remote(toplevel, remote).url()
-        except InfrastructureError:
-            raise PublishRefused(
-                f"{toplevel} has no git remote {remote!r} (publish.remote); add it with "
-                f"`git remote add {remote} URL`"
-            ) from None
-        repository = parse_remote_url(url)
-        if repository is None:
-            raise PublishRefused(f"remote {remote!r} of {toplevel} ({url}) names no project")
+        repository = remote_repository(toplevel, remote)
         token = token_from_env(config.token_env, "publish.gitlab.token_env", source)
         self.remote = Remote(
             toplevel, remote, header_scope=repository.https_url, token=lambda: token, user="oauth2"

@@ -17,9 +17,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Literal, Protocol
 
 from harness import failpoints
+from harness.config.forge import RemoteRepository, parse_remote_url
+from harness.errors import InfrastructureError
 from harness.git import Remote, RemoteRejected
 from harness.publish import PublishRefused
 
@@ -134,6 +137,23 @@ class Forge(Protocol):
 
 
 Action = Literal["push", "create_pull", "update_pull", "labels", "reviewers", "comment", "verdict"]
+
+
+def remote_repository(toplevel: Path, remote: str) -> RemoteRepository:
+    """The forge repository (owner/name) that the git remote `remote` of `toplevel` points at."""
+    try:
+        url = Remote(toplevel, remote).url()
+    except InfrastructureError:
+        raise PublishRefused(
+            f"{toplevel} has no git remote {remote!r} (publish.remote); add it with "
+            f"`git remote add {remote} URL`"
+        ) from None
+    repository = parse_remote_url(url)
+    if repository is None:
+        raise PublishRefused(
+            f"remote {remote!r} of {toplevel} ({url}) names no owner/name on a forge"
+        )
+    return repository
 
 
 class PushedWithGit:
