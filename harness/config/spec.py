@@ -48,6 +48,11 @@ class SpecFrontMatter(StrictModel):
     """Forge logins asked to review this spec's PR, besides the policy's `publish.reviewers`."""
     budget: BudgetOverride | None = None
     """Overrides of the policy's budget for this spec only."""
+    priority: int = 0
+    """`harness night` runs higher priorities first (then lower tiers, then file order)."""
+    after: list[str] = []
+    """Spec ids this one waits for: it runs only once they are verified (`harness night`);
+    otherwise it is skipped, with the reason."""
 
     @field_validator("id")
     @classmethod
@@ -59,6 +64,14 @@ class SpecFrontMatter(StrictModel):
                 "starting with a letter or digit, e.g. 'fix-pagination' or 'issue-42'",
             )
         return spec_id
+
+    @field_validator("after")
+    @classmethod
+    def _spec_ids(cls, ids: list[str]) -> list[str]:
+        for spec_id in ids:
+            if not SPEC_ID.fullmatch(spec_id):
+                raise ValueError(f"{spec_id!r} is not a spec id; list ids, e.g. ['fix-pagination']")
+        return ids
 
     @field_validator("tests_may_change")
     @classmethod

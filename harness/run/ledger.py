@@ -16,8 +16,9 @@ from pydantic import BaseModel
 from harness import redact
 from harness.agents import Usage
 
-Outcome = Literal["verified", "escalated", "error", "interrupted"]
-"""`interrupted`: the run was stopped (SIGINT, SIGTERM) first; `harness resume` continues it."""
+Outcome = Literal["verified", "escalated", "error", "interrupted", "skipped"]
+"""`interrupted`: the run was stopped (SIGINT, SIGTERM) first; `harness resume` continues it.
+`skipped`: a night never ran it (budget, window, dependency); `reason` says which."""
 
 
 class GateSummary(BaseModel):
@@ -58,6 +59,19 @@ class TaskResult(BaseModel):
     """Model calls, tokens (cache reads and writes apart) and cost of this task."""
 
 
+class NightSummary(BaseModel):
+    """A night's window and budget, as it ended (summary.json's `night`)."""
+
+    until: str
+    """The window's end, ISO 8601 with its offset."""
+    budget_usd: float | None
+    """The night's spending cap; None: no cap."""
+    spent_usd: float = 0.0
+    """What its tasks cost."""
+    reserved_usd: float = 0.0
+    """What was still reserved when it ended (0 once every admitted task finished)."""
+
+
 class RunSummary(BaseModel):
     run_id: str
     started_at: str
@@ -76,6 +90,8 @@ class RunSummary(BaseModel):
     """Model usage summed over the run's tasks."""
     input_errors: list[str] = []
     """Specs that could not be loaded, one line each; they did not run."""
+    night: NightSummary | None = None
+    """Set for a `harness night` run: its window's end and its budget."""
 
 
 def utc_now() -> str:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 from harness.errors import InputError
 
 if TYPE_CHECKING:
+    from harness.store.night import FireRecord, FireStatus
     # Only a type here; each backend imports its checkpointer when it opens (LangGraph is
     # slow to import, and the PostgreSQL one is an optional extra).
     from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -177,6 +178,22 @@ class Store(Protocol):
     def finish_effect(self, key: str, value: dict[str, Any]) -> None: ...
 
     def get_effect(self, key: str) -> Effect | None: ...
+
+    # --- the night (`harness night`, schedules: harness/store/night.py) --------------------
+    def claim_fire(self, schedule: str, fire_at: int, owner: str, run_id: str) -> bool:
+        """Take a schedule's fire: True for exactly one caller, ever (the fire's lease)."""
+
+    def record_missed(self, schedule: str, fire_at: int, detail: str) -> bool:
+        """Record a fire nobody ran; False if it is already recorded."""
+
+    def finish_fire(
+        self, schedule: str, fire_at: int, status: FireStatus, detail: str | None = None
+    ) -> None: ...
+
+    def fires(self, schedule: str | None = None) -> list[FireRecord]: ...
+
+    def task_costs(self, policy_path: str, repository: str, limit: int = 500) -> list[float]:
+        """Earlier tasks' costs with this policy file on this repository, newest first."""
 
     # --- checkpoints ----------------------------------------------------------------------
     def checkpointer(self) -> BaseCheckpointSaver[Any]:

@@ -30,6 +30,7 @@ from harness.store import (
     dumps,
     owner_is_gone,
 )
+from harness.store.night import NIGHT_SCHEMA, NightStoreMixin
 
 
 def checkpoint_serializer() -> JsonPlusSerializer:
@@ -111,7 +112,7 @@ class Dialect:
     """Appended to claim_task's SELECT: rows another transaction is claiming are passed over."""
 
     def schema(self) -> list[str]:
-        text = SCHEMA.format(float=self.float, serial=self.serial)
+        text = (SCHEMA + NIGHT_SCHEMA).format(float=self.float, serial=self.serial)
         return [statement.strip() for statement in text.split(";") if statement.strip()]
 
 
@@ -162,7 +163,7 @@ def select_envs(tx: Tx, where: str, params: Sequence[Any], suffix: str = "") -> 
 _TASK_COLUMNS = ", ".join(TaskRecord.model_fields)
 
 
-class SqlStore(ABC):
+class SqlStore(NightStoreMixin, ABC):
     """The Store protocol on any DB-API-like backend; see harness.store.Store for semantics."""
 
     url: str
