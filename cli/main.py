@@ -11,6 +11,7 @@ from cli.check import check
 from cli.doctor import doctor
 from cli.gc import gc
 from cli.history import runs, show
+from cli.night import night
 from cli.plan import sandbox_app
 from cli.publish import publish
 from cli.run import resume, run
@@ -53,6 +54,7 @@ def main(
 # none of it.
 app.command(short_help="Run specs: each task ends verified (a PR record) or escalated.")(run)
 app.command(short_help="Continue an interrupted or crashed run where it stopped.")(resume)
+app.command(short_help="Run specs as a night: a window, a spending cap, then a report.")(night)
 app.command(short_help="List the runs under the runs directory.")(runs)
 app.command(short_help="Show a run's outcomes, or one task's story.")(show)
 app.command(short_help="Check what a run needs, without running any agent.")(doctor)

@@ -8,6 +8,8 @@ and the other commands do not pay for LangGraph, the store's drivers or the agen
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -30,6 +32,7 @@ from cli.render import (
 if TYPE_CHECKING:
     from harness.config.policy import AgentKind, Policy
     from harness.config.spec import Spec
+    from harness.night.admission import Admission
     from harness.publish import Publisher
     from harness.publish.local import LocalPublisher
     from harness.run.context import RunContext
@@ -63,16 +66,38 @@ def run(
     ] = False,
 ) -> None:
     """Run specs through the validation loop; each ends verified (a PR record) or escalated."""
+    if dry_run:
+        from cli.doctor import diagnose, report
+
+        raise typer.Exit(report(diagnose(specs, policy, agent, runs_dir, store)))
+    ctx, loaded = start_run(specs, policy, concurrency, run_id, agent, runs_dir, store)
+    results = _execute(ctx, loaded, "run")
+    if ctx.config.input_errors and ctx.live.stop.signum is None:
+        raise typer.Exit(2)
+    raise typer.Exit(_exit_code(ctx, results))
+
+
+def start_run(
+    specs: list[Path],
+    policy: Path | None,
+    concurrency: int | None,
+    run_id: str | None,
+    agent: AgentChoice | None,
+    runs_dir: Path,
+    store: str | None,
+    *,
+    arrange: Callable[[Policy, list[Spec]], list[Spec]] | None = None,
+) -> tuple[RunContext, list[Spec]]:
+    """A run made and recorded, ready to execute: policy and specs loaded (bad input exits 2
+    with its one line), preflight printed, its directory and store records made; its context
+    and specs. `arrange` may reorder the specs, or refuse them with an InputError, before
+    anything is made (`harness night`: priority and after:)."""
     from harness.config.policy import load_policy
     from harness.config.spec import load_specs
     from harness.errors import InputError
     from harness.run.context import check_run_id, create_run_dir
     from harness.store import RunRecord, open_store
 
-    if dry_run:
-        from cli.doctor import diagnose, report
-
-        raise typer.Exit(report(diagnose(specs, policy, agent, runs_dir, store)))
     try:
         policy = resolve_policy(policy, specs)
         loaded_policy = load_policy(policy)
@@ -86,6 +111,11 @@ def run(
         error_line(problem)
     if not spec_set.specs:
         raise fail("no spec could be loaded; nothing was run")
+    if arrange is not None:
+        try:
+            spec_set = replace(spec_set, specs=arrange(loaded_policy, spec_set.specs))
+        except InputError as exc:
+            raise fail(str(exc)) from None
     _preflight(loaded_policy, agent_kind, spec_set.specs, policy)
     try:
         run_id, _ = check_run_id(runs_dir, run_id, loaded_policy, spec_set.specs)
@@ -109,10 +139,7 @@ def run(
     ctx = _context(
         state, run_id, run_dir, loaded_policy, policy, agent_kind, concurrency, spec_set.errors
     )
-    results = _execute(ctx, spec_set.specs, "run")
-    if spec_set.errors and ctx.live.stop.signum is None:
-        raise typer.Exit(2)
-    raise typer.Exit(_exit_code(ctx, results))
+    return ctx, spec_set.specs
 
 
 def resume(
@@ -324,9 +351,11 @@ def _exit_code(ctx: RunContext, results: list[TaskResult]) -> int:
     return 1 if any(result.outcome == "error" for result in results) else 0
 
 
-def _execute(ctx: RunContext, specs: list[Spec], verb: str) -> list[TaskResult]:
+def _execute(
+    ctx: RunContext, specs: list[Spec], verb: str, admission: Admission | None = None
+) -> list[TaskResult]:
     """The run's tasks through the batch workflow, SIGINT and SIGTERM stopping it gracefully
-    (harness.run.interrupt); the outcomes, one per task."""
+    (harness.run.interrupt); the outcomes, one per task. `admission`: a night's (cli/night.py)."""
     from rich.live import Live
 
     from graphs.batch import run_batch
@@ -355,7 +384,7 @@ def _execute(ctx: RunContext, specs: list[Spec], verb: str) -> list[TaskResult]:
                 auto_refresh=console().is_terminal,
             ),
         ):
-            results = run_batch(ctx, specs)
+            results = run_batch(ctx, specs, admission)
     finally:
         services.integration.stop()  # integration baselines and forks: processes, worktrees
         services.ledger.close()

@@ -36,6 +36,7 @@ from graphs.task import TaskGraph, TaskState, build_task_graph
 from harness import redact
 from harness.agents import Usage
 from harness.config.spec import Spec
+from harness.night.admission import Admission
 from harness.run.context import Interrupted, LeaseLost, RunContext
 from harness.run.lease import LeaseKeeper
 from harness.run.ledger import GateSummary, RunSummary, TaskResult, utc_now, write_atomic
@@ -63,9 +64,16 @@ def lane(state: LaneInput, config: RunnableConfig) -> dict[str, Any]:
     specs = {spec.id: spec for spec in state["specs"]}
     store, worker = ctx.services.store, ctx.services.worker
     lease_s = ctx.config.policy.store.lease_s
+    admission = _admission(config)
     while not ctx.live.stop.requested:
         claimed = store.claim_task(ctx.config.run_id, worker, lease_s)
-        if claimed is not None:
+        if claimed is not None and admission is not None:  # a night: window, budget, after:
+            admitted = admission.admit(specs[claimed.spec_id])
+            if isinstance(admitted, str):
+                _skip(ctx, specs[claimed.spec_id], admitted)
+            else:
+                run_task(ctx, graph, admitted, admission)
+        elif claimed is not None:
             run_task(ctx, graph, specs[claimed.spec_id])
         elif _held_elsewhere(ctx):
             # Another worker holds a task: wait for it to finish, or for its lease to lapse
@@ -81,7 +89,9 @@ def _held_elsewhere(ctx: RunContext) -> bool:
     return any(task.status != "done" and task.owner != ctx.services.worker for task in tasks)
 
 
-def run_task(ctx: RunContext, graph: TaskGraph, spec: Spec) -> None:
+def run_task(
+    ctx: RunContext, graph: TaskGraph, spec: Spec, admission: Admission | None = None
+) -> None:
     """Run (or continue) one claimed task and record its result in the store, once."""
     config, services = ctx.config, ctx.services
     thread: RunnableConfig = {
@@ -122,8 +132,19 @@ def run_task(ctx: RunContext, graph: TaskGraph, spec: Spec) -> None:
         write_atomic(config.task_dir(spec.id) / "error.log", traceback.format_exc())
         reason = redact.current().text(f"task graph failed: {exc}")
         final = {**initial, "outcome": "error", "reason": reason}
-    services.store.complete_task(
-        config.run_id, spec.id, services.worker, _result(ctx, spec, final, initial).model_dump()
+    result = _result(ctx, spec, final, initial)
+    if admission is not None:
+        result = admission.finished(spec, result)
+    services.store.complete_task(config.run_id, spec.id, services.worker, result.model_dump())
+
+
+def _skip(ctx: RunContext, spec: Spec, reason: str) -> None:
+    """A claimed task a night does not run: done, `skipped`, with the reason."""
+    ctx.services.ledger.event(spec.id, "task", "skipped", outcome="skipped", reason=reason)
+    initial: TaskState = {"spec": spec, "started_at": time.time()}
+    result = _result(ctx, spec, {"outcome": "skipped", "reason": reason}, initial)
+    ctx.services.store.complete_task(
+        ctx.config.run_id, spec.id, ctx.services.worker, result.model_dump()
     )
 
 
@@ -182,9 +203,15 @@ def summarize(state: BatchState, config: RunnableConfig) -> dict[str, Any]:
             tasks=tasks,
             usage=sum((task.usage for task in tasks), Usage()),
             input_errors=list(run.input_errors),
+            night=admission.summary() if (admission := _admission(config)) else None,
         )
     )
     return {"results": tasks}
+
+
+def _admission(config: RunnableConfig) -> Admission | None:
+    admission: Admission | None = config["configurable"].get("admission")
+    return admission
 
 
 def _with_unstarted(
@@ -218,9 +245,12 @@ def build_batch_graph() -> Any:
 BATCH_GRAPH = build_batch_graph()
 
 
-def run_batch(ctx: RunContext, specs: list[Spec]) -> list[TaskResult]:
+def run_batch(
+    ctx: RunContext, specs: list[Spec], admission: Admission | None = None
+) -> list[TaskResult]:
     """Run the run's unfinished tasks through the blueprint, at most the policy's concurrency
-    at once; every task's steps are checkpointed in the store."""
+    at once; every task's steps are checkpointed in the store. With an `admission` (a night),
+    each claimed task is first admitted or skipped (harness.night.admission)."""
     checkpointer: BaseCheckpointSaver[Any] = ctx.services.store.checkpointer()
     concurrency = ctx.config.policy.concurrency
     final = BATCH_GRAPH.invoke(
@@ -229,7 +259,11 @@ def run_batch(ctx: RunContext, specs: list[Spec]) -> list[TaskResult]:
             "lanes": max(1, min(concurrency, len(specs))),
         },
         {
-            "configurable": {"run": ctx, "task_graph": build_task_graph(checkpointer)},
+            "configurable": {
+                "run": ctx,
+                "task_graph": build_task_graph(checkpointer),
+                "admission": admission,
+            },
             "max_concurrency": concurrency,
         },
     )

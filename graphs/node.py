@@ -12,12 +12,17 @@ from typing import Any, Protocol, TypeVar
 from langchain_core.runnables import RunnableConfig
 
 from harness import failpoints, redact
+from harness.night.admission import window_end_reason
 from harness.run.context import Interrupted, LeaseLost, RunContext
 from harness.run.ledger import write_atomic
 
 State = TypeVar("State", bound=Mapping[str, Any])
 NodeState = TypeVar("NodeState", bound=Mapping[str, Any], contravariant=True)
 Update = dict[str, Any]
+
+WINDOW_NODES = frozenset({"triage", "provision", "agent", "gates", "guard", "verify"})
+"""Nodes that do not start once the run's window is over (RunConfig.not_after); the wrap-up
+(publish, escalate, teardown) always runs."""
 
 
 class Node(Protocol[NodeState]):
@@ -56,6 +61,12 @@ def node(name: str) -> Callable[[Callable[[State, RunContext], Update]], Node[St
             if stop.requested:
                 ctx.services.ledger.event(spec_id, name, "interrupted", attempt=attempt)
                 raise Interrupted(f"{spec_id}: stopping; {name} not started")
+            over = window_end_reason(ctx.config.not_after) if name in WINDOW_NODES else None
+            if over is not None and not state.get("escalate_reason"):
+                # A night's window is over: no more work, the task is wrapped up (escalate
+                # commits its work on its branch).
+                ctx.services.ledger.event(spec_id, name, "exit", escalate_reason=over)
+                return {"escalate_reason": over}
             try:
                 update = body(state, ctx)
             except Exception as exc:

@@ -69,10 +69,7 @@ class NightBudget:
         """The task's reservation (its cost cap), or why it does not fit."""
         with self._lock:
             left = self.left_usd()
-            if estimate.usd is None:
-                wanted = left
-            else:
-                wanted = estimate.usd
+            wanted = left if estimate.usd is None else estimate.usd
             if self.cap_usd is None:
                 self.reserved[spec_id] = wanted if math.isfinite(wanted) else 0.0
                 return self.reserved[spec_id]

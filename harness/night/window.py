@@ -79,9 +79,7 @@ def parse_window(text: str, now: datetime | None = None, field: str = "--window"
     return NightWindow(now, ends)
 
 
-def window_from(
-    until: str | None, window: str | None, now: datetime | None = None
-) -> NightWindow:
+def window_from(until: str | None, window: str | None, now: datetime | None = None) -> NightWindow:
     """The night's window from `--until` or `--window` (exactly one)."""
     now = now or _now()
     if (until is None) == (window is None):

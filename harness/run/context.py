@@ -102,6 +102,9 @@ class RunConfig:
     started_at: str
     input_errors: tuple[str, ...] = ()
     """Specs that could not be loaded; reported in the summary, not run."""
+    not_after: float | None = None
+    """The latest time this run may wait until (epoch seconds): a night's window end. No task
+    step starts past it (the task is wrapped up and escalated)."""
 
     def budget(self, spec: Spec) -> Budget:
         """The policy's budget with the spec's overrides applied."""
