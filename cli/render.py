@@ -48,6 +48,7 @@ OUTCOME_STYLE = {
     "escalated": "yellow",
     "error": "red",
     "interrupted": "magenta",
+    "skipped": "dim",
 }
 
 
