@@ -15,6 +15,8 @@ from cli.night import night
 from cli.plan import sandbox_app
 from cli.publish import publish
 from cli.run import resume, run
+from cli.serve import serve
+from cli.triggers import triggers_app
 
 # Plain click help and tracebacks (here and in `harness sandbox`): rich's help panels and
 # pretty tracebacks import rich's Markdown, markdown-it and rich.traceback, more than half of
@@ -55,12 +57,16 @@ def main(
 app.command(short_help="Run specs: each task ends verified (a PR record) or escalated.")(run)
 app.command(short_help="Continue an interrupted or crashed run where it stopped.")(resume)
 app.command(short_help="Run specs as a night: a window, a spending cap, then a report.")(night)
+app.command(short_help="Receive tracker webhooks and run the tasks they admit.")(serve)
 app.command(short_help="List the runs under the runs directory.")(runs)
 app.command(short_help="Show a run's outcomes, or one task's story.")(show)
 app.command(short_help="Check what a run needs, without running any agent.")(doctor)
 app.command(short_help="Publish a finished run's tasks on the forge.")(publish)
 app.command(short_help="Remove expired or orphaned sandboxes, worktrees and branches.")(gc)
 app.command(short_help="Run the policy's gates on a working tree; print the problems.")(check)
+app.add_typer(
+    triggers_app, name="triggers", short_help="Replay recorded webhooks; list the trigger ledger."
+)
 app.add_typer(
     sandbox_app, name="sandbox", short_help="Plan integration sandboxes (Kubernetes), for review."
 )

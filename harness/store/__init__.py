@@ -24,6 +24,14 @@ from harness.errors import InputError
 
 if TYPE_CHECKING:
     from harness.store.night import FireRecord, FireStatus
+    from harness.store.triggers import (
+        Delivery,
+        LedgerEntry,
+        RunFactory,
+        TicketRecord,
+    )
+    from harness.store.triggers import Verdict as TriggerVerdict
+
     # Only a type here; each backend imports its checkpointer when it opens (LangGraph is
     # slow to import, and the PostgreSQL one is an optional extra).
     from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -194,6 +202,27 @@ class Store(Protocol):
 
     def task_costs(self, policy_path: str, repository: str, limit: int = 500) -> list[float]:
         """Earlier tasks' costs with this policy file on this repository, newest first."""
+
+    # --- the trigger ledger (`harness serve`: harness/store/triggers.py) --------------------
+    def record_delivery(
+        self,
+        delivery: Delivery,
+        *,
+        window_s: float,
+        decided: tuple[TriggerVerdict, str] | None = None,
+        new_run: RunFactory | None = None,
+    ) -> LedgerEntry:
+        """Record a verified delivery and, in the same transaction, what it does: a duplicate,
+        the `decided` verdict, a no-op for a ticket whose task is unfinished, or a new run and
+        task for the ticket (see harness.store.triggers)."""
+
+    def trigger_deliveries(self, limit: int = 100) -> list[LedgerEntry]: ...
+
+    def trigger_ticket(self, ticket_key: str) -> TicketRecord | None: ...
+
+    def trigger_ticket_of_run(self, run_id: str) -> TicketRecord | None: ...
+
+    def unfinished_trigger_runs(self) -> list[str]: ...
 
     # --- checkpoints ----------------------------------------------------------------------
     def checkpointer(self) -> BaseCheckpointSaver[Any]:

@@ -31,6 +31,7 @@ from harness.store import (
     owner_is_gone,
 )
 from harness.store.night import NIGHT_SCHEMA, NightStoreMixin
+from harness.store.triggers import TRIGGERS_SCHEMA, TriggerLedger
 
 
 def checkpoint_serializer() -> JsonPlusSerializer:
@@ -112,7 +113,8 @@ class Dialect:
     """Appended to claim_task's SELECT: rows another transaction is claiming are passed over."""
 
     def schema(self) -> list[str]:
-        text = (SCHEMA + NIGHT_SCHEMA).format(float=self.float, serial=self.serial)
+        text = SCHEMA + NIGHT_SCHEMA + TRIGGERS_SCHEMA
+        text = text.format(float=self.float, serial=self.serial)
         return [statement.strip() for statement in text.split(";") if statement.strip()]
 
 
@@ -163,7 +165,7 @@ def select_envs(tx: Tx, where: str, params: Sequence[Any], suffix: str = "") -> 
 _TASK_COLUMNS = ", ".join(TaskRecord.model_fields)
 
 
-class SqlStore(NightStoreMixin, ABC):
+class SqlStore(NightStoreMixin, TriggerLedger, ABC):
     """The Store protocol on any DB-API-like backend; see harness.store.Store for semantics."""
 
     url: str
