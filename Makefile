@@ -7,8 +7,11 @@ STAMP := $(VENV)/.installed
 # GitHub's official OpenAPI description (npm @octokit/openapi): the GitHub stand-in in the
 # tests validates every request and response against it (tests/github_openapi.py).
 OPENAPI := .cache/octokit-openapi/node_modules/@octokit/openapi/generated/api.github.com.json
+# GitHub's example webhook payloads (npm @octokit/webhooks-examples): what the serve and
+# triggers tests post to `harness serve`, so it meets payloads nobody here wrote.
+WEBHOOK_EXAMPLES := .cache/octokit-webhooks-examples/node_modules/@octokit/webhooks-examples/api.github.com/index.json
 
-.PHONY: setup demo test lint bench clean openapi
+.PHONY: setup demo test lint bench clean openapi webhooks
 
 $(STAMP): pyproject.toml
 	@scripts/install-system-deps
@@ -24,10 +27,15 @@ $(OPENAPI):
 
 openapi: $(OPENAPI)
 
+$(WEBHOOK_EXAMPLES):
+	npm install --silent --no-save --prefix .cache/octokit-webhooks-examples @octokit/webhooks-examples@7
+
+webhooks: $(WEBHOOK_EXAMPLES)
+
 demo: $(STAMP)
 	$(BIN)/harness run specs/ --policy policies/demo.yaml
 
-test: $(STAMP) $(OPENAPI)
+test: $(STAMP) $(OPENAPI) $(WEBHOOK_EXAMPLES)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict harness graphs cli
@@ -42,4 +50,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .cache/octokit-openapi
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .cache/octokit-openapi .cache/octokit-webhooks-examples
