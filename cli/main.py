@@ -12,6 +12,7 @@ from cli.doctor import doctor
 from cli.gc import gc
 from cli.history import runs, show
 from cli.night import night
+from cli.report import report
 from cli.plan import sandbox_app
 from cli.publish import publish
 from cli.run import resume, run
@@ -57,6 +58,7 @@ def main(
 app.command(short_help="Run specs: each task ends verified (a PR record) or escalated.")(run)
 app.command(short_help="Continue an interrupted or crashed run where it stopped.")(resume)
 app.command(short_help="Run specs as a night: a window, a spending cap, then a report.")(night)
+app.command(short_help="Write a run's morning report (HTML, Markdown) or print it.")(report)
 app.command(short_help="Receive tracker webhooks and run the tasks they admit.")(serve)
 app.command(short_help="List the runs under the runs directory.")(runs)
 app.command(short_help="Show a run's outcomes, or one task's story.")(show)

@@ -115,7 +115,7 @@ def run_night(
         soft_wrap=True,
     )
     results = _execute(ctx, queue, "night", admission)
-    _write_report(ctx, runs_dir, store)
+    _write_report(ctx, runs_dir)
     if ctx.config.input_errors and ctx.live.stop.signum is None:
         return 2
     return _exit_code(ctx, results)
@@ -158,12 +158,18 @@ def _admission(
     )
 
 
-def _write_report(ctx: RunContext, runs_dir: Path, store: str | None) -> None:
-    from harness.report import write_reports
+def _write_report(ctx: RunContext, runs_dir: Path) -> None:
+    """The report, written and summed up here; where it is."""
+    from cli.report import print_summary
+    from harness.report import build_report, write_built
 
-    paths = write_reports(runs_dir, ctx.config.run_id, ctx.services.store)
+    built = build_report(runs_dir, ctx.config.run_id, ctx.services.store)
+    paths = write_built(built)
+    print_summary(built)
     console().print(
-        f"report: {escape(str(paths.html))} · {escape(str(paths.markdown))}", soft_wrap=True
+        f"report: {escape(str(paths.html))} · {escape(str(paths.markdown))}",
+        highlight=False,
+        soft_wrap=True,
     )
 
 
