@@ -49,6 +49,7 @@ OUTCOME_STYLE = {
     "error": "red",
     "interrupted": "magenta",
     "skipped": "dim",
+    "deferred": "cyan",
 }
 
 

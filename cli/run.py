@@ -153,9 +153,14 @@ def resume(
     ] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where runs are recorded.")] = Path("runs"),
     store: StoreOption = None,
+    now: Annotated[
+        bool,
+        typer.Option("--now", help="Take deferred tasks at once, before their retry time."),
+    ] = False,
 ) -> None:
     """Continue a run that was interrupted, killed or crashed, or join it as another worker:
-    finished tasks are not redone, and one in flight continues from its last completed step."""
+    finished tasks are not redone, and one in flight continues from its last completed step.
+    Tasks the model API deferred continue once their retry time has passed (--now: at once)."""
     from harness.config.spec import Spec
     from harness.errors import InputError
     from harness.store import open_store, redact_url
@@ -197,6 +202,16 @@ def resume(
     console().print(
         f"resume [bold]{run_id}[/bold]: {done} of {plural(len(specs), 'task')} already done"
     )
+    if now:
+        state.unpark(run_id)
+    elif waiting := state.parked(run_id):
+        from harness.run.parking import iso
+
+        console().print(
+            f"{plural(len(waiting), 'deferred task')} not due yet (the first at "
+            f"{iso(min(waiting.values()))}); `harness resume {run_id} --now` takes them at once",
+            soft_wrap=True,
+        )
     raise typer.Exit(_exit_code(ctx, _execute(ctx, specs, "resume")))
 
 
@@ -281,7 +296,8 @@ def _context(
     """The run's context, wired: its config (the overrides applied to the policy once), the
     services its tasks share, and this worker's live per-task objects."""
     # Imported here, with the rest of the engine, only when a run starts (see the docstring).
-    from harness.agents.fleet import Fleet
+    from harness.agents.fleet import Fleet, account_key
+    from harness.agents.limiter import StoreLimiterState
     from harness.agents.select import select_agent
     from harness.gates.preexisting import PreexistingFailures
     from harness.integration.local import LocalIntegration
@@ -314,7 +330,9 @@ def _context(
     worker = worker_id()
     # A terminal gets a live table; a log (CI, a pipe) gets one line per step instead.
     ledger = RunLedger(run_dir, run_id, listener=None if console().is_terminal else StepLines())
-    fleet = Fleet.for_policy(config.policy)
+    # The limiter's state is in the store: every worker on it shares the account's limit.
+    limits = StoreLimiterState(store, account_key(config.policy))
+    fleet = Fleet.for_policy(config.policy, limits, holder_prefix=worker)
     confinement = Confinement.of(policy.limits, policy.sandbox)
     services = RunServices(
         store=store,
@@ -343,12 +361,18 @@ def _context(
     )
 
 
+EX_TEMPFAIL = 75
+"""sysexits.h: a temporary failure, try again later (tasks deferred by the model API)."""
+
+
 def _exit_code(ctx: RunContext, results: list[TaskResult]) -> int:
     """128 + the signal when the run was interrupted (130 SIGINT, 143 SIGTERM), else 1 when
-    a task ended in error, else 0."""
+    a task ended in error, else 75 when some were deferred (resume later), else 0."""
     if ctx.live.stop.signum is not None:
         return 128 + ctx.live.stop.signum
-    return 1 if any(result.outcome == "error" for result in results) else 0
+    if any(result.outcome == "error" for result in results):
+        return 1
+    return EX_TEMPFAIL if any(result.outcome == "deferred" for result in results) else 0
 
 
 def _execute(
@@ -401,4 +425,21 @@ def _execute(
         console().print(
             f"finished in {elapsed} · summary: {config.run_dir}/summary.json", soft_wrap=True
         )
+        _print_deferred(config.run_id, results)
     return results
+
+
+def _print_deferred(run_id: str, results: list[TaskResult]) -> None:
+    """When to resume the tasks the model API deferred, and (once) why the breaker opened."""
+    deferred = [result for result in results if result.outcome == "deferred"]
+    if not deferred:
+        return
+    tripped = next((r.reason for r in deferred if "circuit breaker" in (r.reason or "")), None)
+    if tripped is not None:
+        console().print(f"[yellow]{escape(tripped.split(': deferred')[0])}[/yellow]")
+    due = min(result.retry_at or "" for result in deferred)
+    console().print(
+        f"{plural(len(deferred), 'task')} deferred by the model API (not charged, work kept); "
+        f"resume after {due}: `harness resume {run_id}` (or with --now, at once)",
+        soft_wrap=True,
+    )

@@ -40,6 +40,7 @@ from harness.night.admission import Admission
 from harness.run.context import Interrupted, LeaseLost, RunContext
 from harness.run.lease import LeaseKeeper
 from harness.run.ledger import GateSummary, RunSummary, TaskResult, utc_now, write_atomic
+from harness.run.parking import Deferred, breaker_reason, iso, parking_for, wait_for_parked
 from harness.sandbox import bubblewrap as bwrap
 
 
@@ -67,7 +68,9 @@ def lane(state: LaneInput, config: RunnableConfig) -> dict[str, Any]:
     admission = _admission(config)
     while not ctx.live.stop.requested:
         claimed = store.claim_task(ctx.config.run_id, worker, lease_s)
-        if claimed is not None and admission is not None:  # a night: window, budget, after:
+        if claimed is not None and breaker_reason(ctx) is not None:  # no new task starts
+            _park(ctx, specs[claimed.spec_id], {}, Deferred(time.time(), "not started"))
+        elif claimed is not None and admission is not None:  # a night: window, budget, after:
             admitted = admission.admit(specs[claimed.spec_id])
             if isinstance(admitted, str):
                 _skip(ctx, specs[claimed.spec_id], admitted)
@@ -79,14 +82,14 @@ def lane(state: LaneInput, config: RunnableConfig) -> dict[str, Any]:
             # Another worker holds a task: wait for it to finish, or for its lease to lapse
             # and the task to become ours to take over.
             time.sleep(min(lease_s / 4, 2.0))
-        else:
+        elif not wait_for_parked(ctx):  # a parked task due soon: waited for, else done
             return {}
     return {}
 
 
 def _held_elsewhere(ctx: RunContext) -> bool:
     tasks = ctx.services.store.tasks(ctx.config.run_id)
-    return any(task.status != "done" and task.owner != ctx.services.worker for task in tasks)
+    return any(task.status == "claimed" and task.owner != ctx.services.worker for task in tasks)
 
 
 def run_task(
@@ -128,6 +131,9 @@ def run_task(
     except Interrupted:
         _give_back(ctx, graph, thread, spec, initial)
         return
+    except Deferred as deferred:  # the model API cut its attempt: not charged, tried later
+        _park(ctx, spec, dict(graph.get_state(thread).values) or dict(initial), deferred)
+        return
     except Exception as exc:  # the blueprint guards its nodes; this guards the batch from it
         write_atomic(config.task_dir(spec.id) / "error.log", traceback.format_exc())
         reason = redact.current().text(f"task graph failed: {exc}")
@@ -164,6 +170,23 @@ def _give_back(
     services.store.release_task(ctx.config.run_id, spec.id, services.worker, result.model_dump())
 
 
+def _park(
+    ctx: RunContext, spec: Spec, saved: dict[str, Any], deferred: Deferred, why: str = ""
+) -> None:
+    """The task back to the store until its retry time (harness.run.parking), with what it
+    did so far as its `deferred` result; its sandbox and checkpoint stay."""
+    parking = parking_for(ctx, deferred)
+    reason = f"{why}: {parking.summary_reason}" if why else parking.summary_reason
+    final = {**saved, "outcome": "deferred", "reason": reason, "retry_at": iso(parking.retry_at)}
+    kind = "parked" if parking.in_run else "deferred"
+    ctx.services.ledger.event(spec.id, "task", kind, retry_at=final["retry_at"], reason=reason)
+    initial: TaskState = {"spec": spec, "started_at": saved.get("started_at", time.time())}
+    result = _result(ctx, spec, final, initial).model_dump()
+    ctx.services.store.park_task(
+        ctx.config.run_id, spec.id, ctx.services.worker, result, parking.retry_at, reason
+    )
+
+
 def _result(ctx: RunContext, spec: Spec, final: dict[str, Any], initial: TaskState) -> TaskResult:
     config = ctx.config
     return TaskResult(
@@ -172,6 +195,7 @@ def _result(ctx: RunContext, spec: Spec, final: dict[str, Any], initial: TaskSta
         tier=spec.tier,
         outcome=final.get("outcome") or "error",
         reason=final.get("reason"),
+        retry_at=final.get("retry_at"),
         attempts=final.get("attempt", 0),
         agent=config.policy.agent.kind,
         branch=final.get("branch"),

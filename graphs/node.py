@@ -15,6 +15,7 @@ from harness import failpoints, redact
 from harness.night.admission import window_end_reason
 from harness.run.context import Interrupted, LeaseLost, RunContext
 from harness.run.ledger import write_atomic
+from harness.run.parking import Deferred
 
 State = TypeVar("State", bound=Mapping[str, Any])
 NodeState = TypeVar("NodeState", bound=Mapping[str, Any], contravariant=True)
@@ -69,6 +70,9 @@ def node(name: str) -> Callable[[Callable[[State, RunContext], Update]], Node[St
                 return {"escalate_reason": over}
             try:
                 update = body(state, ctx)
+            except Deferred:  # the model API cut the attempt: the task is parked, not ended
+                ctx.services.ledger.event(spec_id, name, "deferred", attempt=attempt)
+                raise
             except Exception as exc:
                 if stop.requested:  # cut short by the interrupt (a killed command, say)
                     ctx.services.ledger.event(spec_id, name, "interrupted", attempt=attempt)

@@ -10,25 +10,29 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import time
 from pathlib import Path
 from typing import Any
 
 import anthropic
 from anthropic.types import Message
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+from tenacity import RetryCallState, Retrying, retry_if_exception
 
 from harness import redact
 from harness.agents import AttemptContext, AttemptRecord, Usage
 from harness.agents.api_errors import (
     CallFailed,
+    CircuitOpen,
     MalformedReply,
     call_failed,
     is_transient,
+    reset_at,
     retry_after_s,
+    verdict,
+    wait_until,
 )
 from harness.agents.fleet import Fleet
+from harness.agents.limiter import full_jitter_wait
 from harness.agents.prompt import repo_instructions, system_prompt, task_message, tool_definitions
 from harness.agents.tools import SandboxTools
 from harness.config.policy import AgentConfig, GateConfig, Price
@@ -60,7 +64,8 @@ class AnthropicAgent:
         self.fleet = fleet
         self.gates = gates
         # The SDK's own retries are off: it honours retry-after without any cap (a server
-        # asking for an hour gets an hour). Ours are capped; see RetryConfig.
+        # asking for an hour gets an hour) and without jitter. Ours are capped and jittered,
+        # and feed the run's adaptive limiter; see RetryConfig and harness.agents.limiter.
         self.client = client or anthropic.Anthropic(
             api_key=os.environ[API_KEY_VARIABLE],
             base_url=os.environ.get(BASE_URL_VARIABLE) or None,
@@ -187,29 +192,40 @@ class AnthropicAgent:
         )
 
     def _call(self, request: dict[str, Any]) -> tuple[Message, Usage, dict[str, Any]]:
-        """One model call with capped retries; the billed usage is returned or carried by the
-        CallFailed it raises."""
+        """One model call with capped, fully jittered retries; the billed usage is returned or
+        carried by the CallFailed it raises. A CallFailed for a transient error carries when
+        the call may be tried again (`retry_after_s`): the task is parked or deferred."""
         billed = Usage()
         retries = self.config.retry
+        limiter = self.fleet.limiter
         made = 0  # requests made for this call; retries are made - 1
+
+        def breaker_open() -> bool:
+            return limiter.failing_for() >= self.config.circuit_breaker_s
 
         def wait(retry_state: RetryCallState) -> float:
             exc = retry_state.outcome.exception() if retry_state.outcome else None
-            asked = retry_after_s(exc)
-            if asked is not None:
-                return asked
-            backoff = retries.initial_backoff_s * 2.0 ** (retry_state.attempt_number - 1)
-            return min(retries.max_wait_s, backoff * random.uniform(0.8, 1.2))
+            return full_jitter_wait(
+                retry_state.attempt_number,
+                retries.initial_backoff_s,
+                retries.max_wait_s,
+                retry_after_s(exc),
+            )
+
+        def stop(retry_state: RetryCallState) -> bool:
+            return retry_state.attempt_number > retries.max_retries or breaker_open()
 
         def transient(exc: BaseException) -> bool:
             asked = retry_after_s(exc)
             if asked is not None and asked > retries.max_wait_s:
-                return False  # not obeyed: it would stall the run; fails as infrastructure
+                return False  # not obeyed: it would stall the run; the task is deferred
             return is_transient(exc)
 
         try:
+            if breaker_open():
+                raise CircuitOpen(limiter.failing_for())
             for attempt in Retrying(
-                stop=stop_after_attempt(retries.max_retries + 1),
+                stop=stop,
                 wait=wait,
                 retry=retry_if_exception(transient),
                 reraise=True,
@@ -222,21 +238,29 @@ class AnthropicAgent:
                         billed = billed + exc.usage
                         raise
                     billed = billed + usage
-        except (anthropic.APIError, MalformedReply, OSError) as exc:
-            raise call_failed(exc, billed, made - 1, retries.max_wait_s) from None
+        except (anthropic.APIError, MalformedReply, OSError, CircuitOpen) as exc:
+            breaker = self.config.circuit_breaker_s if breaker_open() else None
+            raise call_failed(exc, billed, max(0, made - 1), retries, breaker) from None
         entry["retries"] = made - 1
         return message, billed, entry
 
     def _call_once(self, request: dict[str, Any]) -> tuple[Message, Usage, dict[str, Any]]:
         queued = time.monotonic()
-        with self.fleet.limiter.slot():
+        limiter = self.fleet.limiter
+        max_wait_s = self.config.retry.max_wait_s
+        with limiter.slot(lease_s=self.config.retry.request_timeout_s + 60) as admitted:
             sent = time.monotonic()
-            raw = self.client.messages.with_raw_response.create(**request)
+            try:
+                raw = self.client.messages.with_raw_response.create(**request)
+            except (anthropic.APIError, OSError) as exc:
+                limiter.report(verdict(exc), admitted, wait_until(exc, max_wait_s))
+                raise
             latency = time.monotonic() - sent
+            limiter.report("ok", admitted, reset_at(raw.headers, max_wait_s))
         body = _json_or_none(raw.text())
         usage = self._usage((body or {}).get("usage"))
         self.fleet.spend.add(usage)
-        self.fleet.limiter.record(usage.all_input_tokens + usage.output_tokens)
+        limiter.record(usage.all_input_tokens + usage.output_tokens)
         try:
             message = raw.parse()
         except Exception as exc:  # the SDK raises several types for a body it cannot read

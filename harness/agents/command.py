@@ -6,9 +6,11 @@ from __future__ import annotations
 import os
 import shlex
 import time
+from contextlib import nullcontext
 
 from harness import redact
 from harness.agents import AttemptContext, AttemptRecord
+from harness.agents.limiter import AdaptiveLimiter
 from harness.agents.prompt import repo_instructions, system_prompt, task_message
 from harness.config.policy import AgentConfig, GateConfig
 from harness.config.spec import Spec
@@ -28,11 +30,16 @@ NOT_STARTED = {126: "could not be executed", 127: "was not found"}
 class CommandAgent:
     name = "command"
 
-    def __init__(self, config: AgentConfig, gates: list[GateConfig]) -> None:
+    def __init__(
+        self, config: AgentConfig, gates: list[GateConfig], limiter: AdaptiveLimiter | None = None
+    ) -> None:
         assert config.command is not None
         self.argv = config.command
         self.config = config
         self.gates = gates
+        self.limiter = limiter
+        """The run's API limiter: one slot per running CLI agent, since each calls the model
+        API on its own (harness cannot see its requests, only how many such agents run)."""
 
     def attempt(
         self, spec: Spec, sandbox: Sandbox, feedback: Feedback | None, context: AttemptContext
@@ -56,14 +63,19 @@ class CommandAgent:
         timeout = max(1.0, min(self.config.timeout_s, context.deadline - time.monotonic()))
         log = context.log_dir / "command.log"
         refused: list[Denial] = []
-        if self.config.egress:  # the allowlisted hosts only, through tinyproxy
-            with AllowlistProxy(self.config.egress) as proxy:
-                done = sandbox.run(
-                    shlex.join(argv), timeout_s=timeout, log_path=log, env=env, egress=proxy.egress
-                )
-                refused = proxy.denials()
-        else:
-            done = sandbox.run(shlex.join(argv), timeout_s=timeout, log_path=log, env=env)
+        with self.limiter.slot(lease_s=timeout + 60) if self.limiter else nullcontext():
+            if self.config.egress:  # the allowlisted hosts only, through tinyproxy
+                with AllowlistProxy(self.config.egress) as proxy:
+                    done = sandbox.run(
+                        shlex.join(argv),
+                        timeout_s=timeout,
+                        log_path=log,
+                        env=env,
+                        egress=proxy.egress,
+                    )
+                    refused = proxy.denials()
+            else:
+                done = sandbox.run(shlex.join(argv), timeout_s=timeout, log_path=log, env=env)
         record = AttemptRecord(
             number=context.number,
             agent=self.name,

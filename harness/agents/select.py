@@ -42,7 +42,7 @@ def select_agent(spec: Spec, policy: Policy, fleet: Fleet) -> Agent:
     if kind == "command":
         from harness.agents.command import CommandAgent
 
-        return CommandAgent(policy.agent, policy.gates)
+        return CommandAgent(policy.agent, policy.gates, fleet.limiter)
     from harness.agents.anthropic import API_KEY_VARIABLE, AnthropicAgent
 
     if not os.environ.get(API_KEY_VARIABLE):

@@ -28,10 +28,12 @@ class RetryConfig(StrictModel):
     max_retries: int = Field(default=6, ge=0)
     """Retries per request; past them the failure is infrastructure, not the agent's."""
     initial_backoff_s: float = Field(default=1.0, gt=0)
-    """First wait when the server gives no retry-after; doubled each retry, with jitter."""
+    """Backoff before the first retry, doubled each retry; the wait is uniform(0, backoff)
+    (full jitter), on top of the server's retry-after, never over max_wait_s."""
     max_wait_s: float = Field(default=120, gt=0)
     """Cap on any single wait. A server asking for longer (retry-after: 3600) is not obeyed:
-    the request fails as infrastructure at once, so one reply cannot stall a night run."""
+    the task is deferred at once (outcome `deferred`, with a `retry_at`), so one reply cannot
+    stall a night run."""
     request_timeout_s: float = Field(default=600, gt=0)
 
 
@@ -59,6 +61,10 @@ class AgentConfig(StrictModel):
     """Output tokens per model response."""
     retry: RetryConfig = RetryConfig()
     rate_limit: RateLimit = RateLimit()
+    circuit_breaker_s: float = Field(default=600, gt=0)
+    """When every model call across the run has failed for this long (an outage, a locked
+    key), no new task starts and running ones are deferred, instead of each task burning its
+    retries. The default outlasts a full round of retries (agent.retry)."""
     command: list[str] | None = None
     """For `command`: the argv of a CLI agent; {prompt_file} and {workdir} are filled in."""
     timeout_s: float = Field(default=1800, gt=0)

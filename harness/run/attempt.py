@@ -17,6 +17,7 @@ from harness.problems import Problem, problem_type
 from harness.run.context import RunContext
 from harness.run.effects import Value
 from harness.run.ledger import write_atomic
+from harness.run.parking import deferral_of
 
 KEY_TRAILER = "Harness-Key: "
 
@@ -68,6 +69,10 @@ def make_attempt(
         ctx.services.ledger.event(spec.id, "agent", "reused", attempt=number)
         return AttemptRecord.model_validate_json(saved.read_text(encoding="utf-8"))
     record = agent.attempt(spec, sandbox, feedback, context)
+    if (deferred := deferral_of(record)) is not None:
+        # Cut by the model API, not by anything the agent did: no record, no commit, so the
+        # attempt's number is not used up; its work stays in the sandbox for the next try.
+        raise deferred
     if record.stop_reason == "error" and record.usage.calls == 0 and not worktree.has_changes():
         # It failed before doing anything at all (no model call, not one file): a crash at
         # its start, which another attempt would repeat. A person must look at the set-up.

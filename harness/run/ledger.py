@@ -16,9 +16,11 @@ from pydantic import BaseModel
 from harness import redact
 from harness.agents import Usage
 
-Outcome = Literal["verified", "escalated", "error", "interrupted", "skipped"]
+Outcome = Literal["verified", "escalated", "error", "interrupted", "skipped", "deferred"]
 """`interrupted`: the run was stopped (SIGINT, SIGTERM) first; `harness resume` continues it.
-`skipped`: a night never ran it (budget, window, dependency); `reason` says which."""
+`skipped`: a night never ran it (budget, window, dependency); `reason` says which.
+`deferred`: the model API could not take it before the run ended (rate limits, an outage);
+its work is kept, and `harness resume` continues it once `retry_at` has passed."""
 
 
 class GateSummary(BaseModel):
@@ -57,6 +59,8 @@ class TaskResult(BaseModel):
     gates_s: float = 0.0
     usage: Usage = Usage()
     """Model calls, tokens (cache reads and writes apart) and cost of this task."""
+    retry_at: str | None = None
+    """For `deferred`: the earliest time (ISO 8601, UTC) `harness resume` takes it again."""
 
 
 class NightSummary(BaseModel):

@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 from harness.errors import InputError
 
 if TYPE_CHECKING:
+    from harness.agents.limiter import AimdState, ReplyVerdict
     from harness.store.night import FireRecord, FireStatus
     from harness.store.triggers import (
         Delivery,
@@ -223,6 +224,42 @@ class Store(Protocol):
     def trigger_ticket_of_run(self, run_id: str) -> TicketRecord | None: ...
 
     def unfinished_trigger_runs(self) -> list[str]: ...
+
+    # --- the API limiter and parked tasks (issue #14: harness/store/limiter_state.py) -------
+    def api_try_acquire(self, key: str, holder: str, lease_s: float, ceiling: int) -> float:
+        """A request slot under the key's shared limit for `holder` (0.0), or how long to wait
+        before asking again (the limit is full, or the server's not-before is still to come)."""
+
+    def api_release(self, key: str, holder: str) -> None: ...
+
+    def api_report(
+        self,
+        key: str,
+        verdict: ReplyVerdict,
+        sent_at: float,
+        wait_until: float | None,
+        ceiling: int,
+    ) -> None:
+        """A reply's verdict through the AIMD rules (harness.agents.limiter.next_state)."""
+
+    def api_state(self, key: str, ceiling: int) -> AimdState: ...
+
+    def park_task(
+        self,
+        run_id: str,
+        spec_id: str,
+        owner: str,
+        result: dict[str, Any],
+        not_before: float,
+        reason: str,
+    ) -> bool:
+        """release_task, and no claim of it before `not_before` (a parked or deferred task)."""
+
+    def parked(self, run_id: str) -> dict[str, float]:
+        """Pending tasks parked until a time still to come: spec id → not_before."""
+
+    def unpark(self, run_id: str) -> int:
+        """Let every parked task of the run be claimed now (`harness resume --now`)."""
 
     # --- checkpoints ----------------------------------------------------------------------
     def checkpointer(self) -> BaseCheckpointSaver[Any]:

@@ -30,6 +30,7 @@ from harness.store import (
     dumps,
     owner_is_gone,
 )
+from harness.store.limiter_state import LIMITER_SCHEMA, PARKED_CLAUSE, LimiterStoreMixin
 from harness.store.night import NIGHT_SCHEMA, NightStoreMixin
 from harness.store.triggers import TRIGGERS_SCHEMA, TriggerLedger
 
@@ -113,7 +114,7 @@ class Dialect:
     """Appended to claim_task's SELECT: rows another transaction is claiming are passed over."""
 
     def schema(self) -> list[str]:
-        text = SCHEMA + NIGHT_SCHEMA + TRIGGERS_SCHEMA
+        text = SCHEMA + NIGHT_SCHEMA + TRIGGERS_SCHEMA + LIMITER_SCHEMA
         text = text.format(float=self.float, serial=self.serial)
         return [statement.strip() for statement in text.split(";") if statement.strip()]
 
@@ -165,7 +166,7 @@ def select_envs(tx: Tx, where: str, params: Sequence[Any], suffix: str = "") -> 
 _TASK_COLUMNS = ", ".join(TaskRecord.model_fields)
 
 
-class SqlStore(NightStoreMixin, TriggerLedger, ABC):
+class SqlStore(NightStoreMixin, TriggerLedger, LimiterStoreMixin, ABC):
     """The Store protocol on any DB-API-like backend; see harness.store.Store for semantics."""
 
     url: str
@@ -229,9 +230,9 @@ class SqlStore(NightStoreMixin, TriggerLedger, ABC):
             rows = tx.rows(
                 f"SELECT spec_id FROM harness_tasks WHERE run_id = ? AND (status = 'pending'"
                 f" OR (status = 'claimed' AND owner <> ? AND (lease_expires_at IS NULL"
-                f" OR lease_expires_at < ?{gone_clause}))) ORDER BY seq LIMIT 1"
+                f" OR lease_expires_at < ?{gone_clause}))){PARKED_CLAUSE} ORDER BY seq LIMIT 1"
                 f"{self.dialect.skip_locked}",
-                (run_id, owner, now, *gone),
+                (run_id, owner, now, *gone, now),
             )
             if not rows:
                 return None
