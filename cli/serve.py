@@ -109,7 +109,8 @@ class TriggerService:
 
     def start(self) -> None:
         """The lanes, with every ticket's unfinished task queued first (a serve killed
-        mid-task continues it)."""
+        mid-task continues it); the engine warmed up beside them."""
+        threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
         self.lanes.start(self.store.unfinished_trigger_runs())
 
     def ready(self) -> bool:
@@ -126,6 +127,17 @@ class TriggerService:
         self.lanes.stop(timeout_s=30)
         self.board.flush()
         self.board.close()
+
+
+def _warm_up() -> None:
+    """What the first task would otherwise pay for before its first node (seconds): the
+    workflow's imports (LangGraph, the agents, the gates) and the sandbox's probes, which are
+    cached per process."""
+    import graphs.batch  # noqa: F401
+    from harness.sandbox import bubblewrap
+
+    if bubblewrap.probe().available:
+        bubblewrap.hardening_gaps()
 
 
 @dataclass
