@@ -89,6 +89,7 @@ class TriggerService:
         from harness.errors import InputError
         from harness.store import open_store
         from harness.triggers.config import load_triggers
+        from harness.triggers.forges import ForgeStatusComments
         from harness.triggers.intake import Intake, Mappings
         from harness.triggers.status import LocalStatusComments, StatusBoard
         from harness.triggers.workers import WorkerLanes
@@ -101,7 +102,8 @@ class TriggerService:
         except InputError as exc:
             raise fail(str(exc)) from None
         runs_dir.mkdir(parents=True, exist_ok=True)
-        board = StatusBoard(LocalStatusComments(runs_dir.resolve() / "triggers" / "comments"))
+        local = LocalStatusComments(runs_dir.resolve() / "triggers" / "comments")
+        board = StatusBoard(ForgeStatusComments(mappings.forges, local))
         runner = TicketRunner(state, board)
         lanes = WorkerLanes(workers or triggers.config.workers, runner)
         intake = Intake(mappings, secrets, state, runs_dir, board, on_admitted=lanes.submit)

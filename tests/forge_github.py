@@ -7,7 +7,8 @@ One Starlette app, served by uvicorn in a thread on 127.0.0.1:
   (401 otherwise). A "protected" branch is refused by the repository's pre-receive hook, with
   GitHub's GH006 message.
 - `/api/…`: the REST endpoints harness calls (pulls, issue labels and comments, review
-  requests, commit statuses, check runs, the App installation token), with state in memory.
+  requests, commit statuses, check runs, the App installation token, a collaborator's
+  permission), with state in memory.
   Every request body harness sends and every response given is validated against GitHub's
   official OpenAPI description (tests/github_openapi.py); every call is counted, and faults
   are injected on demand (`fail`): 403 missing permission, 403/429 rate limits with
@@ -109,6 +110,8 @@ class GitHubStandIn:
         self.pulls: dict[int, PullState] = {}
         self.comments: dict[int, dict[str, Any]] = {}
         self.comment_pull: dict[int, int] = {}
+        self.permissions: dict[str, str] = {}
+        """Collaborators' base permission (admin, write, read); anyone else has none."""
         self.statuses: dict[str, list[dict[str, Any]]] = {}
         self.check_runs: dict[str, list[dict[str, Any]]] = {}
         self._ids = iter(range(1000, 10**9))
@@ -386,6 +389,14 @@ class GitHubStandIn:
             name = query.get("check_name")
             runs = [r for r in self.check_runs.get(parts[4], []) if name in (None, r["name"])]
             return 200, {"total_count": len(runs), "check_runs": runs}
+        if (method, template) == ("GET", f"{repo}/collaborators/{{username}}/permission"):
+            login = parts[4]
+            permission = self.permissions.get(login, "none")
+            answer = self.api.example(
+                "repository-collaborator-permission-response-if-user-has-admin-permissions"
+            )
+            user = answer["user"] | {"login": login, "role_name": permission}
+            return 200, answer | {"permission": permission, "role_name": permission, "user": user}
         raise AssertionError(f"the stand-in does not serve {method} {template}")
 
     def _create_pull(self, body: dict[str, Any]) -> tuple[int, Any]:

@@ -126,6 +126,10 @@ class ServeProject:
     root: Path
     gate: str = "test -f done.txt"
     extra: dict[str, Any] = field(default_factory=dict)
+    publish: dict[str, Any] = field(default_factory=dict)
+    """The policy's `publish:` (default: local records)."""
+    repository: str = "Codertocat/Hello-World"
+    """The repository mapped (GitHub's example payloads name Codertocat/Hello-World)."""
 
     def __post_init__(self) -> None:
         repo = self.root / "repo"
@@ -137,12 +141,12 @@ class ServeProject:
             "gates": [{"name": "done", "kind": "test", "command": self.gate, "timeout_s": 60}],
             "budget": {"max_attempts": 1, "max_steps": 10, "wall_clock_s": 120},
             "concurrency": 1,
-        }
+        } | ({"publish": self.publish} if self.publish else {})
         (self.root / "policy.yaml").write_text(yaml.safe_dump(policy), encoding="utf-8")
         mapping = {"path": "repo", "policy": "policy.yaml", "base": "main"}
         config = {
             "workers": 2,
-            "github": {"repos": {"Codertocat/Hello-World": mapping}},
+            "github": {"repos": {self.repository: mapping}},
             **self.extra,
         }
         self.config.write_text(yaml.safe_dump(config), encoding="utf-8")
@@ -160,15 +164,19 @@ class ServeProject:
     def runs(self) -> Path:
         return self.root / "runs"
 
+    def task(self, number: int) -> str:
+        """Issue `number`'s task id (it derives from the ticket)."""
+        return f"{self.repository.lower().replace('/', '-')}-{number}"
+
     def replay_for(self, number: int) -> str:
-        """The replay file for issue `number`'s task (the task id derives from the ticket)."""
-        task = f"codertocat-hello-world-{number}"
+        """The replay file for issue `number`'s task."""
+        task = self.task(number)
         (self.specs / f"{task}.replay.yaml").write_text(yaml.safe_dump(REPLAY_DONE), "utf-8")
         return task
 
     def comments(self, number: int) -> list[str]:
         """Every version of issue `number`'s status comment, oldest first."""
-        path = self.runs / "triggers" / "comments" / f"codertocat-hello-world-{number}.jsonl"
+        path = self.runs / "triggers" / "comments" / f"{self.task(number)}.jsonl"
         if not path.exists():
             return []
         return [json.loads(line)["body"] for line in path.read_text("utf-8").splitlines()]

@@ -225,6 +225,19 @@ class GitHubForge(PushedWithGit):
             )
         )
 
+    # --- who may command harness (harness serve) ------------------------------------------
+
+    def permission(self, login: str) -> str:
+        """`login`'s base permission on the repository: admin, write (maintain included),
+        read (triage included) or none; what `harness serve` checks before it takes an issue
+        comment's command."""
+        found = self._call(
+            lambda: self.github.rest.repos.get_collaborator_permission_level(
+                self.owner, self.repo, login
+            )
+        )
+        return str(found.parsed_data.permission)
+
     # --- errors -----------------------------------------------------------------------------
 
     def _call(self, request: Callable[[], T]) -> T:

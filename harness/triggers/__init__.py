@@ -50,6 +50,9 @@ class Event:
     intent: Intent | None = None
     ignored: str | None = None
     refused: str | None = None
+    commander: str | None = None
+    """Who asked, for an intent a person gave by a comment command: their access is checked
+    on the forge when one is mapped (harness.triggers.forges)."""
 
 
 class WebhookSource(Protocol):

@@ -16,8 +16,8 @@ from harness.triggers.config import GitHubSource
 
 WRITE_ASSOCIATIONS = frozenset({"OWNER", "MEMBER", "COLLABORATOR"})
 """Author associations that may command harness. GitHub's COLLABORATOR also covers a
-collaborator with read or triage rights only (not checked here: that needs the forge's
-collaborator-permission API and a token)."""
+collaborator with read or triage rights only: where the repository's policy publishes on
+GitHub, the commenter's permission is asked of GitHub too (harness.triggers.forges)."""
 
 
 class GitHubWebhooks:
@@ -67,14 +67,14 @@ class GitHubWebhooks:
                 "or cancel",
             )
         association = str(comment.get("author_association") or "NONE")
+        login = str((comment.get("user") or {}).get("login") or "?")
         if association not in WRITE_ASSOCIATIONS:
-            login = (comment.get("user") or {}).get("login", "?")
             return Event(
                 ticket=ticket,
                 refused=f"@{login} has no write access to the repository ({association}); "
                 "commands are taken from collaborators only",
             )
-        return Event(ticket=ticket, intent=intent)
+        return Event(ticket=ticket, intent=intent, commander=login)
 
 
 def _ticket(payload: dict[str, Any]) -> Ticket:

@@ -23,6 +23,7 @@ from harness.store import RunRecord, Store
 from harness.store.triggers import Delivery, LedgerEntry, Verdict
 from harness.triggers import MAX_BODY_BYTES, Event, Ticket, WebhookSource, task_id
 from harness.triggers.config import LoadedTriggers, Source, TargetMapping
+from harness.triggers.forges import IssueForges
 from harness.triggers.generic import GenericWebhooks
 from harness.triggers.github import GitHubWebhooks
 from harness.triggers.linear import LinearWebhooks
@@ -66,10 +67,12 @@ class Mappings:
 
     triggers: LoadedTriggers
     policies: dict[str, tuple[Path, str, Policy]]
+    forges: IssueForges
 
     @classmethod
     def load(cls, triggers: LoadedTriggers) -> Mappings:
         policies = {}
+        forges = IssueForges()
         for source, key, mapping in iter_mappings(triggers):
             where = f"{triggers.path}: {source} {key!r}"
             if not triggers.resolve(mapping.path).is_dir():
@@ -83,7 +86,10 @@ class Mappings:
                 except InputError as exc:
                     raise InputError(f"{where}: policy: {exc}") from None
                 policies[mapping.policy] = (path, path.read_text(encoding="utf-8"), policy)
-        return cls(triggers, policies)
+            if source == "github":
+                policy = policies[mapping.policy][2]
+                forges.add(key, triggers.resolve(mapping.path), path, policy)
+        return cls(triggers, policies, forges)
 
 
 def iter_mappings(triggers: LoadedTriggers) -> list[tuple[Source, str, TargetMapping]]:
@@ -189,6 +195,20 @@ class Intake:
         found = self._mapping(source, event.ticket.target)
         if found is None:
             return ("ignored", f"{event.ticket.target!r} is not mapped in triggers.yaml"), None
+        if event.commander is not None and source == "github":
+            try:
+                allowed = self.mappings.forges.may_command(event.ticket.target, event.commander)
+            except Exception as exc:  # the forge down, or the token lacking a permission
+                return (
+                    "refused",
+                    f"could not ask GitHub for @{event.commander}'s access: {exc}",
+                ), None
+            if allowed is False:
+                return (
+                    "refused",
+                    f"@{event.commander} has no write access to {event.ticket.target} "
+                    "(GitHub's collaborator permission); commands are taken from writers only",
+                ), None
         try:
             return None, self._run_factory(event.ticket, found, sha)
         except TicketRefused as exc:
