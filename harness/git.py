@@ -472,6 +472,44 @@ def _call_bytes(runner: git.Git, args: tuple[str, ...], where: tuple[str, ...] =
     return out
 
 
+class BranchReader:
+    """Read-only views of a repository's task branches, for reports: every branch head under a
+    prefix in one call, then each branch's commits and its diff with its stat. Diffs are made as
+    Worktree's are (no external diff, no textconv, every filter driver blanked), and `log` only
+    prints formats: nothing the agent committed chooses a program to run."""
+
+    def __init__(self, toplevel: Path) -> None:
+        self._git = git.Git(str(toplevel))
+        self._no_filters: tuple[str, ...] | None = None
+
+    def heads(self, prefix: str) -> dict[str, str]:
+        """Branch name → commit, for the branches under `prefix` (e.g. harness/<run-id>/)."""
+        out = _call(
+            self._git,
+            ("for-each-ref", "--format=%(refname:short)%00%(objectname)", f"refs/heads/{prefix}"),
+        )
+        return dict(line.split("\0", 1) for line in out.splitlines() if "\0" in line)
+
+    def commits(self, base: str, head: str) -> list[tuple[str, str]]:
+        """(sha, subject) of each commit from `base` to `head`, oldest first."""
+        out = _call(
+            self._git,
+            ("log", "--no-show-signature", "--reverse", "--format=%H%x1f%s", f"{base}..{head}"),
+        )
+        return [
+            (sha, subject)
+            for sha, _, subject in (line.partition("\x1f") for line in out.splitlines())
+        ]
+
+    def diff_with_stat(self, base: str, head: str) -> tuple[str, str]:
+        """The change from `base` to `head`: its stat and its diff."""
+        if self._no_filters is None:
+            self._no_filters = _filters_off(self._git, ())
+        out = _call(self._git, (*_DIFF, "--patch-with-stat", base, head), self._no_filters)
+        stat, marker, diff = out.partition("\ndiff --git ")
+        return (stat.strip(), f"diff --git {diff}") if marker else (stat.strip(), "")
+
+
 class RemoteRejected(Exception):
     """The remote refused a push (e.g. branch protection); the message is its reason."""
 

@@ -5,16 +5,20 @@ no request."""
 
 from __future__ import annotations
 
+import html
+from collections.abc import Iterator
 from datetime import datetime
 from functools import cache
+from itertools import groupby
 
 import nh3
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markdown_it import MarkdownIt
 from markupsafe import Markup
-from pygments import highlight
+from pygments import lex
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import DiffLexer
+from pygments.token import STANDARD_TYPES, Whitespace, _TokenType
 
 from harness.report.model import Report
 
@@ -60,12 +64,38 @@ def agent_markdown(text: str) -> Markup:
     return Markup(nh3.clean(_MARKDOWN.render(text), tags=SAFE_TAGS, attributes={}))
 
 
-_DIFF_FORMATTER = HtmlFormatter(cssclass="diff", nowrap=False)
+_DIFF_FORMATTER = HtmlFormatter(cssclass="diff")
+_DIFF_LEXER = DiffLexer()
+
+
+@cache
+def _css_class(token: _TokenType) -> str:
+    """Pygments' short CSS class of a token type (its nearest ancestor's that has one)."""
+    found: _TokenType | None = token
+    while found is not None and found not in STANDARD_TYPES:
+        found = found.parent
+    return STANDARD_TYPES[found] if found is not None else ""
+
+
+def _classed(diff: str) -> Iterator[tuple[str, str]]:
+    """(CSS class, text) of each token; a line's ending whitespace keeps its line's class."""
+    css = ""
+    for token, text in lex(diff, _DIFF_LEXER):
+        if token is not Whitespace:
+            css = _css_class(token)
+        yield css, text
 
 
 def diff_html(diff: str) -> Markup:
-    """A diff, highlighted (Pygments escapes the text it wraps)."""
-    return Markup(highlight(diff, DiffLexer(), _DIFF_FORMATTER))
+    """A diff, highlighted: Pygments' DiffLexer tokens as spans with Pygments' own CSS classes
+    (the style sheet is `_diff_css`), neighbours of one class in one span, the text escaped.
+    Formatted here rather than by HtmlFormatter, which took 1.8 times as long on a 200-task night
+    (bench/report.py)."""
+    spans = []
+    for css, group in groupby(_classed(diff), key=lambda pair: pair[0]):
+        text = html.escape("".join(text for _, text in group), quote=False)
+        spans.append(f'<span class="{css}">{text}</span>' if css else text)
+    return Markup(f'<div class="diff"><pre>{"".join(spans)}</pre></div>')
 
 
 @cache
