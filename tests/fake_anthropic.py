@@ -46,9 +46,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import re
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -195,6 +197,36 @@ def sequence(*replies: Reply, repeat_last: bool = False) -> Script:
         raise ScriptExhausted(f"script has {len(replies)} replies; call {call_index} is extra")
 
     return script
+
+
+def shedding(script: Script, rate: float, seed: int = 0) -> Script:
+    """`script`, except that a `rate` share of calls (seeded, so a run is repeatable) are shed
+    with a 529 overloaded_error, as an API under load does."""
+    rng = random.Random(seed)
+    lock = threading.Lock()
+
+    def shed(body: dict[str, Any], call_index: int) -> Reply:
+        with lock:
+            drop = rng.random() < rate
+        return overloaded() if drop else script(body, call_index)
+
+    return shed
+
+
+def answer_once(script: Script, reply: Reply, when: Callable[[dict[str, Any]], bool]) -> Script:
+    """`script`, except that the first call whose body `when` picks is answered `reply`
+    (e.g. one request told `retry-after: 3600`)."""
+    lock = threading.Lock()
+    done = False
+
+    def once(body: dict[str, Any], call_index: int) -> Reply:
+        nonlocal done
+        with lock:
+            fire = not done and when(body)
+            done = done or fire
+        return reply if fire else script(body, call_index)
+
+    return once
 
 
 def estimate_tokens(value: Any) -> int:
@@ -534,11 +566,16 @@ class FakeMessagesServer:
         api_key: str = "test-key",
         max_concurrent: int | None = None,
         latency_s: float = 0.0,
+        concurrency_retry_after: str | None = "1",
     ) -> None:
         self.script = script
         self.api_key = api_key
         self.max_concurrent = max_concurrent
         self.latency_s = latency_s
+        self.concurrency_retry_after = concurrency_retry_after
+        """The `retry-after` of a 429 over `max_concurrent` (None: the header is left out)."""
+        self.admitted_at: list[float] = []
+        """time.time() of every admitted request, in order (for spread and rate checks)."""
         self.peak_concurrency = 0
         self.peak_offered_concurrency = 0
         self.rejected_for_concurrency = 0
@@ -687,12 +724,15 @@ class FakeMessagesServer:
             if admitted:
                 self._in_flight += 1
                 self.peak_concurrency = max(self.peak_concurrency, self._in_flight)
+                self.admitted_at.append(time.time())
             else:
                 self.rejected_for_concurrency += 1
         try:
             if not admitted:
                 msg = "Number of concurrent connections has exceeded your rate limit"
-                limited = _error_response(429, "rate_limit_error", msg, {"retry-after": "1"})
+                after = self.concurrency_retry_after
+                headers = {"retry-after": after} if after is not None else {}
+                limited = _error_response(429, "rate_limit_error", msg, headers)
                 answer(*limited, auth)
                 return
             self._serve_admitted(handler, raw_body, body, answer, auth)

@@ -102,8 +102,9 @@ class LimiterState(Protocol):
 
     def report(
         self, verdict: ReplyVerdict, sent_at: float, wait_until: float | None, ceiling: int
-    ) -> None:
-        """A reply's verdict, and the earliest time the server said any request may go."""
+    ) -> AimdState:
+        """A reply's verdict, and the earliest time the server said any request may go; the
+        state after it."""
 
     def snapshot(self, ceiling: int) -> AimdState: ...
 
@@ -139,11 +140,12 @@ class MemoryLimiterState:
 
     def report(
         self, verdict: ReplyVerdict, sent_at: float, wait_until: float | None, ceiling: int
-    ) -> None:
+    ) -> AimdState:
         with self._lock:
             self._state = next_state(
                 self._current(ceiling), verdict, sent_at, time.time(), wait_until
             )
+            return self._state
 
     def snapshot(self, ceiling: int) -> AimdState:
         with self._lock:
@@ -164,7 +166,7 @@ class SharedLimits(Protocol):
         sent_at: float,
         wait_until: float | None,
         ceiling: int,
-    ) -> None: ...
+    ) -> AimdState: ...
 
     def api_state(self, key: str, ceiling: int) -> AimdState: ...
 
@@ -185,8 +187,8 @@ class StoreLimiterState:
 
     def report(
         self, verdict: ReplyVerdict, sent_at: float, wait_until: float | None, ceiling: int
-    ) -> None:
-        self.store.api_report(self.key, verdict, sent_at, wait_until, ceiling)
+    ) -> AimdState:
+        return self.store.api_report(self.key, verdict, sent_at, wait_until, ceiling)
 
     def snapshot(self, ceiling: int) -> AimdState:
         return self.store.api_state(self.key, ceiling)
@@ -229,7 +231,7 @@ class AdaptiveLimiter:
         self.peak_in_flight = 0
         self.waited_s = 0.0
         self.limits_seen: list[int] = []
-        """The limit after each change (for tests and benchmarks)."""
+        """The limit after each change this process saw (for tests and benchmarks)."""
 
     @contextmanager
     def slot(self, lease_s: float = 900.0) -> Iterator[Admission]:
@@ -257,11 +259,10 @@ class AdaptiveLimiter:
                 self._cond.notify_all()
 
     def report(self, verdict: ReplyVerdict, admission: Admission, wait_until: float | None) -> None:
-        before = self.state.snapshot(self.ceiling).limit
-        self.state.report(verdict, admission.sent_at, wait_until, self.ceiling)
-        after = self.state.snapshot(self.ceiling).limit
-        if after != before:
-            self.limits_seen.append(after)
+        after = self.state.report(verdict, admission.sent_at, wait_until, self.ceiling)
+        with self._cond:
+            if after.limit != (self.limits_seen or [self.ceiling])[-1]:
+                self.limits_seen.append(after.limit)
         with self._cond:
             self._cond.notify_all()
 

@@ -23,6 +23,10 @@ from pydantic import BaseModel, Field
 from harness.errors import InputError
 
 if TYPE_CHECKING:
+    # Only a type here; each backend imports its checkpointer when it opens (LangGraph is
+    # slow to import, and the PostgreSQL one is an optional extra).
+    from langgraph.checkpoint.base import BaseCheckpointSaver
+
     from harness.agents.limiter import AimdState, ReplyVerdict
     from harness.store.night import FireRecord, FireStatus
     from harness.store.triggers import (
@@ -32,10 +36,6 @@ if TYPE_CHECKING:
         TicketRecord,
     )
     from harness.store.triggers import Verdict as TriggerVerdict
-
-    # Only a type here; each backend imports its checkpointer when it opens (LangGraph is
-    # slow to import, and the PostgreSQL one is an optional extra).
-    from langgraph.checkpoint.base import BaseCheckpointSaver
 
 POSTGRES_DRIVERS = ("psycopg", "psycopg_pool", "langgraph.checkpoint.postgres")
 """What the `postgres` extra installs, as import names: missing, a postgresql:// URL says so."""
@@ -239,8 +239,9 @@ class Store(Protocol):
         sent_at: float,
         wait_until: float | None,
         ceiling: int,
-    ) -> None:
-        """A reply's verdict through the AIMD rules (harness.agents.limiter.next_state)."""
+    ) -> AimdState:
+        """A reply's verdict through the AIMD rules (harness.agents.limiter.next_state); the
+        state after it."""
 
     def api_state(self, key: str, ceiling: int) -> AimdState: ...
 

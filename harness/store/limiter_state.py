@@ -126,7 +126,7 @@ class LimiterStoreMixin:
         sent_at: float,
         wait_until: float | None,
         ceiling: int,
-    ) -> None:
+    ) -> AimdState:
         with self._transaction() as tx:
             state = next_state(
                 self._limits_row(tx, key, ceiling), verdict, sent_at, time.time(), wait_until
@@ -144,6 +144,7 @@ class LimiterStoreMixin:
                     key,
                 ),
             )
+        return state
 
     def api_state(self, key: str, ceiling: int) -> AimdState:
         with self._transaction() as tx:
