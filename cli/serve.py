@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import signal
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,6 +21,7 @@ from cli.options import StoreOption, store_url
 from cli.render import fail
 
 if TYPE_CHECKING:
+    from harness.night.schedule import ScheduleTicker
     from harness.run.context import RunContext
     from harness.store import Store
     from harness.triggers.intake import Intake
@@ -75,6 +78,8 @@ class TriggerService:
     board: StatusBoard
     lanes: WorkerLanes
     runner: TicketRunner
+    ticker: ScheduleTicker | None = None
+    """Fires the config's `schedules:` (harness night), when it has any."""
 
     @classmethod
     def open(
@@ -107,13 +112,16 @@ class TriggerService:
         runner = TicketRunner(state, board)
         lanes = WorkerLanes(workers or triggers.config.workers, runner)
         intake = Intake(mappings, secrets, state, runs_dir, board, on_admitted=lanes.submit)
-        return cls(state, intake, board, lanes, runner)
+        ticker = _schedules(config, runs_dir, store) if triggers.config.schedules else None
+        return cls(state, intake, board, lanes, runner, ticker)
 
     def start(self) -> None:
         """The lanes, with every ticket's unfinished task queued first (a serve killed
         mid-task continues it); the engine warmed up beside them."""
         threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
         self.lanes.start(self.store.unfinished_trigger_runs())
+        if self.ticker is not None:
+            self.ticker.start()
 
     def ready(self) -> bool:
         try:
@@ -125,10 +133,22 @@ class TriggerService:
     def stop(self) -> None:
         """Running tasks are asked to stop as on SIGTERM (each goes back to the store,
         `interrupted`, and continues when serve starts again)."""
+        if self.ticker is not None:
+            self.ticker.stop()
         self.runner.stop_all()
         self.lanes.stop(timeout_s=30)
         self.board.flush()
         self.board.close()
+
+
+def _schedules(config: Path, runs_dir: Path, store: str | None) -> ScheduleTicker:
+    """Every 30 s, `harness night --config` on serve's own config: its due schedules fire
+    once across workers, each night in a process of its own (its signals, its report)."""
+    from harness.night.schedule import ScheduleTicker
+
+    argv = [sys.executable, "-m", "cli.main", "night", "--config", str(config)]
+    argv += ["--runs-dir", str(runs_dir), *(["--store", store] if store else [])]
+    return ScheduleTicker(lambda: log.info("schedules: exit %s", subprocess.call(argv)))
 
 
 def _warm_up() -> None:

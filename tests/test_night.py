@@ -312,3 +312,26 @@ def test_a_bad_schedule_is_one_line_naming_the_field(
     result = run_cli(["night", "--config", str(path), "--runs-dir", str(tmp_path)], tmp_path)
     assert result.exit_code == 2
     assert named in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_harness_night_config_fires_the_schedules_of_a_serve_config(tiny: TinyProject) -> None:
+    """`harness serve`'s config may hold `schedules:`: serve runs `harness night --config` on
+    it every 30 s (cli/serve.py), which reads only that key."""
+    from harness.triggers.config import load_triggers
+
+    tiny.write_policy()
+    tiny.add_spec("one")
+    schedule = {"name": "nightly", "cron": "* * * * *", "specs": ["specs"],
+                "until": "2001-01-01T06:00:00+00:00", "policy": "policy.yaml"}  # fmt: skip
+    config = tiny.root / "triggers.yaml"
+    github = {"secret_env": "GITHUB_WEBHOOK_SECRET", "repos": {}}
+    config.write_text(yaml.safe_dump({"github": github, "schedules": [schedule]}), "utf-8")
+    assert load_triggers(config).config.schedules[0].name == "nightly"
+    argv = ["night", "--config", str(config), "--runs-dir", str(tiny.runs)]
+    result = run_cli(argv, tiny.root)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "schedule nightly" in result.stdout and ": ran nightly-" in result.stdout
+    [run_id] = [p.name for p in tiny.runs.iterdir() if p.name.startswith("nightly-")]
+    assert tiny.task("one", run_id)["outcome"] == "skipped"
+    again = run_cli(argv, tiny.root)  # the same minute: already fired
+    assert f"ran {run_id}" not in again.stdout

@@ -19,12 +19,15 @@ and so is a due fire found later than `catch_up_s` after its time.
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
+import yaml
 from croniter import croniter
 from pydantic import Field, field_validator, model_validator
 
@@ -85,12 +88,49 @@ class NightConfig(StrictModel):
     schedules: list[Schedule] = Field(min_length=1)
 
 
+SERVE_KEYS = frozenset({"workers", "duplicate_window_s", "github", "linear", "generic"})
+"""`harness serve`'s own keys (harness.triggers.config): its config may hold `schedules:` too,
+and `harness night --config` then reads only those."""
+
+
 def load_night_config(path: Path) -> NightConfig:
+    """A night config, or `harness serve`'s config and its `schedules:`."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise InputError(f"{path}: cannot read the night config ({exc.strerror})") from None
+    raw = yaml.safe_load(text) if text.strip() else None
+    if isinstance(raw, dict) and SERVE_KEYS & raw.keys():
+        text = yaml.safe_dump({"schedules": raw.get("schedules")})
     return parse_yaml_mapping(text, path, NightConfig, "with `schedules:`")
+
+
+class ScheduleTicker:
+    """Calls `tick` every `interval_s` seconds on a thread of its own until stopped: how a
+    long-running process (`harness serve`) fires its schedules. A tick that raises is logged
+    and the next one still comes."""
+
+    def __init__(self, tick: Callable[[], None], interval_s: float = 30.0) -> None:
+        self._tick = tick
+        self._interval_s = interval_s
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="schedules", daemon=True)
+
+    def start(self) -> ScheduleTicker:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stopped.set()
+        self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                self._tick()
+            except Exception:
+                logging.getLogger("harness.night").exception("firing the schedules failed")
+            self._stopped.wait(self._interval_s)
 
 
 @dataclass(frozen=True)

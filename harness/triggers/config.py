@@ -28,6 +28,7 @@ from pydantic import Field, model_validator
 
 from harness.config.strict import StrictModel, parse_yaml_mapping
 from harness.errors import InputError
+from harness.night.schedule import Schedule
 
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 URL_PATH = r"^/"
@@ -100,6 +101,9 @@ class TriggersConfig(StrictModel):
     github: GitHubSource | None = None
     linear: LinearSource | None = None
     generic: GenericSource | None = None
+    schedules: list[Schedule] = []
+    """Nights to fire on cron schedules (harness.night.schedule): `harness serve` runs
+    `harness night --config` on this file every 30 s, which fires each due one once."""
 
     @model_validator(mode="after")
     def _one_source(self) -> TriggersConfig:
