@@ -336,8 +336,14 @@ def test_a_second_signal_stops_at_once(uninterrupted: Uninterrupted, tmp_path: P
 
 SEED = 13
 INSTANTS = 20
-PARALLEL = 4
-"""Killed runs at once: each mostly waits on its sandboxed commands, so 4 share 2 cores well."""
+SHARDS = 4
+"""The 20 kills are cut into 4 tests of 5, so the suite's workers share them (one test of 20
+was the suite's longest by far, and left a worker with nothing else to do)."""
+PARALLEL = 3
+"""Killed runs at once: each mostly waits on its sandboxed commands, so 3 share 2 cores well."""
+FRACTIONS = sorted(random.Random(SEED).uniform(0, 1) for _ in range(INSTANTS))
+"""Where in an uninterrupted run each kill falls; every shard takes every 4th one, so each
+spreads over the whole run."""
 
 
 def kill_then_resume(root: Path, instant: float) -> tuple[float, dict[str, tuple[Any, ...]]]:
@@ -357,16 +363,21 @@ def kill_then_resume(root: Path, instant: float) -> tuple[float, dict[str, tuple
     return instant, demo.outcomes(RUN)
 
 
-def test_kill_at_random_instants_then_resume(base_checked: BaseChecked, tmp_path: Path) -> None:
-    """kill -9 at 20 seeded random instants of a run (base check on), each resumed: the same
-    outcomes as the uninterrupted run, each record written once, no worktree or process left.
-    The instants are printed (pytest -s, or with a failure's report)."""
-    rng = random.Random(SEED)
-    instants = sorted(round(rng.uniform(0, base_checked.duration_s), 2) for _ in range(INSTANTS))
+@pytest.mark.parametrize("shard", range(SHARDS))
+def test_kill_at_random_instants_then_resume(
+    base_checked: BaseChecked, tmp_path: Path, shard: int
+) -> None:
+    """kill -9 at 20 seeded random instants of a run (base check on), 5 per shard, each
+    resumed: the same outcomes as the uninterrupted run, each record written once, no worktree
+    or process left. The instants are printed (pytest -s, or with a failure's report)."""
+    fractions = FRACTIONS[shard::SHARDS]
+    instants = [round(f * base_checked.duration_s, 2) for f in fractions]
     print(f"seed {SEED}; run of {base_checked.duration_s:.1f}s; kill -9 after (s): {instants}")
     with ThreadPoolExecutor(PARALLEL) as pool:
         ended = list(
-            pool.map(kill_then_resume, [tmp_path / f"kill-{i}" for i in range(INSTANTS)], instants)
+            pool.map(
+                kill_then_resume, [tmp_path / f"kill-{i}" for i in range(len(instants))], instants
+            )
         )
     for instant, outcomes in ended:
         assert outcomes == base_checked.outcomes, (f"killed after {instant}s", outcomes)

@@ -529,7 +529,10 @@ def test_huge_text_without_findings_is_bounded(project: Project) -> None:
 def test_pathological_output_is_bounded(project: Project, output: str) -> None:
     started = time.monotonic()
     problems = _parse(project.root, output, kind="test", command="pytest && mypy . && ruff .")
-    assert time.monotonic() - started < 5
+    # A guard against a hang, not a speed goal: a regex that backtracks on these megabytes
+    # takes hours, a linear parse well under a second, and a loaded CI box (a 5 s limit failed
+    # at load 10) lands anywhere between.
+    assert time.monotonic() - started < 120
     assert [p.type for p in problems] == [problem_type("gate-failed")]
     assert len(problems[0].detail) <= 4000
 
