@@ -87,7 +87,7 @@ def task_id(ticket_key: str) -> str:
     `octo-shop-42`. Follow-up deliveries for the ticket name the same task."""
     _, _, rest = ticket_key.partition(":")
     slug = _NOT_IN_ID.sub("-", rest.lower()).strip("-._")
-    slug = re.sub(r"\.{2,}", "-", slug) or "ticket"
+    slug = re.sub(r"\.{2,}", "-", slug).removesuffix(".lock") or "ticket"
     if len(slug) > MAX_TASK_ID:
         digest = hashlib.sha256(ticket_key.encode()).hexdigest()[:8]
         slug = f"{slug[: MAX_TASK_ID - 9].rstrip('-._')}-{digest}"

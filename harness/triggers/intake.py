@@ -28,7 +28,7 @@ from harness.triggers.generic import GenericWebhooks
 from harness.triggers.github import GitHubWebhooks
 from harness.triggers.linear import LinearWebhooks
 from harness.triggers.status import Status, StatusBoard
-from harness.triggers.ticket import TicketRefused, write_spec
+from harness.triggers.ticket import BaseResolver, TicketRefused, write_spec
 
 log = logging.getLogger("harness.serve")
 
@@ -118,6 +118,7 @@ class Intake:
     ) -> None:
         self.mappings, self.secrets, self.store = mappings, secrets, store
         self.runs_dir, self.board, self.on_admitted = runs_dir.resolve(), board, on_admitted
+        self.bases = BaseResolver()
         config = mappings.triggers.config
         self.sources: dict[Source, WebhookSource] = {}
         if config.github is not None:
@@ -239,6 +240,7 @@ class Intake:
             default_tier=mapping.tier,
             specs_dir=triggers.resolve(mapping.specs_dir),
             source_sha256=sha,
+            bases=self.bases,
         )
         if spec.tier not in mapping.tiers:
             allowed = ", ".join(str(tier) for tier in mapping.tiers)

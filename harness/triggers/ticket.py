@@ -12,15 +12,18 @@ shell.
 from __future__ import annotations
 
 import re
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from harness.config.spec import Spec, SpecFrontMatter, load_spec
+from harness.config.spec import Spec, SpecFrontMatter
 from harness.config.strict import describe_validation_error
 from harness.errors import InputError
+from harness.git import GitRepository
 from harness.run.ledger import write_atomic
 from harness.triggers import Ticket, task_id
 
@@ -92,6 +95,41 @@ def spec_text(
     return meta, body
 
 
+RESOLVED_FOR_S = 1.0
+"""How long a mapping's base, once resolved to a commit, is reused for the next tickets: a
+burst of deliveries then costs one `git rev-parse`, not one each (tickets admitted within a
+second of a push to the base may start from the commit before it)."""
+
+
+class BaseResolver:
+    """A mapping's repository and base resolved to (work tree root, commit), as `load_spec`
+    resolves a spec's (the same checks, the same errors), reused for `RESOLVED_FOR_S`."""
+
+    def __init__(self) -> None:
+        self._resolved: dict[tuple[Path, str], tuple[float, Path, str]] = {}
+        self._lock = threading.Lock()
+
+    def resolve(self, repo_dir: Path, base: str | None, source: Path) -> tuple[Path, str]:
+        key = (repo_dir, base or "HEAD")
+        with self._lock:
+            found = self._resolved.get(key)
+        if found is not None and time.monotonic() - found[0] < RESOLVED_FOR_S:
+            return found[1], found[2]
+        try:
+            repository = GitRepository.containing(repo_dir, source=source)
+            commit = repository.resolve_commit(base or "HEAD", source=source)
+        except InputError as exc:
+            raise TicketRefused(str(exc)) from None
+        subdir = repo_dir.relative_to(repository.toplevel)
+        if not repository.has_path(commit, subdir):
+            raise TicketRefused(
+                f"{source}: repo: {subdir} is not in the repository at base {commit[:12]}"
+            )
+        with self._lock:
+            self._resolved[key] = (time.monotonic(), repository.toplevel, commit)
+        return repository.toplevel, commit
+
+
 def write_spec(
     ticket: Ticket,
     *,
@@ -100,9 +138,10 @@ def write_spec(
     default_tier: int,
     specs_dir: Path,
     source_sha256: str,
+    bases: BaseResolver,
 ) -> Spec:
-    """Save the ticket's spec as `<specs_dir>/<id>.md` and load it (repository and base
-    resolved); TicketRefused names what is wrong."""
+    """Save the ticket's spec as `<specs_dir>/<id>.md` and resolve it as `load_spec` would
+    (its repository and base); TicketRefused names what is wrong."""
     fields, text = split_front_matter(ticket.body)
     label_tier = tier_from_labels(ticket.labels)
     fields.setdefault("tier", label_tier if label_tier is not None else default_tier)
@@ -111,7 +150,12 @@ def write_spec(
     path = specs_dir / f"{meta['id']}.md"
     front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
     write_atomic(path, f"---\n{front}---\n{body}")
-    try:
-        return load_spec(path)
-    except InputError as exc:
-        raise TicketRefused(str(exc)) from None
+    toplevel, commit = bases.resolve(repo, base, path)
+    return Spec(
+        **SpecFrontMatter.model_validate(meta).model_dump(),
+        body=body.strip() + "\n",
+        source=str(path),
+        repo_dir=str(repo),
+        git_toplevel=str(toplevel),
+        base_commit=commit,
+    )
