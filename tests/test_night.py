@@ -73,6 +73,21 @@ def test_an_until_already_past_runs_nothing_and_skips_every_spec(tiny: TinyProje
     assert "report.html" in result.stdout
 
 
+def test_until_and_window_take_local_times_across_midnight() -> None:
+    from harness.night.window import parse_until, parse_window
+
+    evening = datetime(2026, 12, 3, 23, 0).astimezone()
+    assert parse_until("06:00", evening) == datetime(2026, 12, 4, 6, 0).astimezone()
+    assert parse_until("23:30", evening) == datetime(2026, 12, 3, 23, 30).astimezone()
+    inside = parse_window("22:00-06:00", evening)
+    assert (inside.start, inside.end) == (evening, datetime(2026, 12, 4, 6, 0).astimezone())
+    noon = datetime(2026, 12, 3, 12, 0).astimezone()
+    later = parse_window("22:00-06:00", noon)  # not open yet: it starts at 22:00
+    assert later.start == datetime(2026, 12, 3, 22, 0).astimezone()
+    assert later.end == datetime(2026, 12, 4, 6, 0).astimezone()
+    assert parse_until("2026-12-04T06:00:00+00:00", noon).utcoffset() is not None
+
+
 # --- the queue ----------------------------------------------------------------------------------
 
 
