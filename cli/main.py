@@ -12,9 +12,9 @@ from cli.doctor import doctor
 from cli.gc import gc
 from cli.history import runs, show
 from cli.night import night
-from cli.report import report
 from cli.plan import sandbox_app
 from cli.publish import publish
+from cli.report import report
 from cli.run import resume, run
 from cli.serve import serve
 from cli.triggers import triggers_app
