@@ -425,19 +425,21 @@ def _execute(
         console().print(
             f"finished in {elapsed} · summary: {config.run_dir}/summary.json", soft_wrap=True
         )
-        _print_deferred(config.run_id, results)
+        _print_deferred(ctx, results)
     return results
 
 
-def _print_deferred(run_id: str, results: list[TaskResult]) -> None:
+def _print_deferred(ctx: RunContext, results: list[TaskResult]) -> None:
     """When to resume the tasks the model API deferred, and (once) why the breaker opened."""
+    from harness.run.parking import BREAKER_OPEN, breaker_reason
+
     deferred = [result for result in results if result.outcome == "deferred"]
     if not deferred:
         return
-    tripped = next((r.reason for r in deferred if "circuit breaker" in (r.reason or "")), None)
-    if tripped is not None:
-        console().print(f"[yellow]{escape(tripped.split(': deferred')[0])}[/yellow]")
-    due = min(result.retry_at or "" for result in deferred)
+    if any(BREAKER_OPEN in (result.reason or "") for result in deferred):
+        why = breaker_reason(ctx) or f"{BREAKER_OPEN}: every model call of the run failed"
+        console().print(f"[yellow]{escape(why)}[/yellow]", soft_wrap=True)
+    run_id, due = ctx.config.run_id, min(result.retry_at or "" for result in deferred)
     console().print(
         f"{plural(len(deferred), 'task')} deferred by the model API (not charged, work kept); "
         f"resume after {due}: `harness resume {run_id}` (or with --now, at once)",

@@ -51,6 +51,10 @@ def iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
+BREAKER_OPEN = "circuit breaker open"
+"""How a task deferred by the breaker says so; the run prints `breaker_reason` once."""
+
+
 def breaker_reason(ctx: RunContext) -> str | None:
     """Why no task may start (the run's calls have all failed for too long), or None."""
     limit = ctx.config.policy.agent.circuit_breaker_s
@@ -85,10 +89,9 @@ def horizon(ctx: RunContext) -> float:
 
 
 def parking_for(ctx: RunContext, deferred: Deferred) -> Parking:
-    breaker = breaker_reason(ctx)
-    if breaker is not None:
+    if breaker_reason(ctx) is not None:  # the run says why once (breaker_reason); each task:
         retry_at = max(deferred.retry_at, time.time() + ctx.config.policy.agent.circuit_breaker_s)
-        return Parking(retry_at, f"{breaker}: {deferred.reason}", in_run=False)
+        return Parking(retry_at, f"{BREAKER_OPEN}: {deferred.reason}", in_run=False)
     return Parking(deferred.retry_at, deferred.reason, in_run=deferred.retry_at <= horizon(ctx))
 
 
