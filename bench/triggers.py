@@ -9,10 +9,10 @@ the exact bytes. Each ticket's task is the replay agent writing one file and one
 (`test -f done.txt`) on a one-commit repository: real tasks, small ones.
 
 Burst: 800 distinct tickets, plus 100 redeliveries (same delivery id) and 100 replays (same
-body, new id) of some of them, shuffled (seed 15), sent by 8 client threads (--clients) over keep-alive
-connections. Measured: each delivery's ack latency at the client (request written → response
-read), and afterwards, from the store, what the ledger made of them: tasks created against
-distinct tickets (lost: a ticket with no task; doubled: a ticket with two).
+body, new id) of some of them, shuffled (seed 15), sent by 8 client threads (--clients) over
+keep-alive connections. Measured: each delivery's ack latency at the client (request written
+→ response read), and afterwards, from the store, what the ledger made of them: tasks
+created against distinct tickets (lost: a ticket with no task; doubled: a ticket with two).
 
 First node: 10 tickets one at a time, each once the one before is verified, into a server up
 for 10 s (its start-up warm-up done); the time from the ledger's `received_at` to the first

@@ -170,9 +170,11 @@ class TicketRunner:
     board: StatusBoard
     _live: dict[str, RunContext] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stopping: bool = False
 
     def stop_all(self) -> None:
         with self._lock:
+            self._stopping = True
             for ctx in self._live.values():
                 ctx.live.stop.request(signal.SIGTERM)
 
@@ -212,6 +214,9 @@ class TicketRunner:
         ledger: RunLedger = ctx.services.ledger
         ledger.listener = progress  # the ticket's comment, not a terminal, shows the steps
         with self._lock:
+            if self._stopping:  # serve stopped while this run was being set up: left queued
+                ctx.services.ledger.close()
+                return
             self._live[run_id] = ctx
         try:
             results = run_batch(ctx, [Spec.model_validate(spec) for spec in record.specs])

@@ -31,6 +31,7 @@ class WorkerLanes:
         ]
         self.busy = 0
         """Lanes running a task now."""
+        self._stopping = threading.Event()
 
     def start(self, unfinished: Iterable[str] = ()) -> None:
         for run_id in unfinished:
@@ -52,6 +53,8 @@ class WorkerLanes:
 
     def _lane(self) -> None:
         while (run_id := self._queue.get()) is not None:
+            if self._stopping.is_set():  # what is still queued waits in the store for a restart
+                continue
             with self._lock:
                 self.busy += 1
             try:
@@ -66,6 +69,7 @@ class WorkerLanes:
     def stop(self, timeout_s: float) -> None:
         """No more tasks start; wait up to `timeout_s` for the running ones (which the runner
         is told to wind down separately)."""
+        self._stopping.set()
         for _ in self._threads:
             self._queue.put(None)
         for thread in self._threads:
