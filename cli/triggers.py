@@ -73,9 +73,8 @@ def list_(
     runs_dir: RunsDirOption = Path("runs"),
     store: StoreOption = None,
 ) -> None:
-    """The trigger ledger: each delivery, its ticket and intent, and what became of it."""
-    from rich.table import Table
-
+    """The trigger ledger, newest first: each delivery's time, source, delivery id, ticket,
+    intent, verdict, run and reason."""
     from harness.errors import InputError
     from harness.store import open_store
 
@@ -84,17 +83,11 @@ def list_(
     except InputError as exc:
         raise fail(str(exc)) from None
     rows = state.trigger_deliveries(limit)
-    table = Table("received", "source", "delivery", "ticket", "intent", "verdict", "run", "why")
+    # Plain lines, one per delivery: whole ids and reasons, greppable, never wrapped mid-word.
     for row in rows:
-        table.add_row(
-            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.received_at)),
-            row.source,
-            row.delivery_id[:36],
-            row.ticket_key or "",
-            row.intent or "",
-            row.verdict,
-            row.run_id or "",
-            escape(row.reason or ""),
-        )
-    console().print(table)
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.received_at))
+        fields = [when, row.source, row.delivery_id, row.ticket_key or "-", row.intent or "-"]
+        fields += [row.verdict, row.run_id or "-"]
+        line = "  ".join(fields) + (f"  {row.reason}" if row.reason else "")
+        console().print(escape(line), highlight=False, soft_wrap=True)
     console().print(f"{plural(len(rows), 'delivery', 'deliveries')} shown")
