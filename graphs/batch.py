@@ -40,7 +40,14 @@ from harness.night.admission import Admission
 from harness.run.context import Interrupted, LeaseLost, RunContext
 from harness.run.lease import LeaseKeeper
 from harness.run.ledger import GateSummary, RunSummary, TaskResult, utc_now, write_atomic
-from harness.run.parking import Deferred, breaker_reason, iso, parking_for, wait_for_parked
+from harness.run.parking import (
+    Deferred,
+    breaker_reason,
+    iso,
+    parking_for,
+    wait_for_parked,
+    why_not_started,
+)
 from harness.sandbox import bubblewrap as bwrap
 
 
@@ -69,7 +76,8 @@ def lane(state: LaneInput, config: RunnableConfig) -> dict[str, Any]:
     while not ctx.live.stop.requested:
         claimed = store.claim_task(ctx.config.run_id, worker, lease_s)
         if claimed is not None and breaker_reason(ctx) is not None:  # no new task starts
-            _park(ctx, specs[claimed.spec_id], {}, Deferred(time.time(), "not started"))
+            why = why_not_started(claimed.result)
+            _park(ctx, specs[claimed.spec_id], {}, Deferred(time.time(), why))
         elif claimed is not None and admission is not None:  # a night: window, budget, after:
             admitted = admission.admit(specs[claimed.spec_id])
             if isinstance(admitted, str):

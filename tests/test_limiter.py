@@ -16,7 +16,7 @@ from typing import Any
 from fake_anthropic import FakeMessagesServer, Reply, message, rate_limited, sequence
 from limiter_calls import REQUEST, call_from_threads, caller
 
-from harness.agents.limiter import AimdState, full_jitter_wait, next_state
+from harness.agents.limiter import PROBE_WINDOWS, AimdState, full_jitter_wait, next_state
 
 OK = sequence(message("ok"), repeat_last=True)
 
@@ -84,12 +84,18 @@ def test_one_congestion_episode_halves_the_limit_once() -> None:
     # A request sent after the halving that is refused too: a new episode.
     state = next_state(state, "congested", sent_at=2.5, now=3.0, wait_until=None)
     assert state.limit == 2
-    # A window of successes (as many as the limit) adds one, up to the ceiling only.
+    # A window of successes (as many as the limit) adds one, back to just under the level
+    # refused (4); trying 4 again takes PROBE_WINDOWS windows; never past the ceiling.
     for _ in range(2):
         state = next_state(state, "ok", sent_at=4.0, now=4.0, wait_until=None)
     assert state.limit == 3 and state.failing_since is None
-    for _ in range(100):
+    for _ in range(3 * PROBE_WINDOWS - 1):
         state = next_state(state, "ok", sent_at=5.0, now=5.0, wait_until=None)
+    assert state.limit == 3
+    state = next_state(state, "ok", sent_at=5.0, now=5.0, wait_until=None)
+    assert state.limit == 4
+    for _ in range(1000):
+        state = next_state(state, "ok", sent_at=6.0, now=6.0, wait_until=None)
     assert state.limit == 8
 
 

@@ -4,7 +4,9 @@ jittered backoff between retries, and the circuit breaker.
 - Concurrency: the limit starts at `agent.rate_limit.max_concurrent_requests` and halves
   (at least 1) on a 429 or 529, once per congestion episode: only a request sent after the
   last decrease can cause the next one, so ten requests rejected together halve it once, not
-  ten times. It grows by 1 after a window of successes (as many as the limit). It never grows
+  ten times. It grows by 1 after a window of successes (as many as the limit), up to just
+  under the limit the episode began at; past that (probing the level that was refused) by 1
+  per PROBE_WINDOWS windows, so a found cap is not hit every few calls. It never grows
   above the policy's value: that value is the user's stated maximum for the key (a key shared
   with other users, a tier), and the server's real cap is found below it, not above.
 - Not-before: a `retry-after` (or an `anthropic-ratelimit-*-reset` with nothing remaining)
@@ -31,6 +33,8 @@ from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
 WINDOW_S = 60.0
+PROBE_WINDOWS = 8
+"""Windows of successes per step when growing back to the limit a 429 or 529 came at."""
 POLL_S = 0.1
 """How often a waiting request looks again at state other processes may have changed."""
 
@@ -52,6 +56,8 @@ class AimdState:
     """No request goes before this time (a server's retry-after, a rate-limit reset)."""
     failing_since: float | None = None
     """Since when every reply has been a failure (None after any success)."""
+    congested_limit: int = 0
+    """The limit at which the last congestion episode began (0: none yet)."""
     in_flight: int = 0
 
 
@@ -60,14 +66,20 @@ def next_state(
 ) -> AimdState:
     """The AIMD rules, once for both backends."""
     limit, successes, decreased_at = state.limit, state.successes, state.decreased_at
-    failing_since = state.failing_since
+    failing_since, congested_limit = state.failing_since, state.congested_limit
     if verdict == "ok":
         failing_since, successes = None, successes + 1
-        if successes >= limit and limit < state.ceiling:
+        # Back up to just under the level that was refused: one window of successes per
+        # step. Trying that level again (probing): PROBE_WINDOWS windows per step, so a server
+        # whose cap is found is not pushed into a 429 every few calls.
+        probing = limit + 1 >= congested_limit > 0
+        window = limit * (PROBE_WINDOWS if probing else 1)
+        if successes >= window and limit < state.ceiling:
             limit, successes = limit + 1, 0
     else:
         failing_since = failing_since if failing_since is not None else now
         if verdict == "congested" and sent_at >= decreased_at:
+            congested_limit = limit
             limit, successes, decreased_at = max(1, limit // 2), 0, now
     not_before = max(state.not_before, wait_until or 0.0)
     return replace(
@@ -77,6 +89,7 @@ def next_state(
         decreased_at=decreased_at,
         not_before=not_before,
         failing_since=failing_since,
+        congested_limit=congested_limit,
     )
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from harness.agents import AttemptRecord
 from harness.run.context import RunContext
@@ -79,6 +80,16 @@ class Parking:
     @property
     def summary_reason(self) -> str:
         return f"deferred until {iso(self.retry_at)}: {self.reason}"
+
+
+def why_not_started(earlier: dict[str, Any] | None) -> str:
+    """What a task the breaker keeps from starting is deferred with: why it was parked
+    before, if it was (its earlier result), else that it never started."""
+    reason = str((earlier or {}).get("reason") or "")
+    if not reason.startswith("deferred until "):
+        return "not started"
+    detail = reason.split(": ", 1)[-1]
+    return detail.removeprefix(f"{BREAKER_OPEN}: ")
 
 
 def horizon(ctx: RunContext) -> float:

@@ -31,7 +31,8 @@ CREATE TABLE IF NOT EXISTS harness_api_limits (
     successes INTEGER NOT NULL,
     decreased_at {float} NOT NULL,
     not_before {float} NOT NULL,
-    failing_since {float}
+    failing_since {float},
+    congested_limit INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS harness_api_slots (
     key TEXT NOT NULL,
@@ -74,8 +75,8 @@ class LimiterStoreMixin:
             (key, ceiling, ceiling),
         )
         row = tx.rows(
-            "SELECT max_in_flight, ceiling, successes, decreased_at, not_before, failing_since"
-            f" FROM harness_api_limits WHERE key = ?{self.dialect.lock_row}",
+            "SELECT max_in_flight, ceiling, successes, decreased_at, not_before, failing_since,"
+            f" congested_limit FROM harness_api_limits WHERE key = ?{self.dialect.lock_row}",
             (key,),
         )[0]
         state = AimdState(
@@ -85,6 +86,7 @@ class LimiterStoreMixin:
             decreased_at=row["decreased_at"],
             not_before=row["not_before"],
             failing_since=row["failing_since"],
+            congested_limit=row["congested_limit"],
         )
         return state if state.ceiling == ceiling else AimdState(limit=ceiling, ceiling=ceiling)
 
@@ -133,7 +135,8 @@ class LimiterStoreMixin:
             )
             tx.run(
                 "UPDATE harness_api_limits SET max_in_flight = ?, ceiling = ?, successes = ?,"
-                " decreased_at = ?, not_before = ?, failing_since = ? WHERE key = ?",
+                " decreased_at = ?, not_before = ?, failing_since = ?, congested_limit = ?"
+                " WHERE key = ?",
                 (
                     state.limit,
                     state.ceiling,
@@ -141,6 +144,7 @@ class LimiterStoreMixin:
                     state.decreased_at,
                     state.not_before,
                     state.failing_since,
+                    state.congested_limit,
                     key,
                 ),
             )
