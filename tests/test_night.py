@@ -342,11 +342,23 @@ def test_harness_night_config_fires_the_schedules_of_a_serve_config(tiny: TinyPr
     github = {"secret_env": "GITHUB_WEBHOOK_SECRET", "repos": {}}
     config.write_text(yaml.safe_dump({"github": github, "schedules": [schedule]}), "utf-8")
     assert load_triggers(config).config.schedules[0].name == "nightly"
+    # It last ran 3 minutes ago; nothing ran since: the 2 fires between are missed.
+    minute = datetime.now().astimezone().replace(second=0, microsecond=0)
+    tiny.runs.mkdir()
+    store = open_store(f"sqlite:///{tiny.runs / 'harness.db'}")
+    earlier = int((minute - timedelta(minutes=3)).timestamp())
+    assert store.claim_fire("nightly", earlier, "w0", "nightly-before")
+    store.finish_fire("nightly", earlier, "done")
+    store.close()
     argv = ["night", "--config", str(config), "--runs-dir", str(tiny.runs)]
     result = run_cli(argv, tiny.root)
     assert result.exit_code == 0, result.stdout + result.stderr
     assert "schedule nightly" in result.stdout and ": ran nightly-" in result.stdout
+    assert result.stdout.count(": missed: nothing was running at its time") >= 2
     [run_id] = [p.name for p in tiny.runs.iterdir() if p.name.startswith("nightly-")]
     assert tiny.task("one", run_id)["outcome"] == "skipped"
+    digest = (tiny.runs / run_id / "report.md").read_text("utf-8")
+    missed = digest.split("## Missed", 1)[1]
+    assert missed.count("- nightly at ") >= 2 and "nothing was running" in missed
     again = run_cli(argv, tiny.root)  # the same minute: already fired
     assert f"ran {run_id}" not in again.stdout
