@@ -37,15 +37,16 @@ def replay(
             "e.g. issues for issues.labeled.json."
         ),
     ] = None,
-    run: Annotated[
-        bool, typer.Option("--run/--no-run", help="Run the admitted tasks here, to their end.")
-    ] = True,
+    no_run: Annotated[
+        bool,
+        typer.Option("--no-run", help="Only record them; the admitted tasks are not run here."),
+    ] = False,
     runs_dir: RunsDirOption = Path("runs"),
     store: StoreOption = None,
 ) -> None:
     """Feed recorded payloads through the same path as `harness serve` (ledger, dedupe,
-    admission, status comment), without signatures: the files are the operator's. With --run
-    (the default) the admitted tasks then run here, as serve's workers would run them."""
+    admission, status comment), without signatures: the files are the operator's. The admitted
+    tasks then run here, as serve's workers would run them (not with --no-run)."""
     service = TriggerService.open(config, runs_dir, store, None, need_secrets=False)
     admitted = 0
     for path in files:
@@ -60,7 +61,7 @@ def replay(
         receipt = service.intake.admit(source, headers, body)
         admitted += receipt.entry is not None and receipt.entry.verdict == "admitted"
         console().print(f"{escape(str(path))}: {escape(receipt.message)}", soft_wrap=True)
-    if run and admitted:
+    if admitted and not no_run:
         service.start()
         while not service.lanes.idle():
             time.sleep(0.2)

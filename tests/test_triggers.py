@@ -5,13 +5,21 @@ that needs no server (tests/test_serve.py drives the server itself).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import http.client
 import json
 import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import run_cli
-from webhooks import ServeProject, labeled
+from webhooks import SECRET, ServeProject, labeled, sign
 
 from harness.store import RunRecord, Store, open_store
 from harness.store.triggers import Delivery
@@ -168,3 +176,100 @@ def test_replay_runs_a_recorded_payload_and_list_shows_the_ledger(tmp_path: Path
     assert (project.runs / task / "prs" / f"{task}.md").is_file()
     listing = run_cli(["triggers", "list", "--runs-dir", "runs"], tmp_path)
     assert listing.exit_code == 0 and "3 deliveries shown" in listing.stdout
+
+
+LINEAR_ISSUE = {
+    "action": "update",
+    "type": "Issue",
+    "createdAt": "2026-12-03T10:00:00.000Z",
+    "data": {
+        "id": "2174add1-f7c8-44e3-bbf3-2d60b5ea8bc9",
+        "identifier": "ENG-42",
+        "title": "Create done.txt",
+        "description": "Write done.txt at the top.",
+        "team": {"id": "72b2a2dc", "key": "ENG", "name": "Engineering"},
+        "labels": [{"id": "a1", "name": "harness"}],
+        "state": {"id": "s1", "name": "Todo"},
+        "url": "https://linear.app/acme/issue/ENG-42",
+    },
+    "updatedFrom": {"labelIds": [], "updatedAt": "2026-12-03T09:59:00.000Z"},
+    "url": "https://linear.app/acme/issue/ENG-42",
+    "webhookTimestamp": 1764756000000,
+}
+
+
+@pytest.fixture
+def in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[int, Store]]:
+    """The serve app on a real uvicorn in a thread, with GitHub, Linear and generic sources,
+    no lanes (deliveries are recorded, not run); yields its port and the store."""
+    import uvicorn
+
+    from cli.serve import TriggerService
+    from harness.triggers.app import build_app
+
+    mapping = {"path": "repo", "policy": "policy.yaml"}
+    extra = {
+        "linear": {"teams": {"ENG": mapping}},
+        "generic": {"targets": {"shop": mapping}},
+    }
+    project = ServeProject(tmp_path, extra=extra)
+    for name in ("GITHUB_WEBHOOK_SECRET", "LINEAR_WEBHOOK_SECRET", "HARNESS_WEBHOOK_SECRET"):
+        monkeypatch.setenv(name, SECRET)
+    service = TriggerService.open(project.config, project.runs, None, None, need_secrets=True)
+    server = uvicorn.Server(
+        uvicorn.Config(build_app(service.intake, service.ready), port=0, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    try:
+        yield server.servers[0].sockets[0].getsockname()[1], service.store
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        service.board.close()
+        service.store.close()
+
+
+def send(port: int, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", body, headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+def test_linear_and_generic_sources_and_the_body_cap(in_process: tuple[int, Store]) -> None:
+    port, store = in_process
+    body = json.dumps(LINEAR_ISSUE).encode()
+    signature = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    linear = {"Linear-Signature": signature, "Linear-Delivery": "l-1", "Linear-Event": "Issue"}
+    status, answer = send(port, "/webhooks/linear", body, linear)
+    assert (status, answer["verdict"], answer["task"]) == (200, "admitted", "eng-42"), answer
+    assert send(port, "/webhooks/linear", body, linear | {"Linear-Signature": "0" * 64})[0] == 401
+    unlabelled = json.dumps(LINEAR_ISSUE | {"updatedFrom": {"title": "old"}}).encode()
+    signed = hmac.new(SECRET.encode(), unlabelled, hashlib.sha256).hexdigest()
+    status, answer = send(port, "/webhooks/linear", unlabelled, {"Linear-Signature": signed})
+    assert status == 202 and "no 'harness' label added" in answer["message"]
+
+    ticket = {"key": "JIRA-7", "title": "Create done.txt", "body": "Please.", "target": "shop"}
+    generic_body = json.dumps(ticket).encode()
+    generic = {"X-Harness-Signature-256": sign(generic_body), "X-Harness-Delivery": "g-1"}
+    status, answer = send(port, "/webhooks/generic", generic_body, generic)
+    assert (status, answer["verdict"], answer["task"]) == (200, "admitted", "shop-jira-7"), answer
+
+    # A body declared over 25 MB is refused before it is read (the answer comes as soon as
+    # the headers are in; a client still sending then sees the connection closed).
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.putrequest("POST", "/webhooks/github")
+    conn.putheader("Content-Length", str(25 * 1024 * 1024 + 1))
+    conn.putheader("X-Hub-Signature-256", sign(b""))
+    conn.endheaders()
+    assert conn.getresponse().status == 400
+    conn.close()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz") as ready:
+        assert ready.status == 200
+    verdicts = sorted(row.verdict for row in store.trigger_deliveries())
+    assert verdicts == ["admitted", "admitted", "ignored"]  # bad signatures and 400s: nothing
