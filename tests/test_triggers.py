@@ -9,6 +9,8 @@ import hashlib
 import hmac
 import http.client
 import json
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -273,3 +275,20 @@ def test_linear_and_generic_sources_and_the_body_cap(in_process: tuple[int, Stor
         assert ready.status == 200
     verdicts = sorted(row.verdict for row in store.trigger_deliveries())
     assert verdicts == ["admitted", "admitted", "ignored"]  # bad signatures and 400s: nothing
+
+
+def test_serve_without_its_extra_says_which_to_install(tmp_path: Path) -> None:
+    """uvicorn made unimportable, as if `harness[serve]` were not installed."""
+    project = ServeProject(tmp_path)
+    driver = (
+        "import sys; sys.modules['uvicorn'] = None\n"
+        "from cli.main import app\n"
+        f"app(['serve', '--config', {str(project.config)!r}], prog_name='harness')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", driver], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "error: harness serve needs uvicorn: pip install 'harness[serve]'"
+    )
