@@ -78,7 +78,8 @@ def test_a_labelled_issue_becomes_a_verified_task_with_its_comment_states(
     [record] = store.tasks(run_id)
     assert record.status == "done" and record.result is not None
     assert record.result["outcome"] == "verified"
-    assert (project.runs / run_id / "prs" / f"{task}.md").is_file()
+    pr_record = (project.runs / run_id / "prs" / f"{task}.md").read_text(encoding="utf-8")
+    assert "- Closes Codertocat/Hello-World#1" in pr_record.splitlines()  # the PR names it
     assert project.comments(1)[-1].count("<!-- harness:status github:Codertocat/Hello-World#1 -->")
 
 

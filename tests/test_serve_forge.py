@@ -81,6 +81,8 @@ def test_the_status_comment_is_one_comment_on_the_issue_and_commands_need_write_
     states = [c.body["body"].split("**harness**: ")[1].split()[0] for c in edits]
     assert "running" in states and "verified" in states and "refused" in states, states
     # The verified task opened its PR, beside the comment, as any run publishing there does.
-    assert [p.head for p in forge.open_pulls()] == [f"harness/{task}/{task}"]
+    [pull] = forge.open_pulls()
+    assert pull.head == f"harness/{task}/{task}"
+    assert "- Closes acme/shop#31" in pull.body.splitlines()  # GitHub closes the issue on merge
     asked = [c.path.rsplit("/", 2)[-2] for c in forge.calls if c.template == PERMISSION]
     assert asked == ["reader", "maintainer"]

@@ -46,6 +46,9 @@ class SpecFrontMatter(StrictModel):
     passed on the base must still run and pass (harness.gates.base_compare)."""
     reviewers: list[str] = []
     """Forge logins asked to review this spec's PR, besides the policy's `publish.reviewers`."""
+    closes: list[str] = []
+    """Tickets this change closes, e.g. `octo-org/shop#7` (set by `harness serve` for a
+    ticket's spec): its PR says `Closes octo-org/shop#7`, which the forge links and closes."""
     budget: BudgetOverride | None = None
     """Overrides of the policy's budget for this spec only."""
     priority: int = 0

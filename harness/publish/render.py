@@ -123,6 +123,7 @@ def _header(spec: Spec, evidence: Evidence) -> list[str]:
         f"- run: `{evidence.run_id}` · agent: `{evidence.agent}`",
         f"- branch: `{branch}` · base: `{spec.base_commit[:12]}`" if branch else "- branch: none",
         *_cost_and_time(evidence),
+        *(f"- Closes {ticket}" for ticket in spec.closes),
     ]
 
 

@@ -39,6 +39,8 @@ class Ticket:
     url: str | None = None
     address: dict[str, Any] = field(default_factory=dict)
     """Where its status comment goes: source-specific (repository and issue number)."""
+    reference: str | None = None
+    """How a PR names it to close it (`octo-org/shop#7`, `ENG-42`); None when it cannot."""
 
 
 @dataclass(frozen=True)

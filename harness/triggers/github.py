@@ -88,4 +88,5 @@ def _ticket(payload: dict[str, Any]) -> Ticket:
         labels=tuple(str(label.get("name")) for label in issue.get("labels") or []),
         url=issue.get("html_url"),
         address={"source": "github", "repository": full_name, "number": number},
+        reference=f"{full_name}#{number}",
     )

@@ -54,5 +54,6 @@ class LinearWebhooks:
             labels=labels,
             url=data.get("url"),
             address={"source": "linear", "identifier": identifier},
+            reference=identifier or None,
         )
         return Event(ticket=ticket, intent="run")

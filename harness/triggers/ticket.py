@@ -79,6 +79,8 @@ def spec_text(
     as the ticket's, with where it came from and the delivery's sha256."""
     title = " ".join(ticket.title.split())[:200] or ticket.key
     meta = {"id": task_id(ticket.key), "title": title, **fields}
+    if ticket.reference:
+        meta["closes"] = [ticket.reference]
     try:
         SpecFrontMatter.model_validate(meta)
     except ValidationError as exc:
