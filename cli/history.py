@@ -109,7 +109,7 @@ def _when(iso: str | None) -> str:
 
 def _counts(view: RunView) -> str:
     counted = view.counts()
-    order = ["verified", "escalated", "error", "interrupted", "not ended"]
+    order = ["verified", "escalated", "error", "deferred", "interrupted", "not ended"]
     names = sorted(counted, key=lambda name: order.index(name) if name in order else 99)
     return ", ".join(f"{counted[name]} {name}" for name in names) or "no tasks"
 
@@ -134,6 +134,14 @@ def _print_run(view: RunView, hint: str) -> None:
         )
     if view.status in ("unfinished", "interrupted"):
         console().print(hint, highlight=False, soft_wrap=True)
+    elif deferred := [result for result in view.results if result.outcome == "deferred"]:
+        due = min(result.retry_at or "" for result in deferred)
+        console().print(
+            f"{plural(len(deferred), 'task')} deferred by the model API: `harness resume "
+            f"{view.run_id}` continues them after {_when(due)} (with --now, at once)",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _print_story(view: RunView, story: TaskStory, hint: str) -> None:

@@ -67,6 +67,8 @@ class PushedBack:
     resumed: CliResult
     server: FakeMessagesServer
     summary_before: dict[str, Any]
+    shown: CliResult
+    """`harness show r1` between the run and the resume."""
 
     def tasks(self, summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
         return {task["spec_id"]: task for task in summary["tasks"]}
@@ -95,8 +97,9 @@ def pushed_back(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PushedBack
         env.setenv("ANTHROPIC_BASE_URL", server.base_url)
         first = tiny.run()
         summary_before = tiny.summary()
+        shown = run_cli(["show", "r1", "--runs-dir", str(tiny.runs)], cwd=root)
         resumed = run_cli(["resume", "r1", "--now", "--runs-dir", str(tiny.runs)], cwd=root)
-        yield PushedBack(tiny, first, resumed, server, summary_before)
+        yield PushedBack(tiny, first, resumed, server, summary_before, shown)
 
 
 def test_nineteen_verified_one_deferred_exit_75(pushed_back: PushedBack) -> None:
@@ -114,6 +117,12 @@ def test_nineteen_verified_one_deferred_exit_75(pushed_back: PushedBack) -> None
     # The server pushed back for real: 429s over its cap and 529s shed.
     statuses = [request.status for request in pushed_back.server.requests]
     assert statuses.count(429) >= 1 and statuses.count(529) > 0
+
+
+def test_show_says_deferred_and_when_to_resume(pushed_back: PushedBack) -> None:
+    shown = pushed_back.shown.stdout
+    assert "deferred" in shown and "19 verified" not in shown  # a table, not only counts
+    assert "1 task deferred by the model API: `harness resume r1` continues them after" in shown
 
 
 def test_no_task_ran_over_its_time(pushed_back: PushedBack) -> None:
@@ -163,8 +172,9 @@ def test_the_circuit_breaker_stops_starting_tasks_and_defers_the_rest(tmp_path: 
     assert result.exit_code == 75, result.stdout + result.stderr
     tasks = tiny.summary()["tasks"]
     assert {task["outcome"] for task in tasks} == {"deferred"}
-    assert all("circuit breaker" in task["reason"] for task in tasks)
-    assert sum("not started" in task["reason"] for task in tasks) >= 2
+    # The ones that ran were parked (their retries ran out) and then deferred, the others were
+    # never started once the breaker opened.
+    assert sum("circuit breaker open: not started" in task["reason"] for task in tasks) >= 2
     # The last request went within the breaker's time (plus one capped wait and slack) of the
     # first; each task would otherwise have burnt its own retries, again and again.
     assert sent[-1] - sent[0] <= breaker_s + 0.2 + 1.0, sent
