@@ -185,14 +185,13 @@ def test_ping_unknown_events_and_malformed_bodies(project: ServeProject, server:
         assert health.status == 200
 
 
-def test_kill_9_before_the_ack_stores_nothing_then_after_it_the_task_survives(
-    tmp_path: Path,
-) -> None:
+def test_kill_9_before_the_ack_then_after_it_then_sigterm_mid_task(tmp_path: Path) -> None:
     """Killed before the ack (at the failpoint before the ledger's transaction): nothing is
     stored, and GitHub's manual redelivery (the same delivery id) is admitted, not taken for
     a duplicate. Killed right after that ack: the task is in the store, unfinished, and the
-    next serve runs it to its end, once."""
-    project = ServeProject(tmp_path)
+    next serve takes it up. Stopped by SIGTERM while its gate runs: the task goes back to the
+    store `interrupted` (the comment says so) and the serve after that finishes it, once."""
+    project = ServeProject(tmp_path, gate="sleep 1 && test -f done.txt")
     project.replay_for(12)
     body = json.dumps(labeled(12)).encode()
     doomed = Server(project, env={"HARNESS_FAILPOINTS": "serve.before_commit"})
@@ -206,7 +205,7 @@ def test_kill_9_before_the_ack_stores_nothing_then_after_it_the_task_survives(
     second = Server(project)
     redelivered = post(second.port, "issues", body, delivery="d-12")  # the same id
     assert redelivered.body["verdict"] == "admitted", redelivered
-    second.kill()  # kill -9 right after the ack, the task not yet run
+    second.kill()  # kill -9 right after the ack
     with _opened(project) as store:
         [run_id] = runs_of(store, 12)
         [task] = store.tasks(run_id)
@@ -214,11 +213,22 @@ def test_kill_9_before_the_ack_stores_nothing_then_after_it_the_task_survives(
         assert store.unfinished_trigger_runs() == [run_id]
 
     third = Server(project)
+    deadline = time.monotonic() + 60
+    while not any("attempt 1, gates" in c for c in project.comments(12)):
+        assert time.monotonic() < deadline, project.states(12)
+        time.sleep(0.05)
+    third.stop()  # SIGTERM while the gate sleeps
+    assert "Finished server process" in third.output()  # a graceful stop
+    assert project.states(12)[-1] == "interrupted", project.states(12)
+    with _opened(project) as store:
+        [task] = store.tasks(run_id)
+        assert task.status == "pending" and task.result and task.result["outcome"] == "interrupted"
+
+    fourth = Server(project)
     try:
         project.wait_state(12, "verified")
     finally:
-        third.stop()
-    assert "Finished server process" in third.output()  # a graceful stop on SIGTERM
+        fourth.stop()
     with _opened(project) as store:
         assert runs_of(store, 12) == [run_id]
         [task] = store.tasks(run_id)
