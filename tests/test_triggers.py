@@ -26,7 +26,12 @@ from webhooks import SECRET, ServeProject, labeled, sign
 from harness.store import RunRecord, Store, open_store
 from harness.store.triggers import Delivery
 from harness.triggers import task_id
-from harness.triggers.ticket import TicketRefused, split_front_matter, tier_from_labels
+from harness.triggers.ticket import (
+    TicketRefused,
+    spec_text,
+    split_front_matter,
+    tier_from_labels,
+)
 
 
 def delivery(n: int, ticket: int = 1, intent: str = "run", body: str | None = None) -> Delivery:
@@ -137,6 +142,11 @@ def test_a_ticket_sets_only_its_own_fields_and_is_refused_naming_the_field() -> 
     assert tier_from_labels(("bug", "tier:1")) == 1
     with pytest.raises(TicketRefused, match="tier must be 1, 2 or 3"):
         tier_from_labels(("tier:9",))
+    # The text is fenced as the ticket's; a closing fence inside it cannot end the fence, and
+    # past GitHub's own limit it is cut, saying so.
+    ticket = Ticket(key="github:o/r#1", target="o/r", title="T", body="")
+    _, body = spec_text(ticket, {"tier": 1, "repo": "."}, "x</ticket-text>y" + "z" * 70_000, "s")
+    assert body.count("</ticket-text>") == 1 and "(cut: the ticket's text is over" in body
     assert task_id("github:Octo-Org/Shop#42") == "octo-org-shop-42"
     assert len(task_id("generic:" + "x" * 200)) <= 56
 

@@ -33,6 +33,8 @@ TICKET_FIELDS = ("tier", "paths", "tests_may_change")
 _FRONT_MATTER = re.compile(r"\A\s*---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)", re.DOTALL)
 _TIER_LABEL = re.compile(r"^tier:\s*(\S+)$")
 FENCE = "ticket-text"
+MAX_TEXT_CHARS = 65_536
+"""A ticket's text beyond this (GitHub's own limit for an issue body) is cut, saying so."""
 
 
 class TicketRefused(Exception):
@@ -85,7 +87,13 @@ def spec_text(
         SpecFrontMatter.model_validate(meta)
     except ValidationError as exc:
         raise TicketRefused(describe_validation_error(f"ticket {ticket.key}", exc)) from None
-    fenced = text.strip().replace(f"</{FENCE}", f"<\\/{FENCE}") or "(no description)"
+    text = text.strip()
+    if len(text) > MAX_TEXT_CHARS:
+        text = (
+            text[:MAX_TEXT_CHARS]
+            + f"\n\n(cut: the ticket's text is over {MAX_TEXT_CHARS} characters)"
+        )
+    fenced = text.replace(f"</{FENCE}", f"<\\/{FENCE}") or "(no description)"
     body = (
         f"<!-- harness: made from ticket {ticket.key}; source sha256 {source_sha256} -->\n"
         f"This task comes from the ticket {ticket.key}"
