@@ -25,7 +25,7 @@ from webhooks import SECRET, ServeProject, labeled, sign
 
 from harness.store import RunRecord, Store, open_store
 from harness.store.triggers import Delivery
-from harness.triggers import task_id
+from harness.triggers import Ticket, task_id
 from harness.triggers.ticket import (
     TicketRefused,
     spec_text,
