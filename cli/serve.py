@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.options import StoreOption, store_url
+from cli.options import store_url
 from cli.render import fail
 
 if TYPE_CHECKING:
@@ -37,6 +37,14 @@ ConfigOption = Annotated[
     Path, typer.Option("--config", help="The triggers config (triggers.yaml).", exists=False)
 ]
 RunsDirOption = Annotated[Path, typer.Option(help="Where runs are recorded.")]
+StoreOption = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        help="Store URL (sqlite:///… or postgresql://…). Default: $HARNESS_STORE_URL, then "
+        "sqlite under --runs-dir (the mapped policies' store.url is not read: they may differ).",
+    ),
+]
 
 
 def serve(
