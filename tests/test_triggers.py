@@ -302,3 +302,34 @@ def test_serve_without_its_extra_says_which_to_install(tmp_path: Path) -> None:
     assert done.stderr.strip() == (
         "error: harness serve needs uvicorn: pip install 'harness[serve]'"
     )
+
+
+def test_sixteen_deliveries_for_one_ticket_at_once_all_answered(tmp_path: Path) -> None:
+    """Through the whole intake (the spec file written, then the ledger): no delivery fails
+    on another's half-written spec, one task is made."""
+    from cli.serve import TriggerService
+
+    project = ServeProject(tmp_path)
+    service = TriggerService.open(project.config, project.runs, None, None, need_secrets=False)
+    verdicts: list[str] = []
+    errors: list[BaseException] = []
+
+    def admit(n: int) -> None:
+        payload = labeled(5)
+        payload["issue"]["updated_at"] = f"2026-12-03T00:00:{n:02d}Z"
+        headers = {"x-github-event": "issues", "x-github-delivery": f"d-{n}"}
+        try:
+            receipt = service.intake.admit("github", headers, json.dumps(payload).encode())
+            verdicts.append(str(receipt.json()["verdict"]))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=admit, args=(n,)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    service.board.close()
+    service.store.close()
+    assert errors == []
+    assert sorted(verdicts) == ["admitted"] + ["running"] * 15
