@@ -174,9 +174,16 @@ def test_replay_runs_a_recorded_payload_and_list_shows_the_ledger(tmp_path: Path
     task = project.replay_for(21)
     refused = labeled(22)
     refused["issue"]["body"] = "---\ntier: 3\n---\nMigrate the payments."  # tier 3: a person's
-    for name, payload in (("issues.labeled.json", labeled(21)), ("issues.t3.json", refused)):
+    invalid = labeled(23)
+    invalid["issue"]["body"] = "---\npaths: shop.py\n---\nA list was meant."  # not a list
+    files = {
+        "issues.labeled.json": labeled(21),
+        "issues.t3.json": refused,
+        "issues.bad.json": invalid,
+    }
+    for name, payload in files.items():
         (tmp_path / name).write_text(json.dumps(payload), encoding="utf-8")
-    argv = ["triggers", "replay", "issues.labeled.json", "issues.t3.json", "issues.labeled.json"]
+    argv = ["triggers", "replay", *files, "issues.labeled.json"]
     result = run_cli([*argv, "--config", "triggers.yaml", "--runs-dir", "runs"], tmp_path)
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -184,10 +191,12 @@ def test_replay_runs_a_recorded_payload_and_list_shows_the_ledger(tmp_path: Path
     assert "tier 3 is not allowed for automatic runs" in result.stdout
     assert "issues.labeled.json: duplicate" in result.stdout
     assert project.states(21)[-1] == "verified"
-    assert project.states(22) == ["refused"]
+    assert project.states(22) == project.states(23) == ["refused"]
+    # The refusal names the field (on the comment, as in the ledger).
+    assert "ticket github:Codertocat/Hello-World#23: paths:" in project.comments(23)[-1]
     assert (project.runs / task / "prs" / f"{task}.md").is_file()
     listing = run_cli(["triggers", "list", "--runs-dir", "runs"], tmp_path)
-    assert listing.exit_code == 0 and "3 deliveries shown" in listing.stdout
+    assert listing.exit_code == 0 and "4 deliveries shown" in listing.stdout
 
 
 LINEAR_ISSUE = {
