@@ -15,6 +15,7 @@ from typing import Any
 
 from fake_anthropic import FakeMessagesServer, Reply, message, rate_limited, sequence
 from limiter_calls import REQUEST, call_from_threads, caller
+from pg import create_database, drop_database
 
 from harness.agents.limiter import PROBE_WINDOWS, AimdState, full_jitter_wait, next_state
 
@@ -156,9 +157,14 @@ def run_two_workers(store_url: str, server_cap: int | None) -> FakeMessagesServe
     return server
 
 
-def test_two_worker_processes_share_the_limit_through_the_store(store_url: str) -> None:
-    """The peak the server was offered never exceeds its cap by more than one."""
-    assert run_two_workers(store_url, 4).peak_offered_concurrency <= 5
+def test_two_worker_processes_share_the_limit_through_postgresql(postgres_server: str) -> None:
+    """The peak the server was offered never exceeds its cap by more than one. (SQLite's
+    sharing is the same SQL; every run in the other tests keeps its limiter there.)"""
+    url = create_database(postgres_server)
+    try:
+        assert run_two_workers(url, 4).peak_offered_concurrency <= 5
+    finally:
+        drop_database(postgres_server, url)
 
 
 def test_two_worker_processes_without_the_store_each_take_the_whole_limit() -> None:
