@@ -179,3 +179,36 @@ def test_the_circuit_breaker_stops_starting_tasks_and_defers_the_rest(tmp_path: 
     # first; each task would otherwise have burnt its own retries, again and again.
     assert sent[-1] - sent[0] <= breaker_s + 0.2 + 1.0, sent
     assert result.stdout.count("circuit breaker: every model call") == 1
+
+
+def test_a_key_refused_everywhere_ends_its_tasks_in_error_and_the_breaker_stops_the_rest(
+    tmp_path: Any,
+) -> None:
+    """401 to everything (a locked key): the tasks that ran end in error (a person must fix
+    the key), and once every call has failed for the breaker's time no further task starts."""
+    make_tiny_repo(tmp_path / "repo")
+    tiny = TinyProject(tmp_path)
+    for spec_id in SPECS[:12]:
+        tiny.add_spec(spec_id)
+    write_policy(tiny, circuit_breaker_s=1.0)
+    policy = yaml.safe_load((tiny.root / "policy.yaml").read_text("utf-8"))
+    policy["concurrency"] = 1
+    (tiny.root / "policy.yaml").write_text(yaml.safe_dump(policy), "utf-8")
+    with FakeMessagesServer(sequence(overloaded()), api_key="another-key") as server:
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("ANTHROPIC_API_KEY", KEY)  # not the server's: 401 to every request
+            env.setenv("ANTHROPIC_BASE_URL", server.base_url)
+            result = tiny.run()
+        refused = [request for request in server.requests if request.status == 401]
+
+    assert result.exit_code == 1, result.stdout + result.stderr
+    tasks = tiny.summary()["tasks"]
+    errors = [task for task in tasks if task["outcome"] == "error"]
+    deferred = [task for task in tasks if task["outcome"] == "deferred"]
+    assert errors and deferred and len(errors) + len(deferred) == len(tasks)
+    assert all("authentication_error" in task["reason"] for task in errors), errors
+    # Started before the breaker opened: deferred at its first call; the rest never started.
+    assert all("circuit breaker open" in task["reason"] for task in deferred)
+    assert any("circuit breaker open: not started" in task["reason"] for task in deferred)
+    assert len(refused) == len(errors)  # one request per task that ran, none after
+    assert result.stdout.count("circuit breaker: every model call") == 1
