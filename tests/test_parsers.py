@@ -482,6 +482,12 @@ def test_non_utf8_output_and_source(project: Project, tmp_path: Path) -> None:
     assert marked(problems[0].context) == (2, "b = '\ufffd\ufffd'")
 
 
+HANG_S = 120
+"""Parsing megabytes must end: a guard against a hang, not a speed goal. A regex that
+backtracks on such output takes hours, a linear parse well under a second, and a loaded CI box
+lands anywhere between (5 s limits failed at load 10)."""
+
+
 def test_huge_output_cut_like_the_sandbox(project: Project, tmp_path: Path) -> None:
     # ~6 MB of real ruff JSON objects, capped by the sandbox's own reader: head + marker + tail.
     first = json.loads(project.runs["ruff-json"].output)[0]
@@ -493,7 +499,7 @@ def test_huge_output_cut_like_the_sandbox(project: Project, tmp_path: Path) -> N
     assert done.output_cut_bytes > 0
     started = time.monotonic()
     problems = _parse(project.root, done.output, kind="lint", command="ruff check")
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < HANG_S
     rows = {p.location.line for p in problems if p.location}
     assert 1 in rows and 12_000 in rows  # from the head and from the tail
     assert all(p.code == "F401" for p in problems)
@@ -501,14 +507,14 @@ def test_huge_output_cut_like_the_sandbox(project: Project, tmp_path: Path) -> N
     # Uncapped, the work is still bounded: at most MAX_PROBLEMS problems.
     started = time.monotonic()
     problems = _parse(project.root, big.read_text(), kind="lint", command="ruff check")
-    assert len(problems) == MAX_PROBLEMS and time.monotonic() - started < 10
+    assert len(problems) == MAX_PROBLEMS and time.monotonic() - started < HANG_S
 
 
 def test_huge_text_without_findings_is_bounded(project: Project) -> None:
     noise = "2024-01-01 12:30:45: progress http://example.com:80: step\n" * 100_000
     started = time.monotonic()
     problems = _parse(project.root, noise)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < HANG_S
     assert [p.type for p in problems] == [problem_type("gate-failed")]
     assert problems[0].detail.count("\n") < 60 and len(problems[0].detail) <= 4000
 
@@ -529,10 +535,7 @@ def test_huge_text_without_findings_is_bounded(project: Project) -> None:
 def test_pathological_output_is_bounded(project: Project, output: str) -> None:
     started = time.monotonic()
     problems = _parse(project.root, output, kind="test", command="pytest && mypy . && ruff .")
-    # A guard against a hang, not a speed goal: a regex that backtracks on these megabytes
-    # takes hours, a linear parse well under a second, and a loaded CI box (a 5 s limit failed
-    # at load 10) lands anywhere between.
-    assert time.monotonic() - started < 120
+    assert time.monotonic() - started < HANG_S
     assert [p.type for p in problems] == [problem_type("gate-failed")]
     assert len(problems[0].detail) <= 4000
 
