@@ -342,3 +342,14 @@ def test_sixteen_deliveries_for_one_ticket_at_once_all_answered(tmp_path: Path) 
     service.store.close()
     assert errors == []
     assert sorted(verdicts) == ["admitted"] + ["running"] * 15
+
+
+def test_a_config_needs_a_source_or_schedules() -> None:
+    from pydantic import ValidationError
+
+    from harness.triggers.config import TriggersConfig
+
+    with pytest.raises(ValidationError, match="no source"):
+        TriggersConfig.model_validate({"workers": 1})
+    night = {"name": "nightly", "cron": "0 22 * * 1-5", "specs": ["specs"]}
+    assert TriggersConfig.model_validate({"schedules": [night]}).sources() == []

@@ -107,8 +107,11 @@ class TriggersConfig(StrictModel):
 
     @model_validator(mode="after")
     def _one_source(self) -> TriggersConfig:
-        if self.github is None and self.linear is None and self.generic is None:
-            raise ValueError("no source: add a `github:`, `linear:` or `generic:` block")
+        no_source = self.github is None and self.linear is None and self.generic is None
+        if no_source and not self.schedules:  # a config of schedules alone serves those
+            raise ValueError(
+                "no source: add a `github:`, `linear:` or `generic:` block (or `schedules:`)"
+            )
         paths = [s.path for s in (self.github, self.linear, self.generic) if s is not None]
         if len(set(paths)) != len(paths):
             raise ValueError(f"two sources share one path ({', '.join(paths)}); give each its own")
