@@ -351,5 +351,5 @@ def test_a_config_needs_a_source_or_schedules() -> None:
 
     with pytest.raises(ValidationError, match="no source"):
         TriggersConfig.model_validate({"workers": 1})
-    night = {"name": "nightly", "cron": "0 22 * * 1-5", "specs": ["specs"]}
+    night = {"name": "nightly", "cron": "0 22 * * 1-5", "specs": ["specs"], "until": "06:00"}
     assert TriggersConfig.model_validate({"schedules": [night]}).sources() == []
