@@ -69,6 +69,8 @@ class PushedBack:
     summary_before: dict[str, Any]
     shown: CliResult
     """`harness show r1` between the run and the resume."""
+    too_early: CliResult
+    """`harness resume r1` (without --now) before the deferred task's retry_at."""
 
     def tasks(self, summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
         return {task["spec_id"]: task for task in summary["tasks"]}
@@ -98,8 +100,9 @@ def pushed_back(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PushedBack
         first = tiny.run()
         summary_before = tiny.summary()
         shown = run_cli(["show", "r1", "--runs-dir", str(tiny.runs)], cwd=root)
+        too_early = run_cli(["resume", "r1", "--runs-dir", str(tiny.runs)], cwd=root)
         resumed = run_cli(["resume", "r1", "--now", "--runs-dir", str(tiny.runs)], cwd=root)
-        yield PushedBack(tiny, first, resumed, server, summary_before, shown)
+        yield PushedBack(tiny, first, resumed, server, summary_before, shown, too_early)
 
 
 def test_nineteen_verified_one_deferred_exit_75(pushed_back: PushedBack) -> None:
@@ -141,6 +144,13 @@ def test_the_deferred_task_kept_its_sandbox_for_the_resume(pushed_back: PushedBa
     assert events.count(("provision", "exit")) == 1
 
 
+def test_resume_before_retry_at_says_when_and_leaves_it_deferred(pushed_back: PushedBack) -> None:
+    early = pushed_back.too_early
+    assert early.exit_code == 75, early.stdout + early.stderr
+    assert "1 deferred task not due yet (the first at " in early.stdout
+    assert "`harness resume r1 --now` takes them at once" in early.stdout
+
+
 def test_resume_now_verifies_the_deferred_task_without_charging_an_attempt(
     pushed_back: PushedBack,
 ) -> None:
@@ -172,9 +182,8 @@ def test_the_circuit_breaker_stops_starting_tasks_and_defers_the_rest(tmp_path: 
     assert result.exit_code == 75, result.stdout + result.stderr
     tasks = tiny.summary()["tasks"]
     assert {task["outcome"] for task in tasks} == {"deferred"}
-    # The ones that ran were parked (their retries ran out) and then deferred, the others were
-    # never started once the breaker opened.
-    assert sum("circuit breaker open: not started" in task["reason"] for task in tasks) >= 2
+    # Running ones deferred at their next call, parked ones when due, the rest never started.
+    assert all("circuit breaker open" in task["reason"] for task in tasks)
     # The last request went within the breaker's time (plus one capped wait and slack) of the
     # first; each task would otherwise have burnt its own retries, again and again.
     assert sent[-1] - sent[0] <= breaker_s + 0.2 + 1.0, sent

@@ -100,18 +100,20 @@ def horizon(ctx: RunContext) -> float:
 
 
 def parking_for(ctx: RunContext, deferred: Deferred) -> Parking:
+    agent = ctx.config.policy.agent
     if breaker_reason(ctx) is not None:  # the run says why once (breaker_reason); each task:
-        retry_at = max(deferred.retry_at, time.time() + ctx.config.policy.agent.circuit_breaker_s)
-        return Parking(retry_at, f"{BREAKER_OPEN}: {deferred.reason}", in_run=False)
+        # Past what lanes wait for (max_wait_s), so that the run ends instead of taking it
+        # back under a breaker that stays open while nothing calls.
+        later = time.time() + max(agent.circuit_breaker_s, agent.retry.max_wait_s + 1)
+        return Parking(max(deferred.retry_at, later), f"{BREAKER_OPEN}: {deferred.reason}", False)
     return Parking(deferred.retry_at, deferred.reason, in_run=deferred.retry_at <= horizon(ctx))
 
 
 def wait_for_parked(ctx: RunContext) -> bool:
     """Nothing to claim: wait (up to a second) while a parked task falls due within what the
     run may wait; True to look again, False when the lane is done (nothing parked, or only
-    tasks deferred past the horizon, or the breaker open)."""
-    if breaker_reason(ctx) is not None:
-        return False
+    tasks deferred past the horizon). With the breaker open a task that falls due is taken
+    back only to be deferred, saying so."""
     parked = ctx.services.store.parked(ctx.config.run_id)
     if not parked:
         return False
