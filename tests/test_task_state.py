@@ -70,3 +70,23 @@ def _files(root: Path) -> list[Path]:
     found = [path for path in root.rglob("*") if path.is_file()]
     assert any(path.name == "harness.db" for path in found)  # the store is among them
     return found
+
+
+def test_writers_of_one_record_at_once_never_fail_and_one_whole_text_wins(tmp_path: Path) -> None:
+    """Two threads rewriting one record (two deliveries of one ticket writing its spec): each
+    write is whole, none fails on the other's temporary file, and none is left behind."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from harness.run.ledger import write_atomic
+
+    path = tmp_path / "record.md"
+    texts = [f"writer {n}\n" * 2000 for n in range(2)]
+
+    def write_many(text: str) -> None:
+        for _ in range(300):
+            write_atomic(path, text)
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(write_many, texts))  # re-raises a writer's exception
+    assert path.read_text(encoding="utf-8") in texts
+    assert [p.name for p in tmp_path.iterdir()] == ["record.md"]

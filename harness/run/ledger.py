@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -165,6 +166,12 @@ def write_atomic(path: Path, text: str) -> None:
     redacted, since every record harness writes (summary, PR and escalation records, attempt
     records, feedback, error.log tracebacks) goes through here."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(redact.current().text(text), encoding="utf-8")
-    tmp.replace(path)
+    # A temporary file of its own per writing thread: two writers of one path at once
+    # (deliveries of one ticket, say) would otherwise rename each other's file away.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        tmp.write_text(redact.current().text(text), encoding="utf-8")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

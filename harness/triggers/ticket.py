@@ -37,10 +37,6 @@ MAX_TEXT_CHARS = 65_536
 """A ticket's text beyond this (GitHub's own limit for an issue body) is cut, saying so."""
 
 
-_SPEC_WRITES = threading.Lock()
-"""write_atomic renames one temporary file per path: writers of one spec take turns."""
-
-
 class TicketRefused(Exception):
     """The ticket cannot become a task as written; the message names the field and the fix."""
 
@@ -163,8 +159,7 @@ def write_spec(
     meta, body = spec_text(ticket, fields, text, source_sha256)
     path = specs_dir / f"{meta['id']}.md"
     front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
-    with _SPEC_WRITES:  # two deliveries for one ticket at once write the same file
-        write_atomic(path, f"---\n{front}---\n{body}")
+    write_atomic(path, f"---\n{front}---\n{body}")
     toplevel, commit = bases.resolve(repo, base, path)
     return Spec(
         **SpecFrontMatter.model_validate(meta).model_dump(),
