@@ -1,7 +1,7 @@
 """`harness night`: a batch run as a night (a window, a spending cap, an ordered queue), its
 report written at the end; or, with --config, the night config's schedules fired when due.
 
-The run itself is `harness run`'s (cli/run.py: start_run, _execute, the exit codes); the night
+The run itself is `harness run`'s (cli/run.py: start_run, execute_run, the exit codes); the night
 adds the admission of each task (harness.night.admission) and the report (harness.report).
 """
 
@@ -16,7 +16,7 @@ import typer
 
 from cli.options import PolicyOption, StoreOption, store_url
 from cli.render import console, escape, fail
-from cli.run import AgentChoice, _execute, _exit_code, start_run
+from cli.run import AgentChoice, execute_run, run_exit_code, start_run
 
 if TYPE_CHECKING:
     from harness.config.policy import Policy
@@ -114,11 +114,11 @@ def run_night(
         f"budget {cap}, queue {', '.join(spec.id for spec in queue)}",
         soft_wrap=True,
     )
-    results = _execute(ctx, queue, "night", admission)
+    results = execute_run(ctx, queue, "night", admission)
     _write_report(ctx, runs_dir)
     if ctx.config.input_errors and ctx.live.stop.signum is None:
         return 2
-    return _exit_code(ctx, results)
+    return run_exit_code(ctx, results)
 
 
 def _wait_for_start(night_window: NightWindow) -> None:

@@ -71,10 +71,10 @@ def run(
 
         raise typer.Exit(report(diagnose(specs, policy, agent, runs_dir, store)))
     ctx, loaded = start_run(specs, policy, concurrency, run_id, agent, runs_dir, store)
-    results = _execute(ctx, loaded, "run")
+    results = execute_run(ctx, loaded, "run")
     if ctx.config.input_errors and ctx.live.stop.signum is None:
         raise typer.Exit(2)
-    raise typer.Exit(_exit_code(ctx, results))
+    raise typer.Exit(run_exit_code(ctx, results))
 
 
 def start_run(
@@ -136,7 +136,7 @@ def start_run(
         )
     except InputError as exc:
         raise fail(str(exc)) from None
-    ctx = _context(
+    ctx = run_context(
         state, run_id, run_dir, loaded_policy, policy, agent_kind, concurrency, spec_set.errors
     )
     return ctx, spec_set.specs
@@ -180,7 +180,7 @@ def resume(
     specs = [Spec.model_validate(spec) for spec in record.specs]
     # Runs recorded before the workflow was imported directly also hold a "workflow" option:
     # it is ignored (there is one workflow, graphs.batch).
-    ctx = _context(
+    ctx = run_context(
         state,
         run_id,
         Path(record.run_dir),
@@ -212,7 +212,7 @@ def resume(
             f"{iso(min(waiting.values()))}); `harness resume {run_id} --now` takes them at once",
             soft_wrap=True,
         )
-    raise typer.Exit(_exit_code(ctx, _execute(ctx, specs, "resume")))
+    raise typer.Exit(run_exit_code(ctx, execute_run(ctx, specs, "resume")))
 
 
 def _preflight(policy: Policy, agent_kind: AgentKind, specs: list[Spec], source: Path) -> None:
@@ -281,7 +281,7 @@ def _policy_for_resume(record: RunRecord, force: bool) -> Policy:
     return parse_policy(record.policy_text, path)
 
 
-def _context(
+def run_context(
     store: Store,
     run_id: str,
     run_dir: Path,
@@ -365,7 +365,7 @@ EX_TEMPFAIL = 75
 """sysexits.h: a temporary failure, try again later (tasks deferred by the model API)."""
 
 
-def _exit_code(ctx: RunContext, results: list[TaskResult]) -> int:
+def run_exit_code(ctx: RunContext, results: list[TaskResult]) -> int:
     """128 + the signal when the run was interrupted (130 SIGINT, 143 SIGTERM), else 1 when
     a task ended in error, else 75 when some were deferred (resume later), else 0."""
     if ctx.live.stop.signum is not None:
@@ -375,7 +375,7 @@ def _exit_code(ctx: RunContext, results: list[TaskResult]) -> int:
     return EX_TEMPFAIL if any(result.outcome == "deferred" for result in results) else 0
 
 
-def _execute(
+def execute_run(
     ctx: RunContext, specs: list[Spec], verb: str, admission: Admission | None = None
 ) -> list[TaskResult]:
     """The run's tasks through the batch workflow, SIGINT and SIGTERM stopping it gracefully

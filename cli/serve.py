@@ -189,7 +189,7 @@ class TicketRunner:
     def __call__(self, run_id: str) -> None:
         """One ticket's run through the batch graph, as `harness resume` continues a run; its
         progress and outcome on the ticket's status comment."""
-        from cli.run import _context
+        from cli.run import run_context
         from graphs.batch import run_batch
         from harness.config.policy import parse_policy
         from harness.config.spec import Spec
@@ -205,7 +205,7 @@ class TicketRunner:
         run_dir.mkdir(parents=True, exist_ok=True)
         policy_path = Path(record.policy_path)
         policy = parse_policy(record.policy_text, policy_path)
-        ctx = _context(
+        ctx = run_context(
             self.store,
             run_id,
             run_dir,
