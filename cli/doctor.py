@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.options import PolicyOption, StoreOption, resolve_policy, store_url
+from cli.options import PolicyOption, RunsDirOption, StoreOption, resolve_policy, store_url
 from cli.render import console, escape, fail, plural
 from cli.run import AgentChoice
 
@@ -32,7 +32,7 @@ def doctor(
     agent: Annotated[
         AgentChoice | None, typer.Option(help="Check this agent instead of the policy's.")
     ] = None,
-    runs_dir: Annotated[Path, typer.Option(help="Where runs are recorded.")] = Path("runs"),
+    runs_dir: RunsDirOption = Path("runs"),
     store: StoreOption = None,
 ) -> None:
     """Check that a run can start, without running any agent: the sandbox, each gate's tool

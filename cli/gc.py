@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cli.options import StoreOption, store_url
+from cli.options import RunsDirOption, StoreOption, store_url
 from cli.render import console, escape, fail, plural
 
 
@@ -16,7 +16,7 @@ def gc(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Say what would be removed; remove nothing.")
     ] = False,
-    runs_dir: Annotated[Path, typer.Option(help="Where runs are recorded.")] = Path("runs"),
+    runs_dir: RunsDirOption = Path("runs"),
     store: StoreOption = None,
 ) -> None:
     """Tear down expired and orphaned environments (a crashed worker's), delete branches whose

@@ -10,15 +10,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.options import StoreOption, store_url
+from cli.options import RunsDirOption, StoreOption, store_url
 from cli.render import console, escape, fail, plural, summary_table
 
 if TYPE_CHECKING:
     from harness.run.history import RunView, TaskStory
     from harness.run.ledger import GateSummary
     from harness.store import Store
-
-RunsDirOption = Annotated[Path, typer.Option(help="Where runs are recorded.")]
 
 
 def runs(runs_dir: RunsDirOption = Path("runs"), store: StoreOption = None) -> None:

@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.options import PolicyOption, StoreOption, store_url
+from cli.options import (
+    ConcurrencyOption,
+    PolicyOption,
+    RunIdOption,
+    RunsDirOption,
+    StoreOption,
+    store_url,
+)
 from cli.render import console, escape, fail
 from cli.run import AgentChoice, execute_run, run_exit_code, start_run
 
@@ -43,15 +50,10 @@ def night(
         typer.Option(help="The night's spending cap in US dollars. Default: no cap."),
     ] = None,
     policy: PolicyOption = None,
-    concurrency: Annotated[
-        int | None, typer.Option(help="Tasks at once. Default: the policy's concurrency.", min=1)
-    ] = None,
-    run_id: Annotated[
-        str | None,
-        typer.Option(help="The run's id, naming its directory and branches. Default: the time."),
-    ] = None,
+    concurrency: ConcurrencyOption = None,
+    run_id: RunIdOption = None,
     agent: Annotated[AgentChoice | None, typer.Option(help="Override the policy's agent.")] = None,
-    runs_dir: Annotated[Path, typer.Option(help="Where runs are recorded.")] = Path("runs"),
+    runs_dir: RunsDirOption = Path("runs"),
     store: StoreOption = None,
     config: Annotated[
         Path | None,

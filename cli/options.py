@@ -1,4 +1,5 @@
-"""Options more than one command takes: the store, and how its URL is chosen."""
+"""Options more than one command takes: the store (and how its URL is chosen), the policy, the
+runs directory, a run's id and its concurrency."""
 
 from __future__ import annotations
 
@@ -18,6 +19,17 @@ StoreOption = Annotated[
         help="Store URL (sqlite:///… or postgresql://…). Default: $HARNESS_STORE_URL, the "
         "policy's store.url, then sqlite under --runs-dir.",
     ),
+]
+
+RunsDirOption = Annotated[Path, typer.Option(help="Where runs are recorded.")]
+
+RunIdOption = Annotated[
+    str | None,
+    typer.Option(help="The run's id, naming its directory and branches. Default: the time."),
+]
+
+ConcurrencyOption = Annotated[
+    int | None, typer.Option(help="Tasks at once. Default: the policy's concurrency.", min=1)
 ]
 
 

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from cli.options import StoreOption, store_url
+from cli.options import RunsDirOption, StoreOption, store_url
 from cli.render import console, fail
 
 
@@ -28,7 +28,7 @@ def publish(
         typer.Option(help="Publish on this forge (default: the run's publish.forge)."),
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="Print the plan; write nothing.")] = False,
-    runs_dir: Annotated[Path, typer.Option(help="Where runs are recorded.")] = Path("runs"),
+    runs_dir: RunsDirOption = Path("runs"),
     store: StoreOption = None,
 ) -> None:
     """Publish a finished run's tasks on the forge, changing only what differs."""

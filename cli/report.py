@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
-from cli.history import RunsDirOption, _store
-from cli.options import StoreOption
+from cli.history import _store
+from cli.options import RunsDirOption, StoreOption
 from cli.render import OUTCOME_STYLE, console, escape, fail
 
 if TYPE_CHECKING:

@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
-from cli.options import PolicyOption, StoreOption, resolve_policy, store_url
+from cli.options import (
+    ConcurrencyOption,
+    PolicyOption,
+    RunIdOption,
+    RunsDirOption,
+    StoreOption,
+    resolve_policy,
+    store_url,
+)
 from cli.render import (
     LiveView,
     StepLines,
@@ -48,15 +56,10 @@ would double what `harness --help` costs. tests/test_startup.py checks the two m
 def run(
     specs: Annotated[list[Path], typer.Argument(help="Spec files or directories of specs.")],
     policy: PolicyOption = None,
-    concurrency: Annotated[
-        int | None, typer.Option(help="Tasks at once. Default: the policy's concurrency.", min=1)
-    ] = None,
-    run_id: Annotated[
-        str | None,
-        typer.Option(help="The run's id, naming its directory and branches. Default: the time."),
-    ] = None,
+    concurrency: ConcurrencyOption = None,
+    run_id: RunIdOption = None,
     agent: Annotated[AgentChoice | None, typer.Option(help="Override the policy's agent.")] = None,
-    runs_dir: Annotated[Path, typer.Option(help="Where runs are recorded.")] = Path("runs"),
+    runs_dir: RunsDirOption = Path("runs"),
     store: StoreOption = None,
     dry_run: Annotated[
         bool,
@@ -151,7 +154,7 @@ def resume(
     concurrency: Annotated[
         int | None, typer.Option(help="Tasks at once. Default: as the run started.", min=1)
     ] = None,
-    runs_dir: Annotated[Path, typer.Option(help="Where runs are recorded.")] = Path("runs"),
+    runs_dir: RunsDirOption = Path("runs"),
     store: StoreOption = None,
     now: Annotated[
         bool,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.options import store_url
+from cli.options import RunsDirOption, store_url
 from cli.render import fail
 
 if TYPE_CHECKING:
@@ -36,7 +36,6 @@ log = logging.getLogger("harness.serve")
 ConfigOption = Annotated[
     Path, typer.Option("--config", help="The triggers config (triggers.yaml).", exists=False)
 ]
-RunsDirOption = Annotated[Path, typer.Option(help="Where runs are recorded.")]
 StoreOption = Annotated[
     str | None,
     typer.Option(

@@ -10,9 +10,9 @@ from typing import Annotated, Literal
 
 import typer
 
-from cli.options import store_url
+from cli.options import RunsDirOption, store_url
 from cli.render import console, escape, fail, plural
-from cli.serve import ConfigOption, RunsDirOption, StoreOption, TriggerService
+from cli.serve import ConfigOption, StoreOption, TriggerService
 
 triggers_app = typer.Typer(
     no_args_is_help=True,
