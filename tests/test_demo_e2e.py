@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 from helpers import (
+    REPO_ROOT,
     CliResult,
     branch_exists,
     git,
@@ -43,6 +44,8 @@ NODES = {
     "migrate-payment-provider": ["triage", "escalate"],
     "price-bulk-orders": ["triage", "provision", "agent", "gates", "guard", "verify", "publish"],
 }
+SCREENSHOT = REPO_ROOT / "runs" / "report-demo" / "night-report.png"
+"""For a person to look at; README.md shows it (copied to docs/night-report.png)."""
 POLICY_GATES = ["ruff check --output-format=json .", "mypy -O json .", "pytest -q"]
 
 
@@ -292,3 +295,43 @@ def test_events_have_enter_and_exit_for_every_node(demo: DemoRun) -> None:
         mine = [(e["node"], e["event"]) for e in events if e["spec_id"] == spec_id]
         expected = [(node, kind) for node in [*nodes, "teardown"] for kind in ("enter", "exit")]
         assert mine == expected, spec_id
+
+
+def test_the_demos_report_in_chromium_lists_its_escalations_under_needs_you(
+    demo: DemoRun,
+) -> None:
+    """`harness report` on the demo's run, opened in Debian's chromium: the demo's two
+    escalations are what "Needs you" lists, before "Verified", and the page asks for nothing
+    but itself. Its screenshot is the README's (docs/night-report.png, copied from runs/)."""
+    from playwright.sync_api import sync_playwright
+
+    result = run_cli(["report", RUN_ID, "--runs-dir", "runs"], cwd=demo.repo)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    html = demo.run_dir / "report.html"
+    requests: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            view = browser.new_page(viewport={"width": 1000, "height": 900})
+            view.on("request", lambda request: requests.append(request.url))
+            view.goto(html.as_uri(), wait_until="load")
+            headings = view.locator("h2").all_inner_texts()
+            cards = {
+                (card.get_attribute("data-outcome"), card.locator("h3").inner_text())
+                for card in view.locator("#needs-you article").all()
+            }
+            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            view.screenshot(path=str(SCREENSHOT))
+        finally:
+            browser.close()
+    assert headings.index("Needs you") < headings.index("Verified")
+    escalated = sorted(s for s, (outcome, _) in EXPECTED.items() if outcome == "escalated")
+    assert (
+        sorted(heading.split(" ")[1] for outcome, heading in cards if outcome == "escalated")
+        == escalated
+    )
+    assert len(cards) == len(escalated)
+    assert requests == [html.as_uri()]

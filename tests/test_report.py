@@ -6,7 +6,7 @@ Two nights of the tiny project make the run: the first verifies `steady` and `fl
 second verifies `steady`, escalates `flips` (newly failing) and skips `waits` (after: flips).
 The escalated task's agent wrote Markdown meant to make the page fetch from a loopback server
 and run a script: the page must do neither. The screenshot is saved under runs/ for a person
-to look at (README.md shows it, copied to docs/night-report.png)."""
+to look at (README.md shows the demo's, from tests/test_demo_e2e.py)."""
 
 from __future__ import annotations
 
