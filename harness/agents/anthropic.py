@@ -25,6 +25,7 @@ from harness.agents.api_errors import (
     CircuitOpen,
     MalformedReply,
     call_failed,
+    error_details,
     is_transient,
     reset_at,
     retry_after_s,
@@ -223,7 +224,7 @@ class AnthropicAgent:
 
         try:
             if breaker_open():
-                raise CircuitOpen(limiter.failing_for())
+                raise CircuitOpen(limiter.failing_for(), limiter.last_failure)
             for attempt in Retrying(
                 stop=stop,
                 wait=wait,
@@ -253,7 +254,8 @@ class AnthropicAgent:
             try:
                 raw = self.client.messages.with_raw_response.create(**request)
             except (anthropic.APIError, OSError) as exc:
-                limiter.report(verdict(exc), admitted, wait_until(exc, max_wait_s))
+                failure = ": ".join(error_details(exc))
+                limiter.report(verdict(exc), admitted, wait_until(exc, max_wait_s), failure)
                 raise
             latency = time.monotonic() - sent
             limiter.report("ok", admitted, reset_at(raw.headers, max_wait_s))

@@ -75,8 +75,9 @@ def error_details(exc: BaseException) -> tuple[str, str]:
 class CircuitOpen(Exception):
     """No call was made: every call across the run has been failing for too long."""
 
-    def __init__(self, failing_for_s: float) -> None:
-        super().__init__(f"every model call of the run has failed for {failing_for_s:.0f} s")
+    def __init__(self, failing_for_s: float, last_failure: str | None) -> None:
+        last = f"; the last: {last_failure}" if last_failure else ""
+        super().__init__(f"every model call of the run has failed for {failing_for_s:.0f} s{last}")
 
 
 def verdict(exc: BaseException) -> ReplyVerdict:
@@ -137,9 +138,11 @@ def call_failed(
     kind, message = error_details(exc)
     asked = retry_after_s(exc)
     cap = config.max_wait_s
-    if isinstance(exc, CircuitOpen) or (breaker_s is not None and is_transient(exc)):
-        why = str(exc) if isinstance(exc, CircuitOpen) else "the run's circuit breaker opened"
-        problem = _unavailable(exc, f"{kind}: {message} ({why})", breaker_s or cap)
+    if isinstance(exc, CircuitOpen):  # no call made: the run's failures say what is wrong
+        return CallFailed(_unavailable(exc, str(exc), breaker_s or cap), "infrastructure", billed)
+    if breaker_s is not None and is_transient(exc):
+        why = "the run's circuit breaker opened"
+        problem = _unavailable(exc, f"{kind}: {message} ({why})", breaker_s)
         return CallFailed(problem, "infrastructure", billed)
     if is_transient(exc) or isinstance(exc, MalformedReply):
         if asked is not None and asked > cap:

@@ -243,6 +243,8 @@ class AdaptiveLimiter:
         self._in_flight = 0
         self.peak_in_flight = 0
         self.waited_s = 0.0
+        self.last_failure: str | None = None
+        """The last failed request's error, as this process saw it."""
         self.limits_seen: list[int] = []
         """The limit after each change this process saw (for tests and benchmarks)."""
 
@@ -271,7 +273,17 @@ class AdaptiveLimiter:
                 self._in_flight -= 1
                 self._cond.notify_all()
 
-    def report(self, verdict: ReplyVerdict, admission: Admission, wait_until: float | None) -> None:
+    def report(
+        self,
+        verdict: ReplyVerdict,
+        admission: Admission,
+        wait_until: float | None,
+        failure: str | None = None,
+    ) -> None:
+        """A reply's verdict; `failure`: what a failed request's error said (the breaker names
+        the last one when it stops a call)."""
+        if failure is not None:
+            self.last_failure = failure
         after = self.state.report(verdict, admission.sent_at, wait_until, self.ceiling)
         with self._cond:
             if after.limit != (self.limits_seen or [self.ceiling])[-1]:
