@@ -194,7 +194,7 @@ class TriggerLedger:
             )[0]
             if seen["at"] >= now - window_s:
                 what = "delivery id" if kind == "delivery" else "body (sha256)"
-                return "duplicate", f"duplicate: same {what} as delivery {seen['delivery_id']}"
+                return "duplicate", f"same {what} as delivery {seen['delivery_id']}"
             tx.run(
                 "UPDATE harness_trigger_seen SET delivery_id = ?, at = ? WHERE source = ?"
                 " AND key = ?",
