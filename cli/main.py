@@ -9,10 +9,13 @@ import typer
 
 from cli.check import check
 from cli.doctor import doctor
+from cli.fleet import fleet
 from cli.gc import gc
 from cli.history import runs, show
+from cli.mcp import mcp
 from cli.night import night
 from cli.plan import sandbox_app
+from cli.promote import promote
 from cli.publish import publish
 from cli.report import report
 from cli.run import resume, run
@@ -57,6 +60,10 @@ def main(
 # none of it.
 app.command(short_help="Run specs: each task ends verified (a PR record) or escalated.")(run)
 app.command(short_help="Continue an interrupted or crashed run where it stopped.")(resume)
+app.command(short_help="Run N variants of one spec and rank them on evidence.")(fleet)
+app.command(short_help="Publish a fleet's best (or chosen) variant as its spec's PR record.")(
+    promote
+)
 app.command(short_help="Run specs as a night: a window, a spending cap, then a report.")(night)
 app.command(short_help="Write a run's morning report (HTML, Markdown) or print it.")(report)
 app.command(short_help="Receive tracker webhooks and run the tasks they admit.")(serve)
@@ -66,6 +73,7 @@ app.command(short_help="Check what a run needs, without running any agent.")(doc
 app.command(short_help="Publish a finished run's tasks on the forge.")(publish)
 app.command(short_help="Remove expired or orphaned sandboxes, worktrees and branches.")(gc)
 app.command(short_help="Run the policy's gates on a working tree; print the problems.")(check)
+app.command(short_help="Serve runs over MCP (stdio or HTTP) for agents and IDEs.")(mcp)
 app.add_typer(
     triggers_app, name="triggers", short_help="Replay recorded webhooks; list the trigger ledger."
 )

@@ -50,6 +50,7 @@ OUTCOME_STYLE = {
     "interrupted": "magenta",
     "skipped": "dim",
     "deferred": "cyan",
+    "cancelled": "dim",
 }
 
 

@@ -150,6 +150,18 @@ def run_task(
     if admission is not None:
         result = admission.finished(spec, result)
     services.store.complete_task(config.run_id, spec.id, services.worker, result.model_dump())
+    if result.outcome == "verified" and ctx.config.first_verified and spec.variant is not None:
+        _cancel_siblings(ctx, spec)
+
+
+def _cancel_siblings(ctx: RunContext, spec: Spec) -> None:
+    """`harness fleet --first-verified`: every other variant of the spec stops at its next
+    step (graphs.node), its work committed, its outcome `cancelled`."""
+    prefix = f"{spec.fleet_spec_id}/v"
+    why = f"cancelled: {spec.id} was verified first (--first-verified)"
+    for task in ctx.services.store.tasks(ctx.config.run_id):
+        if task.spec_id.startswith(prefix) and task.spec_id != spec.id:
+            ctx.live.cancelled.setdefault(task.spec_id, why)
 
 
 def _skip(ctx: RunContext, spec: Spec, reason: str) -> None:
@@ -214,6 +226,7 @@ def _result(ctx: RunContext, spec: Spec, final: dict[str, Any], initial: TaskSta
         agent_s=round(final.get("agent_s", 0.0), 3),
         gates_s=round(final.get("gates_s", 0.0), 3),
         usage=final.get("usage", Usage()),
+        variant=spec.variant.model_dump() if spec.variant is not None else None,
     )
 
 

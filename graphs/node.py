@@ -62,6 +62,11 @@ def node(name: str) -> Callable[[Callable[[State, RunContext], Update]], Node[St
             if stop.requested:
                 ctx.services.ledger.event(spec_id, name, "interrupted", attempt=attempt)
                 raise Interrupted(f"{spec_id}: stopping; {name} not started")
+            cancel = ctx.live.cancelled.get(spec_id) if name in WINDOW_NODES else None
+            if cancel is not None and not state.get("escalate_reason"):
+                # A fleet sibling was verified: this one stops here (escalate commits its work).
+                ctx.services.ledger.event(spec_id, name, "exit", escalate_reason=cancel)
+                return {"escalate_reason": cancel, "cancelled": True}
             over = window_end_reason(ctx.config.not_after) if name in WINDOW_NODES else None
             if over is not None and not state.get("escalate_reason"):
                 # A night's window is over: no more work, the task is wrapped up (escalate

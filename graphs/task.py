@@ -66,7 +66,9 @@ class TaskState(TypedDict, total=False):
     flagged: list[Problem]
     """Fake-green guard findings under `guard.action: flag`; listed in the PR record."""
     escalate_reason: str | None
-    outcome: Literal["verified", "escalated", "error"] | None
+    cancelled: bool
+    """A fleet sibling was verified first (`--first-verified`): this one stopped."""
+    outcome: Literal["verified", "escalated", "error", "cancelled"] | None
     reason: str | None
     branch: str | None
     pr: str | None
@@ -205,7 +207,8 @@ def escalate(state: TaskState, ctx: RunContext) -> Update:
 
     key = ctx.config.effect_key(spec.id, "escalate", escalation.evidence.attempts)
     done = ctx.services.effects.once(key, "escalate", record)
-    return {"outcome": "escalated", "reason": reason, "escalation": done["path"]}
+    outcome = "cancelled" if state.get("cancelled") else "escalated"
+    return {"outcome": outcome, "reason": reason, "escalation": done["path"]}
 
 
 @node("teardown")

@@ -39,7 +39,13 @@ class ReplayScript(StrictModel):
 
 
 def replay_path(spec: Spec) -> Path:
-    return Path(spec.source).with_name(f"{spec.id}.replay.yaml")
+    """`<spec-id>.replay.yaml`; a fleet variant plays `<spec-id>.v<k>.replay.yaml` if there is
+    one (so variants can differ), else the spec's own."""
+    own = Path(spec.source).with_name(f"{spec.fleet_spec_id}.replay.yaml")
+    if spec.variant is not None:
+        variant = own.with_name(f"{spec.fleet_spec_id}.v{spec.variant.k}.replay.yaml")
+        return variant if variant.is_file() else own
+    return own
 
 
 def load_replay(spec: Spec) -> ReplayScript:

@@ -31,7 +31,13 @@ def agent_unavailable(exc: AgentUnavailable) -> Problem:
 
 
 def select_agent(spec: Spec, policy: Policy, fleet: Fleet) -> Agent:
-    """The policy's agent (the run's --agent already applied to it) for `spec`."""
+    """The policy's agent (the run's --agent already applied to it) for `spec`; a fleet
+    variant's own agent kind or model, when it names one, instead."""
+    variant = spec.variant
+    if variant is not None and (variant.agent or variant.model):
+        chosen: dict[str, str] = {"kind": variant.agent or policy.agent.kind}
+        chosen |= {"model": variant.model} if variant.model else {}
+        policy = policy.model_copy(update={"agent": policy.agent.model_copy(update=chosen)})
     kind = policy.agent.kind
     if kind == "replay":
         try:

@@ -18,6 +18,43 @@ from harness.errors import InputError
 from harness.git import GitRepository, refused_in_branch_names
 
 SPEC_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,79}")
+VARIANT_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,79}/v[1-9][0-9]{0,3}")
+"""A fleet variant's task id, `<spec>/v<k>` (harness.fleet.variants makes these; never a
+spec file's own `id:`)."""
+
+
+class FleetVariant(StrictModel):
+    """One variant of a fleet: what differs from the policy for it (unset: the policy's)."""
+
+    agent: Literal["anthropic", "command", "replay"] | None = None
+    """The agent kind for this variant."""
+    model: str | None = None
+    """The model id for this variant (priced in the policy's `prices:`)."""
+    prompt: str | None = None
+    """A file (relative to the spec) whose text is added to the spec's body for this variant."""
+
+
+class FleetBlock(StrictModel):
+    """`fleet:` in a spec: the variants `harness fleet` runs, cycled up to `-n`."""
+
+    variants: list[FleetVariant] = Field(min_length=1)
+    """The variants, in order (v1 is the first)."""
+    judge: bool = False
+    """A tie-break judge; not built yet: `true` is refused."""
+
+    @field_validator("judge")
+    @classmethod
+    def _no_judge(cls, judge: bool) -> bool:
+        if judge:
+            raise ValueError("the fleet judge is not available yet; remove `judge: true`")
+        return judge
+
+
+class Variant(FleetVariant):
+    """A fleet task's variant, as summary.json shows it."""
+
+    k: int
+    """1-based: the task's id is `<spec>/v<k>`."""
 
 
 class SpecFrontMatter(StrictModel):
@@ -53,6 +90,11 @@ class SpecFrontMatter(StrictModel):
     """Overrides of the policy's budget for this spec only."""
     priority: int = 0
     """`harness night` runs higher priorities first (then lower tiers, then file order)."""
+    fleet: FleetBlock | None = None
+    """The variants `harness fleet` runs for this spec (else: `--vary`, or the policy's agent)."""
+    holdout: list[str] = []
+    """Held-out check commands: no agent sees them (prompt or feedback); `harness fleet` runs
+    them on every verified variant at the end, to rank the variants."""
     after: list[str] = []
     """Spec ids this one waits for: it runs only once they are verified (`harness night`);
     otherwise it is skipped, with the reason."""
@@ -60,7 +102,7 @@ class SpecFrontMatter(StrictModel):
     @field_validator("id")
     @classmethod
     def _an_id(cls, spec_id: str) -> str:
-        if not SPEC_ID.fullmatch(spec_id):
+        if not SPEC_ID.fullmatch(spec_id) and not VARIANT_ID.fullmatch(spec_id):
             raise PydanticCustomError(
                 "spec_id",
                 "not a valid id: use 1 to 80 lowercase letters, digits, '.', '_' and '-', "
@@ -100,6 +142,13 @@ class Spec(SpecFrontMatter):
     """The work tree root of the repository holding `repo_dir`."""
     base_commit: str
     """`base` (or HEAD) resolved once at load time, so every task of a run starts alike."""
+    variant: Variant | None = None
+    """Set for a fleet's task (`<spec>/v<k>`): the variant it runs."""
+
+    @property
+    def fleet_spec_id(self) -> str:
+        """The spec a fleet task is a variant of (its own id outside a fleet)."""
+        return self.id.split("/", 1)[0]
 
     @property
     def subdir(self) -> Path:
@@ -146,6 +195,10 @@ def load_spec(path: Path) -> Spec:
         front = SpecFrontMatter.model_validate(post.metadata)
     except ValidationError as exc:
         raise InputError(describe_validation_error(path, exc)) from None
+    if "/" in front.id:
+        raise InputError(
+            f"{path}: id: {front.id!r} may not contain '/'; `harness fleet` names variants"
+        )
     if refused_in_branch_names(f"harness/run-id/{front.id}"):
         raise InputError(
             f"{path}: id: {front.id!r} cannot name a git branch (git refuses '..', and a "

@@ -105,6 +105,9 @@ class RunConfig:
     not_after: float | None = None
     """The latest time this run may wait until (epoch seconds): a night's window end. No task
     step starts past it (the task is wrapped up and escalated)."""
+    first_verified: bool = False
+    """`harness fleet --first-verified`: once one variant of a spec is verified, its siblings
+    are cancelled (graphs.batch)."""
 
     def budget(self, spec: Spec) -> Budget:
         """The policy's budget with the spec's overrides applied."""
@@ -174,6 +177,9 @@ class LiveTasks:
     """Tasks whose lease this worker lost (another worker reclaimed them): left alone."""
     stop: StopRequest = field(default_factory=StopRequest)
     """Set by SIGINT or SIGTERM: the run is winding down (see harness.run.interrupt)."""
+    cancelled: dict[str, str] = field(default_factory=dict)
+    """Fleet tasks to stop at their next step, with why (`harness fleet --first-verified`):
+    their work is committed and their outcome is `cancelled`."""
     _agents: dict[str, Agent] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -17,11 +17,15 @@ from pydantic import BaseModel
 from harness import redact
 from harness.agents import Usage
 
-Outcome = Literal["verified", "escalated", "error", "interrupted", "skipped", "deferred"]
+Outcome = Literal[
+    "verified", "escalated", "error", "interrupted", "skipped", "deferred", "cancelled"
+]
 """`interrupted`: the run was stopped (SIGINT, SIGTERM) first; `harness resume` continues it.
 `skipped`: a night never ran it (budget, window, dependency); `reason` says which.
 `deferred`: the model API could not take it before the run ended (rate limits, an outage);
-its work is kept, and `harness resume` continues it once `retry_at` has passed."""
+its work is kept, and `harness resume` continues it once `retry_at` has passed.
+`cancelled`: a fleet's sibling stopped once another variant was verified (`--first-verified`);
+its work so far is committed on its branch."""
 
 
 class GateSummary(BaseModel):
@@ -62,6 +66,12 @@ class TaskResult(BaseModel):
     """Model calls, tokens (cache reads and writes apart) and cost of this task."""
     retry_at: str | None = None
     """For `deferred`: the earliest time (ISO 8601, UTC) `harness resume` takes it again."""
+    variant: dict[str, Any] | None = None
+    """A fleet's task: `{k, agent, model, prompt}` (harness fleet)."""
+    rank: int | None = None
+    """A fleet's task: 1 = the best variant of its spec (harness.fleet.ranking)."""
+    rank_reason: str | None = None
+    """Why it ranks there, in words."""
 
 
 class NightSummary(BaseModel):

@@ -1,0 +1,96 @@
+"""`harness fleet`: N variants of one spec as tasks of one run, then ranked on evidence
+(harness.fleet) with the scoreboard printed and written to summary.json."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from cli.options import PolicyOption, RunIdOption, RunsDirOption, StoreOption
+from cli.render import OUTCOME_STYLE, console, escape, fail
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from harness.config.policy import Policy
+    from harness.config.spec import Spec
+    from harness.run.ledger import RunSummary
+
+
+def fleet(
+    spec: Annotated[Path, typer.Argument(help="The spec file the variants attempt.")],
+    n: Annotated[int, typer.Option("-n", help="How many variants.")] = 3,
+    vary: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--vary",
+            help="KEY=V1,V2 (agent, model, prompt=FILE); variants are the product, cycled to N.",
+        ),
+    ] = None,
+    first_verified: Annotated[
+        bool,
+        typer.Option(
+            "--first-verified",
+            help="Once one variant is verified, cancel the others (their work is committed).",
+        ),
+    ] = False,
+    policy: PolicyOption = None,
+    concurrency: Annotated[int | None, typer.Option(help="Variants at once.", min=1)] = None,
+    run_id: RunIdOption = None,
+    runs_dir: RunsDirOption = Path("runs"),
+    store: StoreOption = None,
+) -> None:
+    """Run N variants of one spec, rank them on what harness measured, print the scoreboard."""
+    from cli.run import execute_run, run_exit_code, start_run
+    from harness.errors import InputError
+    from harness.fleet.scoreboard import rank_run
+    from harness.fleet.variants import fleet_variants, parse_vary, variant_specs
+
+    try:
+        varied = parse_vary(vary or [])
+        if n < 1:
+            raise InputError(f"-n {n}: a fleet needs at least 1 variant, e.g. -n 3")
+    except InputError as exc:
+        raise fail(str(exc)) from None
+
+    def arrange(_: Policy, specs: list[Spec]) -> list[Spec]:
+        if len(specs) != 1:
+            raise InputError(f"{spec}: a fleet runs one spec; give one spec file")
+        root = Path.cwd() if varied else Path(specs[0].source).parent
+        return variant_specs(specs[0], fleet_variants(specs[0], n, varied), root)
+
+    ctx, loaded = start_run(
+        [spec], policy, concurrency, run_id, None, runs_dir, store, arrange=arrange
+    )
+    ctx.config = replace(ctx.config, first_verified=first_verified)
+    results = execute_run(ctx, loaded, "fleet")
+    if ctx.live.stop.signum is None:
+        summary = rank_run(ctx.config.run_dir, loaded, ctx.live.sandboxes.confinement)
+        console().print(scoreboard(summary))
+    raise typer.Exit(run_exit_code(ctx, results))
+
+
+def scoreboard(summary: RunSummary) -> Table:
+    from rich.table import Table
+
+    table = Table(title=f"fleet {summary.run_id}: ranked on evidence")
+    for column in ("rank", "variant", "agent / model", "outcome", "why"):
+        table.add_column(column, overflow="fold")
+    for task in summary.tasks:
+        if task.variant is None:
+            continue
+        style = OUTCOME_STYLE.get(task.outcome, "")
+        who = f"{task.variant.get('agent') or task.agent} / {task.variant.get('model') or '-'}"
+        if task.variant.get("prompt"):
+            who += f" + {task.variant['prompt']}"
+        table.add_row(
+            str(task.rank),
+            task.spec_id,
+            escape(who),
+            f"[{style}]{task.outcome}[/{style}]",
+            escape(task.rank_reason or ""),
+        )
+    return table
