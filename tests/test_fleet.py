@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 import yaml
+from helpers import FINISH, TinyProject, git, make_tiny_repo, run_cli
 
 from harness.agents.prompt import task_message
 from harness.config.spec import load_spec
-from helpers import FINISH, TinyProject, git, make_tiny_repo, run_cli
 
 HOLDOUT = "grep -q good done.txt"
 
