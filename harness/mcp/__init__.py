@@ -1,0 +1,1 @@
+"""`harness mcp`: an MCP server (the official SDK) over harness's runs; see README.md."""
