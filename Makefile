@@ -10,8 +10,11 @@ OPENAPI := .cache/octokit-openapi/node_modules/@octokit/openapi/generated/api.gi
 # GitHub's example webhook payloads (npm @octokit/webhooks-examples): what the serve and
 # triggers tests post to `harness serve`, so it meets payloads nobody here wrote.
 WEBHOOK_EXAMPLES := .cache/octokit-webhooks-examples/node_modules/@octokit/webhooks-examples/api.github.com/index.json
+# The MCP Inspector (npm @modelcontextprotocol/inspector): its CLI mode is the MCP client
+# nobody here wrote that tests/test_mcp.py points at `harness mcp`.
+MCP_INSPECTOR := .cache/mcp-inspector/node_modules/.bin/mcp-inspector
 
-.PHONY: setup demo test lint bench clean openapi webhooks
+.PHONY: setup demo test lint bench clean openapi webhooks mcp-inspector
 
 $(STAMP): pyproject.toml
 	@scripts/install-system-deps
@@ -32,10 +35,15 @@ $(WEBHOOK_EXAMPLES):
 
 webhooks: $(WEBHOOK_EXAMPLES)
 
+$(MCP_INSPECTOR):
+	npm install --silent --no-save --prefix .cache/mcp-inspector @modelcontextprotocol/inspector@0.15
+
+mcp-inspector: $(MCP_INSPECTOR)
+
 demo: $(STAMP)
 	$(BIN)/harness run specs/ --policy policies/demo.yaml
 
-test: $(STAMP) $(OPENAPI) $(WEBHOOK_EXAMPLES)
+test: $(STAMP) $(OPENAPI) $(WEBHOOK_EXAMPLES) $(MCP_INSPECTOR)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict harness graphs cli
@@ -50,4 +58,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .cache/octokit-openapi .cache/octokit-webhooks-examples
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .cache/octokit-openapi .cache/octokit-webhooks-examples .cache/mcp-inspector

@@ -284,3 +284,74 @@ def test_http_cancel_stops_a_running_run_resumably(project: TinyProject, http_se
     # interrupted, not failed: the store still has it pending, so `harness resume` takes it
     store = open_store(f"sqlite:///{project.runs / 'harness.db'}")
     assert [task.status for task in store.tasks(run_id)] == ["pending"]
+
+
+def test_http_fleet_runs_ranks_and_promotes(project: TinyProject, http_server: str) -> None:
+    async def session() -> tuple[str, dict[str, Any]]:
+        async with Client(http_server) as client:
+            started = structured(
+                await client.call_tool(
+                    "start_fleet", {"spec_path": "specs/ok.md", "n": 2, "policy": "policy.yaml"}
+                )
+            )
+            run_id: str = started["run_id"]
+            status = await poll_until_done(client, run_id)
+            assert sorted(t["spec_id"] for t in status["tasks"]) == ["ok/v1", "ok/v2"], status
+            tasks = structured(await client.call_tool("list_tasks", {"run_id": run_id}))["tasks"]
+            assert sorted(t["rank"] for t in tasks) == [1, 2], tasks
+            bad = await client.call_tool(
+                "promote", {"run_id": run_id, "spec_id": "ok", "variant": 9}
+            )
+            assert bad.is_error and "9" in text(bad), text(bad)
+            promoted = structured(
+                await client.call_tool("promote", {"run_id": run_id, "spec_id": "ok"})
+            )
+            return run_id, promoted
+
+    run_id, promoted = anyio.run(session)
+    assert (project.runs / run_id / "prs" / "ok.md").is_file(), promoted
+
+
+INSPECTOR = REPO_ROOT / ".cache/mcp-inspector/node_modules/.bin/mcp-inspector"
+
+
+def inspector(project: TinyProject, *args: str) -> Any:
+    """The MCP Inspector's CLI mode (npm @modelcontextprotocol/inspector, a client nobody here
+    wrote) starting `harness mcp` over stdio in the project; its JSON answer."""
+    if not INSPECTOR.exists():
+        pytest.fail(f"{INSPECTOR} is missing: run `make mcp-inspector` (make test does)")
+    harness = [sys.executable, "-m", "cli.main", "mcp"]
+    done = subprocess.run(
+        [str(INSPECTOR), "--cli", *harness, *args],
+        cwd=project.root,
+        env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout)
+
+
+def test_the_mcp_inspector_lists_the_tools_and_gets_a_cli_runs_status(
+    project: TinyProject,
+) -> None:
+    listed = inspector(project, "--method", "tools/list")
+    assert {tool["name"] for tool in listed["tools"]} == TOOLS
+    # A run made by `harness run`, not over MCP: the server sees it all the same.
+    assert project.run(str(project.specs / "ok.md"), run_id="cli-run").exit_code == 0
+    status = inspector(
+        project,
+        "--method",
+        "tools/call",
+        "--tool-name",
+        "get_status",
+        "--tool-arg",
+        "run_id=cli-run",
+    )
+    assert not status.get("isError"), status
+    answer = status.get("structuredContent") or json.loads(status["content"][0]["text"])
+    assert answer["status"] == "finished"
+    assert [(t["spec_id"], t["outcome"]) for t in answer["tasks"]] == [("ok", "verified")]
