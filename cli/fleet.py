@@ -48,6 +48,7 @@ def fleet(
     from harness.errors import InputError
     from harness.fleet.scoreboard import rank_run
     from harness.fleet.variants import fleet_variants, parse_vary, variant_specs
+    from harness.publish.local import LocalPublisher
 
     try:
         varied = parse_vary(vary or [])
@@ -66,6 +67,9 @@ def fleet(
         [spec], policy, concurrency, run_id, None, runs_dir, store, arrange=arrange
     )
     ctx.config = replace(ctx.config, first_verified=first_verified)
+    # Variants are candidates, not PRs: each keeps a local record, whatever the policy's forge;
+    # only the promoted one becomes the spec's PR (harness promote).
+    ctx.services.publisher = LocalPublisher(ctx.config.run_dir, ctx.config.relative)
     results = execute_run(ctx, loaded, "fleet")
     if ctx.live.stop.signum is None:
         summary = rank_run(ctx.config.run_dir, loaded, ctx.live.sandboxes.confinement)

@@ -50,6 +50,7 @@ def ranked(tmp_path_factory: pytest.TempPathFactory) -> TinyProject:
     argv += [str(project.root / "policy.yaml"), "--runs-dir", str(project.runs), "--run-id", "f1"]
     result = run_cli(argv, cwd=project.root)
     assert result.exit_code == 0, result.stdout + result.stderr
+    (project.root / "fleet-stdout.txt").write_text(result.stdout, "utf-8")
     return project
 
 
@@ -63,6 +64,10 @@ def test_variants_are_ranked_on_evidence_in_the_issues_order(ranked: TinyProject
         ("task/v3", 4, "behind task/v2 on held-out checks"),
         ("task/v1", 5, "behind task/v3 on verified"),
     ]
+    printed = (ranked.root / "fleet-stdout.txt").read_text("utf-8")
+    board = printed.split("fleet f1: ranked on evidence", 1)[1]
+    shown = [line.split("│")[2].strip() for line in board.splitlines() if "│ task/v" in line]
+    assert shown == ["task/v4", "task/v5", "task/v2", "task/v3", "task/v1"]
     v3 = ranked.task("task/v3", "f1")
     assert v3["variant"] == {"k": 3, "agent": None, "model": None, "prompt": None}
     assert "held-out 0/1" in v3["rank_reason"] and "1 attempt," in v3["rank_reason"]
