@@ -198,19 +198,20 @@ class RunLauncher:
                 return
             time.sleep(0.05)
 
-    def _inside(self, argument: str, named: str) -> Path:
-        """A file the client names, resolved against the project; ToolError outside it."""
+    def _inside(self, argument: str, named: str, *, folders: bool = False) -> Path:
+        """A file (or, for specs, a folder) the client names, resolved against the project;
+        ToolError outside it (a symlink is judged by where it leads)."""
         path = (self.root / named).resolve()
         if not path.is_relative_to(self.root.resolve()):
             raise ToolError(f"{argument}: {named!r} is outside the project; name a file in it")
-        if not path.is_file():
+        if not (path.is_file() or (folders and path.is_dir())):
             raise ToolError(f"{argument}: no file {named!r} in the project")
         return path
 
     def _specs(self, spec_paths: list[str], spec_text: str | None) -> list[Path]:
         if bool(spec_paths) == (spec_text is not None):
             raise ToolError("spec_paths, spec_text: pass spec files or one inline spec, not both")
-        paths = [self._inside("spec_paths", named) for named in spec_paths]
+        paths = [self._inside("spec_paths", named, folders=True) for named in spec_paths]
         argument = "spec_paths"
         if spec_text is not None:
             argument = "spec_text"
