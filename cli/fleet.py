@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from harness.config.policy import Policy
     from harness.config.spec import Spec
+    from harness.run.context import RunContext
     from harness.run.ledger import RunSummary
 
 
@@ -46,9 +47,7 @@ def fleet(
     """Run N variants of one spec, rank them on what harness measured, print the scoreboard."""
     from cli.run import execute_run, run_exit_code, start_run
     from harness.errors import InputError
-    from harness.fleet.scoreboard import rank_run
     from harness.fleet.variants import fleet_variants, parse_vary, variant_specs
-    from harness.publish.local import LocalPublisher
 
     try:
         varied = parse_vary(vary or [])
@@ -64,17 +63,43 @@ def fleet(
         return variant_specs(specs[0], fleet_variants(specs[0], n, varied), root)
 
     ctx, loaded = start_run(
-        [spec], policy, concurrency, run_id, None, runs_dir, store, arrange=arrange
+        [spec],
+        policy,
+        concurrency,
+        run_id,
+        None,
+        runs_dir,
+        store,
+        arrange=arrange,
+        options={"first_verified": first_verified},
     )
+    prepare_fleet(ctx, first_verified)
+    results = execute_run(ctx, loaded, "fleet")
+    finish_fleet(ctx, loaded)
+    raise typer.Exit(run_exit_code(ctx, results))
+
+
+def is_fleet(specs: list[Spec]) -> bool:
+    return any(spec.variant is not None for spec in specs)
+
+
+def prepare_fleet(ctx: RunContext, first_verified: bool) -> None:
+    """A fleet's run set up (by `harness fleet`, and by `harness resume` of one)."""
+    from harness.publish.local import LocalPublisher
+
     ctx.config = replace(ctx.config, first_verified=first_verified)
     # Variants are candidates, not PRs: each keeps a local record, whatever the policy's forge;
     # only the promoted one becomes the spec's PR (harness promote).
     ctx.services.publisher = LocalPublisher(ctx.config.run_dir, ctx.config.relative)
-    results = execute_run(ctx, loaded, "fleet")
-    if ctx.live.stop.signum is None:
-        summary = rank_run(ctx.config.run_dir, loaded, ctx.live.sandboxes.confinement)
+
+
+def finish_fleet(ctx: RunContext, specs: list[Spec]) -> None:
+    """Unless the run was stopped: the variants ranked, the scoreboard printed."""
+    from harness.fleet.scoreboard import rank_run
+
+    if ctx.live.stop.signum is None and (ctx.config.run_dir / "summary.json").is_file():
+        summary = rank_run(ctx.config.run_dir, specs, ctx.live.sandboxes.confinement)
         console().print(scoreboard(summary))
-    raise typer.Exit(run_exit_code(ctx, results))
 
 
 def scoreboard(summary: RunSummary) -> Table:

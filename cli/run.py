@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -90,11 +90,13 @@ def start_run(
     store: str | None,
     *,
     arrange: Callable[[Policy, list[Spec]], list[Spec]] | None = None,
+    options: dict[str, Any] | None = None,
 ) -> tuple[RunContext, list[Spec]]:
     """A run made and recorded, ready to execute: policy and specs loaded (bad input exits 2
     with its one line), preflight printed, its directory and store records made; its context
     and specs. `arrange` may reorder the specs, or refuse them with an InputError, before
-    anything is made (`harness night`: priority and after:)."""
+    anything is made (`harness night`: priority and after:). `options` are recorded with the
+    run, for its resume (`harness fleet`: --first-verified)."""
     from harness.config.policy import load_policy
     from harness.config.spec import load_specs
     from harness.errors import InputError
@@ -131,7 +133,7 @@ def start_run(
                 run_dir=str(run_dir),
                 policy_path=str(policy.resolve()),
                 policy_text=policy.read_text(encoding="utf-8"),
-                options={"agent": agent_kind, "concurrency": concurrency},
+                options={"agent": agent_kind, "concurrency": concurrency, **(options or {})},
                 specs=[spec.model_dump() for spec in spec_set.specs],
                 input_errors=spec_set.errors,
             ),
@@ -215,7 +217,14 @@ def resume(
             f"{iso(min(waiting.values()))}); `harness resume {run_id} --now` takes them at once",
             soft_wrap=True,
         )
-    raise typer.Exit(run_exit_code(ctx, execute_run(ctx, specs, "resume")))
+    from cli.fleet import finish_fleet, is_fleet, prepare_fleet
+
+    if fleet := is_fleet(specs):  # a fleet's run: set up again, ranked at the end
+        prepare_fleet(ctx, bool(record.options.get("first_verified")))
+    results = execute_run(ctx, specs, "resume")
+    if fleet:
+        finish_fleet(ctx, specs)
+    raise typer.Exit(run_exit_code(ctx, results))
 
 
 def _preflight(policy: Policy, agent_kind: AgentKind, specs: list[Spec], source: Path) -> None:

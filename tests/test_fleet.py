@@ -5,12 +5,15 @@ held-out checks that no agent sees; --first-verified; promote; bad input."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from helpers import FINISH, TinyProject, git, make_tiny_repo, run_cli
+from helpers import FINISH, REPO_ROOT, TinyProject, git, make_tiny_repo, run_cli
 
 from harness.agents.prompt import task_message
 from harness.config.spec import load_spec
@@ -156,3 +159,28 @@ def test_first_verified_cancels_the_siblings_and_keeps_their_work(tmp_path: Path
     assert v2["reason"] == "cancelled: task/v1 was verified first (--first-verified)"
     assert git(project.repo, "show", "harness/c1/task/v2:wip.txt") == "half done\n"
     assert v2["gates"] == []  # no gate ran on it once v1 was verified
+
+
+def test_a_stopped_fleet_resumes_as_a_fleet_and_is_ranked(tmp_path: Path) -> None:
+    project = TinyProject(tmp_path)
+    make_tiny_repo(project.repo)
+    policy = project.write_policy(concurrency=1)
+    project.add_spec("task")  # both variants play task.replay.yaml
+    argv = [sys.executable, "-m", "cli.main", "fleet", str(project.specs / "task.md"), "-n", "2"]
+    argv += ["--policy", str(policy), "--runs-dir", str(project.runs), "--run-id", "s1"]
+    argv += ["--first-verified"]
+    env = os.environ | {
+        "HARNESS_FAILPOINTS": "agent.before@task/v1:SIGINT",
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+    stopped = subprocess.run(argv, cwd=project.root, env=env, capture_output=True, timeout=120)
+    assert stopped.returncode == 130, stopped.stderr
+    assert "ranked on evidence" not in stopped.stdout.decode()
+    resumed = run_cli(["resume", "s1", "--runs-dir", str(project.runs)], project.root)
+    assert resumed.exit_code == 0, resumed.stdout + resumed.stderr
+    assert "fleet s1: ranked on evidence" in resumed.stdout
+    tasks = {t["spec_id"]: t for t in project.summary("s1")["tasks"]}
+    # --first-verified was recorded with the run: v1 verified on resume, v2 then cancelled.
+    assert (tasks["task/v1"]["outcome"], tasks["task/v1"]["rank"]) == ("verified", 1)
+    assert (tasks["task/v2"]["outcome"], tasks["task/v2"]["rank"]) == ("cancelled", 2)
+    assert not (project.runs / "s1" / "prs" / "task" / "v2.md").exists()
