@@ -268,6 +268,20 @@ def test_http_cancel_stops_a_running_run_resumably(project: TinyProject, http_se
             ):
                 assert time.monotonic() < deadline
                 await anyio.sleep(0.1)
+            # Waiting in get_status sends progress notifications: tasks ended of all, steps.
+            progress: list[tuple[float, float | None, str | None]] = []
+
+            async def on_progress(done: float, total: float | None, message: str | None) -> None:
+                progress.append((done, total, message))
+
+            waited = structured(
+                await client.call_tool(
+                    "get_status", {"run_id": run_id, "wait_s": 1.2}, progress_callback=on_progress
+                )
+            )
+            assert waited["done"] is False
+            assert progress and progress[0][:2] == (0, 1), progress
+            assert "slow: agent (attempt 1)" in (progress[0][2] or ""), progress
             cancelled = structured(await client.call_tool("cancel", {"run_id": run_id}))
             assert cancelled["cancelled"] is True, cancelled
             status = cancelled["status"]

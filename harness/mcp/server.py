@@ -9,10 +9,13 @@ spec, are tool errors (`isError`) naming the argument; the server keeps running.
 from __future__ import annotations
 
 import importlib.util
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
-from mcp.server.mcpserver import MCPServer
+import anyio
+import anyio.to_thread
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
 from pydantic import Field
@@ -26,6 +29,10 @@ PUBLISHES = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_w
 STOPS = ToolAnnotations(
     read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False
 )
+
+MAX_WAIT_S = 300.0
+"""get_status's longest wait: within a client's usual request timeout."""
+POLL_S = 0.5
 
 RunId = Annotated[str, Field(description="A run's id (list_runs lists them).")]
 SpecId = Annotated[str, Field(description="A task's spec id within the run (list_tasks).")]
@@ -87,14 +94,11 @@ def build_server(reader: RunsReader, launcher: RunLauncher) -> MCPServer:
 
     def _status_or_starting(run_id: str) -> dict[str, Any]:
         try:
-            return {"status": get_status(run_id)}
+            return {"status": get_status_now(run_id)}
         except ToolError:  # its process ended before making the run: get_status says why
             return {"status": {"run_id": run_id, "process": launcher.process_state(run_id)}}
 
-    @server.tool(annotations=READ_ONLY)
-    def get_status(run_id: RunId) -> dict[str, Any]:
-        """A run's status (finished, interrupted, running, unfinished), each task's outcome or
-        current step, and `done`: the polling tool for runs started here or elsewhere."""
+    def get_status_now(run_id: str) -> dict[str, Any]:
         process = launcher.process_state(run_id)
         try:
             status = reader.status(run_id)
@@ -109,6 +113,33 @@ def build_server(reader: RunsReader, launcher: RunLauncher) -> MCPServer:
             status["process"] = reader.clean(process)
             if process["running"]:
                 status["done"] = False
+        return status
+
+    @server.tool(name="get_status", annotations=READ_ONLY)
+    async def get_status_tool(
+        run_id: RunId,
+        ctx: Context,
+        wait_s: Annotated[
+            float,
+            Field(
+                ge=0,
+                le=MAX_WAIT_S,
+                description="Wait up to this long for the run to end, sending progress "
+                "notifications (tasks ended of all) meanwhile; 0: answer at once.",
+            ),
+        ] = 0,
+    ) -> dict[str, Any]:
+        """A run's status (finished, interrupted, running, unfinished), each task's outcome or
+        current step, and `done`: the polling tool for runs started here or elsewhere."""
+        deadline = time.monotonic() + wait_s
+        status = await anyio.to_thread.run_sync(get_status_now, run_id)
+        while not status["done"] and time.monotonic() < deadline:
+            tasks = status.get("tasks", [])
+            ended = sum(task.get("outcome") is not None for task in tasks)
+            steps = ", ".join(f"{t['spec_id']}: {t['step']}" for t in tasks if t.get("step"))
+            await ctx.report_progress(ended, len(tasks) or None, steps or status["status"])
+            await anyio.sleep(POLL_S)
+            status = await anyio.to_thread.run_sync(get_status_now, run_id)
         return status
 
     @server.tool(annotations=READ_ONLY)
@@ -185,7 +216,7 @@ def build_server(reader: RunsReader, launcher: RunLauncher) -> MCPServer:
         if not had_process:
             reader.run(run_id)  # an unknown run is a tool error
         stopped = launcher.cancel(run_id)
-        status = get_status(run_id)
+        status = get_status_now(run_id)
         if stopped:
             note = "stopped; `harness resume` continues its unfinished tasks"
         elif status.get("done"):
