@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import FINISH, WRITE_DONE, TinyProject, make_tiny_repo
+from helpers import FINISH, WRITE_DONE, TinyProject, make_tiny_repo, run_cli
 from mcp import Client, StdioServerParameters
 from mcp_types import CallToolResult, TextContent
 
@@ -48,7 +48,12 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> TinyProject:
     tiny.write_policy(interrupt_grace_s=1)  # cancel waits for the grace: keep it short
     tiny.add_spec("ok")
     tiny.add_spec("bad", attempts=[[FINISH], [FINISH]])
-    slow = {"tool": "run", "args": {"command": "sleep 60", "timeout_s": 90}}
+    # Sleeps the first time only: resumed after a cancel, its attempt goes straight on (the
+    # interrupted attempt's files are kept).
+    slow = {
+        "tool": "run",
+        "args": {"command": "test -f started || { touch started; sleep 60; }", "timeout_s": 90},
+    }
     tiny.add_spec("slow", attempts=[[slow, WRITE_DONE, FINISH]])
     return tiny
 
@@ -298,6 +303,9 @@ def test_http_cancel_stops_a_running_run_resumably(project: TinyProject, http_se
     # interrupted, not failed: the store still has it pending, so `harness resume` takes it
     store = open_store(f"sqlite:///{project.runs / 'harness.db'}")
     assert [task.status for task in store.tasks(run_id)] == ["pending"]
+    resumed = run_cli(["resume", run_id, "--runs-dir", str(project.runs)], cwd=project.root)
+    assert resumed.exit_code == 0, resumed.stdout + resumed.stderr
+    assert project.task("slow", run_id)["outcome"] == "verified"
 
 
 def test_http_fleet_runs_ranks_and_promotes(project: TinyProject, http_server: str) -> None:
