@@ -184,3 +184,11 @@ def test_a_stopped_fleet_resumes_as_a_fleet_and_is_ranked(tmp_path: Path) -> Non
     assert (tasks["task/v1"]["outcome"], tasks["task/v1"]["rank"]) == ("verified", 1)
     assert (tasks["task/v2"]["outcome"], tasks["task/v2"]["rank"]) == ("cancelled", 2)
     assert not (project.runs / "s1" / "prs" / "task" / "v2.md").exists()
+
+
+def test_the_report_shows_each_variants_rank(ranked: TinyProject) -> None:
+    result = run_cli(["report", "f1", "--runs-dir", str(ranked.runs)], ranked.root)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    html = (ranked.runs / "f1" / "report.html").read_text("utf-8")
+    assert "fleet rank 1: ahead of task/v5 on diff lines" in html
+    assert "fleet rank 5: behind task/v3 on verified" in html
