@@ -17,6 +17,7 @@ import anyio
 import pytest
 from helpers import FINISH, WRITE_DONE, TinyProject, make_tiny_repo, run_cli
 from mcp import Client, StdioServerParameters
+from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, TextContent
 
 from harness.store import open_store
@@ -208,6 +209,10 @@ def test_stdio_runs_polls_and_reads_a_run(project: TinyProject) -> None:
             assert {"harness://runs", "harness://specs"} <= resources
             read = await client.read_resource(f"harness://runs/{run_id}")
             assert run_id in read.contents[0].text  # type: ignore[union-attr]
+            with pytest.raises(MCPError, match="no run 'nope'"):
+                await client.read_resource("harness://runs/nope")
+            specs = await client.read_resource("harness://specs")
+            assert "specs/ok.md" in specs.contents[0].text  # type: ignore[union-attr]
 
     anyio.run(session)
     # The same durable run as from the CLI: its summary, its store record, its task branch.

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import anyio
 import anyio.to_thread
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
@@ -233,17 +233,26 @@ def build_server(reader: RunsReader, launcher: RunLauncher) -> MCPServer:
     @server.resource("harness://runs/{run_id}", mime_type="application/json")
     def run_resource(run_id: str) -> dict[str, Any]:
         """A run's status."""
-        return reader.status(run_id)
+        try:
+            return reader.status(run_id)
+        except ToolError as exc:  # an unknown run, task or spec: not found, not a crash
+            raise ResourceNotFoundError(str(exc)) from None
 
     @server.resource("harness://runs/{run_id}/tasks/{spec_id}", mime_type="application/json")
     def task_resource(run_id: str, spec_id: str) -> dict[str, Any]:
         """A task's evidence."""
-        return reader.evidence(run_id, spec_id)
+        try:
+            return reader.evidence(run_id, spec_id)
+        except ToolError as exc:  # an unknown run, task or spec: not found, not a crash
+            raise ResourceNotFoundError(str(exc)) from None
 
     @server.resource("harness://runs/{run_id}/report", mime_type="text/markdown")
     def report_resource(run_id: str) -> str:
         """A run's report."""
-        return reader.report(run_id)
+        try:
+            return reader.report(run_id)
+        except ToolError as exc:  # an unknown run, task or spec: not found, not a crash
+            raise ResourceNotFoundError(str(exc)) from None
 
     @server.resource("harness://specs", mime_type="application/json")
     def specs_resource() -> list[str]:
@@ -253,7 +262,10 @@ def build_server(reader: RunsReader, launcher: RunLauncher) -> MCPServer:
     @server.resource("harness://specs/{name}", mime_type="text/markdown")
     def spec_resource(name: str) -> str:
         """One spec file of the project, by file name."""
-        return reader.spec_text(name)
+        try:
+            return reader.spec_text(name)
+        except ToolError as exc:  # an unknown run, task or spec: not found, not a crash
+            raise ResourceNotFoundError(str(exc)) from None
 
     return server
 
