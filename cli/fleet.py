@@ -46,6 +46,7 @@ def fleet(
 ) -> None:
     """Run N variants of one spec, rank them on what harness measured, print the scoreboard."""
     from cli.run import execute_run, run_exit_code, start_run
+    from harness.agents.select import policy_for
     from harness.errors import InputError
     from harness.fleet.variants import fleet_variants, parse_vary, variant_specs
 
@@ -56,11 +57,15 @@ def fleet(
     except InputError as exc:
         raise fail(str(exc)) from None
 
-    def arrange(_: Policy, specs: list[Spec]) -> list[Spec]:
+    def arrange(loaded_policy: Policy, specs: list[Spec]) -> list[Spec]:
         if len(specs) != 1:
             raise InputError(f"{spec}: a fleet runs one spec; give one spec file")
         root = Path.cwd() if varied else Path(specs[0].source).parent
-        return variant_specs(specs[0], fleet_variants(specs[0], n, varied), root)
+        tasks = variant_specs(specs[0], fleet_variants(specs[0], n, varied), root)
+        for task in tasks:  # each variant's agent can run: a model priced, a command set
+            chosen = policy_for(task, loaded_policy)
+            chosen.check_agent(chosen.agent.kind, Path(f"{task.id} ({task.variant})"))
+        return tasks
 
     ctx, loaded = start_run(
         [spec],

@@ -30,14 +30,20 @@ def agent_unavailable(exc: AgentUnavailable) -> Problem:
     )
 
 
+def policy_for(spec: Spec, policy: Policy) -> Policy:
+    """The policy with a fleet variant's agent kind or model, when it names one."""
+    variant = spec.variant
+    if variant is None or not (variant.agent or variant.model):
+        return policy
+    chosen: dict[str, str] = {"kind": variant.agent or policy.agent.kind}
+    chosen |= {"model": variant.model} if variant.model else {}
+    return policy.model_copy(update={"agent": policy.agent.model_copy(update=chosen)})
+
+
 def select_agent(spec: Spec, policy: Policy, fleet: Fleet) -> Agent:
     """The policy's agent (the run's --agent already applied to it) for `spec`; a fleet
     variant's own agent kind or model, when it names one, instead."""
-    variant = spec.variant
-    if variant is not None and (variant.agent or variant.model):
-        chosen: dict[str, str] = {"kind": variant.agent or policy.agent.kind}
-        chosen |= {"model": variant.model} if variant.model else {}
-        policy = policy.model_copy(update={"agent": policy.agent.model_copy(update=chosen)})
+    policy = policy_for(spec, policy)
     kind = policy.agent.kind
     if kind == "replay":
         try:
