@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 import typer
 
 from cli.options import RunsDirOption, StoreOption, store_url
+from cli.render import err as console
 from cli.render import fail
 
 
@@ -34,6 +35,13 @@ def mcp(
     from harness.errors import InputError
     from harness.store import open_store
 
+    if transport == "http" and host not in ("127.0.0.1", "::1", "localhost"):
+        # The MCP endpoint has no authentication: whoever reaches it can start runs.
+        console().print(
+            f"[yellow]warning: harness mcp listens on {host}, not loopback, without "
+            "authentication: anyone who reaches it can start and cancel runs[/yellow]",
+            soft_wrap=True,
+        )
     root, runs = project_paths(Path.cwd(), runs_dir)
     try:
         state = open_store(store_url(store, None, runs))
