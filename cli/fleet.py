@@ -90,12 +90,17 @@ def is_fleet(specs: list[Spec]) -> bool:
 
 def prepare_fleet(ctx: RunContext, first_verified: bool) -> None:
     """A fleet's run set up (by `harness fleet`, and by `harness resume` of one)."""
+    from graphs.batch import cancel_siblings
     from harness.publish.local import LocalPublisher
 
     ctx.config = replace(ctx.config, first_verified=first_verified)
     # Variants are candidates, not PRs: each keeps a local record, whatever the policy's forge;
     # only the promoted one becomes the spec's PR (harness promote).
     ctx.services.publisher = LocalPublisher(ctx.config.run_dir, ctx.config.relative)
+    if first_verified:  # resumed: a variant verified before the stop still cancels the rest
+        for result in ctx.results():
+            if result.outcome == "verified" and result.variant is not None:
+                cancel_siblings(ctx, result.spec_id)
 
 
 def finish_fleet(ctx: RunContext, specs: list[Spec]) -> None:

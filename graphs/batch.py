@@ -151,16 +151,17 @@ def run_task(
         result = admission.finished(spec, result)
     services.store.complete_task(config.run_id, spec.id, services.worker, result.model_dump())
     if result.outcome == "verified" and ctx.config.first_verified and spec.variant is not None:
-        _cancel_siblings(ctx, spec)
+        cancel_siblings(ctx, spec.id)
 
 
-def _cancel_siblings(ctx: RunContext, spec: Spec) -> None:
-    """`harness fleet --first-verified`: every other variant of the spec stops at its next
-    step (graphs.node), its work committed, its outcome `cancelled`."""
-    prefix = f"{spec.fleet_spec_id}/v"
-    why = f"cancelled: {spec.id} was verified first (--first-verified)"
+def cancel_siblings(ctx: RunContext, verified: str) -> None:
+    """`harness fleet --first-verified`: every other unfinished variant of the spec the
+    `verified` task (`<spec>/v<k>`) belongs to stops at its next step (graphs.node), its work
+    committed, its outcome `cancelled`."""
+    prefix = f"{verified.split('/', 1)[0]}/v"
+    why = f"cancelled: {verified} was verified first (--first-verified)"
     for task in ctx.services.store.tasks(ctx.config.run_id):
-        if task.spec_id.startswith(prefix) and task.spec_id != spec.id:
+        if task.spec_id.startswith(prefix) and task.spec_id != verified:
             ctx.live.cancelled.setdefault(task.spec_id, why)
 
 

@@ -170,7 +170,7 @@ def test_a_stopped_fleet_resumes_as_a_fleet_and_is_ranked(tmp_path: Path) -> Non
     argv += ["--policy", str(policy), "--runs-dir", str(project.runs), "--run-id", "s1"]
     argv += ["--first-verified"]
     env = os.environ | {
-        "HARNESS_FAILPOINTS": "agent.before@task/v1:SIGINT",
+        "HARNESS_FAILPOINTS": "triage.before@task/v2:SIGINT",  # v1 verified, v2 not yet cancelled
         "PYTHONPATH": str(REPO_ROOT),
     }
     stopped = subprocess.run(argv, cwd=project.root, env=env, capture_output=True, timeout=120)
@@ -180,7 +180,7 @@ def test_a_stopped_fleet_resumes_as_a_fleet_and_is_ranked(tmp_path: Path) -> Non
     assert resumed.exit_code == 0, resumed.stdout + resumed.stderr
     assert "fleet s1: ranked on evidence" in resumed.stdout
     tasks = {t["spec_id"]: t for t in project.summary("s1")["tasks"]}
-    # --first-verified was recorded with the run: v1 verified on resume, v2 then cancelled.
+    # --first-verified was recorded with the run: v1, verified before the stop, cancels v2.
     assert (tasks["task/v1"]["outcome"], tasks["task/v1"]["rank"]) == ("verified", 1)
     assert (tasks["task/v2"]["outcome"], tasks["task/v2"]["rank"]) == ("cancelled", 2)
     assert not (project.runs / "s1" / "prs" / "task" / "v2.md").exists()
