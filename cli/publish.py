@@ -10,12 +10,18 @@ Exit 0 when every task converged, 1 when any could not (one line each, why), 2 f
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
 from cli.options import RunsDirOption, StoreOption, store_url
 from cli.render import console, fail
+
+if TYPE_CHECKING:
+    from harness.config.policy import PublishConfig
+    from harness.config.spec import Spec
+    from harness.publish.reconcile import Outcome
+    from harness.run.ledger import TaskResult
 
 
 def publish(
@@ -63,11 +69,12 @@ def publish(
         config.check_forge(source)
         require_client(config.forge)
         known = {spec["id"]: Spec.model_validate(spec) for spec in record.specs}
-        unknown = [spec_id for spec_id in specs or [] if spec_id not in known]
+        fleets = {spec.fleet_spec_id for spec in known.values() if spec.variant is not None}
+        unknown = [s for s in specs or [] if s not in known and s not in fleets]
         if unknown:
             raise InputError(
                 f"publish: run {run_id} has no spec {', '.join(map(repr, unknown))}; "
-                f"its specs: {', '.join(known)}"
+                f"its specs: {', '.join([*fleets, *known])}"
             )
     except InputError as exc:
         raise fail(str(exc)) from None
@@ -79,6 +86,11 @@ def publish(
     run_dir = Path(record.run_dir)
     local = LocalPublisher(run_dir, lambda path: _relative(path, run_dir))
     forge_for = forge_factory(config, source)
+    if fleets:  # variants are candidates: only the promoted one is the spec's PR
+        chosen = list(dict.fromkeys(s.split("/", 1)[0] for s in specs or list(known)))
+        raise typer.Exit(
+            _publish_fleet(run_id, run_dir, chosen, known, results, config, source, dry_run)
+        )
     failed = 0
     for spec_id in specs or list(known):
         spec, result = known[spec_id], results.get(spec_id)
@@ -104,18 +116,65 @@ def publish(
             console().print(f"{spec_id}: not converged: {refused}", soft_wrap=True)
             failed += 1
             continue
-        where = f" ({outcome.url})" if outcome.url else ""
-        verb = "would" if dry_run else "did"
-        for step in outcome.steps:
-            console().print(f"{spec_id}: {verb} {step.detail}", soft_wrap=True)
-        if outcome.stale is not None:
-            console().print(f"{spec_id}: not converged: {outcome.stale}", soft_wrap=True)
-            failed += 1
-        elif not outcome.steps:
-            console().print(f"{spec_id}: converged, nothing to change{where}", soft_wrap=True)
-        else:
-            console().print(f"{spec_id}: {'planned' if dry_run else 'converged'}{where}")
+        failed += not _report(spec_id, outcome, dry_run)
     raise typer.Exit(1 if failed and not dry_run else 0)
+
+
+def _report(spec_id: str, outcome: Outcome, dry_run: bool) -> bool:
+    """What converging did (or would do), one line a step; False when it did not converge."""
+    where = f" ({outcome.url})" if outcome.url else ""
+    verb = "would" if dry_run else "did"
+    for step in outcome.steps:
+        console().print(f"{spec_id}: {verb} {step.detail}", soft_wrap=True)
+    if outcome.stale is not None:
+        console().print(f"{spec_id}: not converged: {outcome.stale}", soft_wrap=True)
+        return False
+    if not outcome.steps:
+        console().print(f"{spec_id}: converged, nothing to change{where}", soft_wrap=True)
+    else:
+        console().print(f"{spec_id}: {'planned' if dry_run else 'converged'}{where}")
+    return True
+
+
+def _publish_fleet(
+    run_id: str,
+    run_dir: Path,
+    fleet_ids: list[str],
+    known: dict[str, Spec],
+    results: dict[str, TaskResult],
+    config: PublishConfig,
+    source: Path,
+    dry_run: bool,
+) -> int:
+    """A fleet run's specs: each one's promoted variant published as the spec's PR (as
+    `harness promote` did), never the other variants; the exit code."""
+    from harness.fleet.promote import promoted_variants, publish_promoted
+    from harness.publish import PublishRefused
+    from harness.publish.forge import forge_factory
+
+    promoted = promoted_variants(run_dir)
+    forge_for = forge_factory(config, source)
+    failed = 0
+    for fleet_id in fleet_ids:
+        variant_id = promoted.get(fleet_id)
+        result = results.get(variant_id or "")
+        if variant_id is None or variant_id not in known or result is None:
+            console().print(
+                f"{fleet_id}: a fleet: use harness promote {run_id} {fleet_id} "
+                "(no variant is promoted yet)",
+                soft_wrap=True,
+            )
+            continue
+        try:
+            outcome = publish_promoted(
+                run_dir, known[variant_id], result, config, forge_for, dry_run=dry_run
+            )
+        except PublishRefused as refused:
+            console().print(f"{fleet_id}: not converged: {refused}", soft_wrap=True)
+            failed += 1
+            continue
+        failed += not _report(fleet_id, outcome, dry_run)
+    return 1 if failed and not dry_run else 0
 
 
 def _relative(path: Path, run_dir: Path) -> str:

@@ -1,16 +1,26 @@
 """`harness promote`: one variant of a fleet becomes the spec's PR record
 (runs/<run-id>/prs/<spec-id>.md), naming the variant, listing the other variants' results and
-the tests other verified variants added that it lacks, for a human to salvage."""
+the tests other verified variants added that it lacks, for a human to salvage. When the
+run's policy publishes on a forge, that record becomes the spec's PR there, through the same
+desired state and reconciler a run uses (harness.publish.forge), the variant's branch as head.
+The choice is kept in runs/<run-id>/promoted.json, so `harness publish` of a fleet run
+publishes the promoted variant only."""
 
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from harness.config.policy import PublishConfig
 from harness.config.spec import Spec
 from harness.errors import InputError
 from harness.fleet.evidence import branch_head, changed_files
+from harness.git import Remote
+from harness.publish import PublishRefused
+from harness.publish.forge import ForgeFactory, agent_summary, desired_pr
+from harness.publish.reconcile import Outcome, converge
 from harness.run.ledger import RunSummary, TaskResult, write_atomic
 
 TEST_FILE = re.compile(r"(^|/)(test_[^/]*\.py|[^/]*_test\.py)$")
@@ -82,7 +92,75 @@ def promote(
             lines += ["", "## The variant's own record", "", record.read_text("utf-8")]
     path = run_dir / "prs" / f"{spec_id}.md"
     write_atomic(path, "\n".join(lines) + "\n")
+    promoted = promoted_variants(run_dir) | {spec_id: chosen.spec_id}
+    write_atomic(run_dir / "promoted.json", json.dumps(promoted, indent=2) + "\n")
     return Promotion(path, chosen, draft, [name for name, _ in missing])
+
+
+def promoted_variants(run_dir: Path) -> dict[str, str]:
+    """Spec id → the variant's task id promoted for it (empty: none promoted yet)."""
+    try:
+        saved = json.loads((run_dir / "promoted.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(saved, dict):
+        return {}
+    return {str(key): str(value) for key, value in saved.items()}
+
+
+def publish_promoted(
+    run_dir: Path,
+    spec: Spec,
+    variant: TaskResult,
+    config: PublishConfig,
+    forge_for: ForgeFactory,
+    *,
+    dry_run: bool = False,
+) -> Outcome:
+    """The promotion record (runs/<run>/prs/<spec>.md) as the spec's PR on the forge: the
+    variant's branch its head, exactly the commit harness measured; a variant promoted without
+    being verified (--force) is a draft, and its verdict says it was not verified.
+    PublishRefused when there is nothing the forge could take."""
+    fleet_id = spec.fleet_spec_id
+    path = run_dir / "prs" / f"{fleet_id}.md"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        raise PublishRefused(
+            f"its promotion record {path} is missing; run harness promote"
+        ) from None
+    if not variant.branch:
+        raise PublishRefused(f"{variant.spec_id} ended {variant.outcome} without a branch")
+    sha = Remote(Path(spec.git_toplevel), config.remote).branch_commit(variant.branch)
+    if sha is None or sha == spec.base_commit:
+        raise PublishRefused(f"{variant.spec_id}: branch {variant.branch} has no commit to publish")
+    desired = desired_pr(
+        spec,
+        config,
+        branch=variant.branch,
+        sha=sha,
+        record_text=text,
+        record=_relative(path, run_dir),
+        attempts=variant.attempts,
+        agent_said=agent_summary(run_dir, variant.spec_id, variant.attempts),
+    )
+    desired = replace(desired, spec_id=fleet_id, title=text.partition("\n")[0].lstrip("# "))
+    if variant.outcome != "verified":
+        desired = replace(
+            desired,
+            draft=True,
+            verdict="failure",
+            summary=f"not verified ({variant.outcome}): promoted with --force, as a draft",
+        )
+    return converge(forge_for(spec), desired, dry_run=dry_run)
+
+
+def _relative(path: Path, run_dir: Path) -> str:
+    """As the run names its records: relative to the runs/ folder's parent."""
+    try:
+        return str(path.relative_to(run_dir.parent.parent))
+    except ValueError:
+        return str(path)
 
 
 def _named(task: TaskResult) -> str:
