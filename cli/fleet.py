@@ -48,6 +48,7 @@ def fleet(
     from cli.run import execute_run, run_exit_code, start_run
     from harness.agents.select import policy_for
     from harness.errors import InputError
+    from harness.fleet.judge import check_judge
     from harness.fleet.variants import fleet_variants, parse_vary, variant_specs
 
     try:
@@ -65,6 +66,7 @@ def fleet(
         for task in tasks:  # each variant's agent can run: a model priced, a command set
             chosen = policy_for(task, loaded_policy)
             chosen.check_agent(chosen.agent.kind, Path(f"{task.id} ({task.variant})"))
+        check_judge(spec, tasks, loaded_policy)
         return tasks
 
     ctx, loaded = start_run(
@@ -105,10 +107,13 @@ def prepare_fleet(ctx: RunContext, first_verified: bool) -> None:
 
 def finish_fleet(ctx: RunContext, specs: list[Spec]) -> None:
     """Unless the run was stopped: the variants ranked, the scoreboard printed."""
+    from harness.fleet.judge import judges
     from harness.fleet.scoreboard import rank_run
 
     if ctx.live.stop.signum is None and (ctx.config.run_dir / "summary.json").is_file():
-        summary = rank_run(ctx.config.run_dir, specs, ctx.live.sandboxes.confinement)
+        # The judge, if any, shares the variants' limiter and the run's spend.
+        judge_for = judges(specs, ctx.config.policy, ctx.services.fleet)
+        summary = rank_run(ctx.config.run_dir, specs, ctx.live.sandboxes.confinement, judge_for)
         console().print(scoreboard(summary))
 
 

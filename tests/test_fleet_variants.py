@@ -47,7 +47,7 @@ def test_a_specs_fleet_block_is_used_without_vary(tiny: TinyProject) -> None:
 @pytest.mark.parametrize(
     ("front", "message"),
     [
-        ({"fleet": {"variants": [{}], "judge": True}}, "the fleet judge is not available yet"),
+        ({"fleet": {"variants": [{}], "judge": True}}, "fleet.judge: Input should be a valid dict"),
         ({"fleet": {"variants": [{"colour": "red"}]}}, "colour"),
         ({"id": "task/v1"}, "id: 'task/v1' may not contain '/'"),
     ],

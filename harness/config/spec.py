@@ -34,20 +34,22 @@ class FleetVariant(StrictModel):
     """A file (relative to the spec) whose text is added to the spec's body for this variant."""
 
 
+class FleetJudge(StrictModel):
+    """`fleet: {judge: {model: …}}`: a model that compares two tied variants' compressed
+    evidence. It must be a model no variant uses (one of them would judge its own work), with
+    a price in the policy's `prices:` (its calls count in the run's spend)."""
+
+    model: str = Field(min_length=1)
+
+
 class FleetBlock(StrictModel):
     """`fleet:` in a spec: the variants `harness fleet` runs, cycled up to `-n`."""
 
     variants: list[FleetVariant] = Field(min_length=1)
     """The variants, in order (v1 is the first)."""
-    judge: bool = False
-    """A tie-break judge; not built yet: `true` is refused."""
-
-    @field_validator("judge")
-    @classmethod
-    def _no_judge(cls, judge: bool) -> bool:
-        if judge:
-            raise ValueError("the fleet judge is not available yet; remove `judge: true`")
-        return judge
+    judge: FleetJudge | None = None
+    """The optional tie-break judge (off when unset): consulted only when verified variants
+    tie on every deterministic criterion; its vote is advisory and recorded."""
 
 
 class Variant(FleetVariant):

@@ -41,11 +41,18 @@ def diff_size(spec: Spec, head: str) -> DiffSize:
         *_DIFF, "--numstat", spec.base_commit, head, "--", str(spec.subdir)
     )
     lines = 0
+    stat = []
     for row in out.splitlines():
-        added, deleted, _ = row.split("\t", 2)
+        added, deleted, name = row.split("\t", 2)
         lines += (int(added) if added.isdigit() else 0) + (int(deleted) if deleted.isdigit() else 0)
+        stat.append(f"+{added} -{deleted} {name}")
     files = changed_files(spec, head)
-    return DiffSize(lines=lines, files=len(files), outside_paths=outside(files, spec.paths))
+    return DiffSize(
+        lines=lines,
+        files=len(files),
+        outside_paths=outside(files, spec.paths),
+        diffstat="\n".join(stat),
+    )
 
 
 def run_holdout(

@@ -4,11 +4,12 @@ ranked per spec, and summary.json's tasks given `rank` and `rank_reason`."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from harness.config.spec import Spec
 from harness.fleet.evidence import branch_head, diff_size, run_holdout
-from harness.fleet.ranking import DiffSize, Evidence, rank
+from harness.fleet.ranking import DiffSize, Evidence, TieBreaker, rank
 from harness.run.ledger import RunSummary, TaskResult, write_atomic
 from harness.sandbox.limits import Confinement
 
@@ -33,8 +34,14 @@ def measure(spec: Spec, task: TaskResult, run_dir: Path, confinement: Confinemen
     return evidence
 
 
-def rank_run(run_dir: Path, specs: list[Spec], confinement: Confinement) -> RunSummary:
-    """Rank the run's variants, per spec, and write the ranks into its summary.json."""
+def rank_run(
+    run_dir: Path,
+    specs: list[Spec],
+    confinement: Confinement,
+    judge_for: Callable[[str], TieBreaker | None] | None = None,
+) -> RunSummary:
+    """Rank the run's variants, per spec, and write the ranks into its summary.json;
+    `judge_for(spec id)`: that fleet's tie-break judge, if it has one."""
     path = run_dir / "summary.json"
     summary = RunSummary.model_validate_json(path.read_text(encoding="utf-8"))
     by_id = {spec.id: spec for spec in specs}
@@ -45,14 +52,19 @@ def rank_run(run_dir: Path, specs: list[Spec], confinement: Confinement) -> RunS
             fleets.setdefault(spec.fleet_spec_id, []).append(
                 measure(spec, task, run_dir, confinement)
             )
-    ranks: dict[str, tuple[int, str]] = {}
-    for fleet in fleets.values():
-        for evidence, place, why in rank(fleet):
-            ranks[evidence.task.spec_id] = (place, why)
+    ranks: dict[str, dict[str, object]] = {}
+    for fleet_id, fleet in fleets.items():
+        for ranked in rank(fleet, judge_for(fleet_id) if judge_for else None):
+            vote = ranked.vote
+            ranks[ranked.evidence.task.spec_id] = {
+                "rank": ranked.place,
+                "rank_reason": ranked.why,
+                "judge": None
+                if vote is None
+                else {"model": vote.model, "vote": vote.preferred, "why": vote.why},
+            }
     tasks = [
-        task.model_copy(update=dict(zip(("rank", "rank_reason"), ranks[task.spec_id], strict=True)))
-        if task.spec_id in ranks
-        else task
+        task.model_copy(update=ranks[task.spec_id]) if task.spec_id in ranks else task
         for task in summary.tasks
     ]
     summary = summary.model_copy(update={"tasks": sorted(tasks, key=lambda t: t.rank or 0)})

@@ -72,6 +72,9 @@ class TaskResult(BaseModel):
     """A fleet's task: 1 = the best variant of its spec (harness.fleet.ranking)."""
     rank_reason: str | None = None
     """Why it ranks there, in words."""
+    judge: dict[str, str] | None = None
+    """A fleet's tied variant: the tie-break judge's advisory `{model, vote, why}` (vote: the
+    variant it preferred), when `fleet.judge` is set and it was consulted."""
 
 
 class NightSummary(BaseModel):
