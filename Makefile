@@ -52,7 +52,9 @@ test: $(STAMP) $(OPENAPI) $(WEBHOOK_EXAMPLES) $(MCP_INSPECTOR)
 	$(BIN)/lint-imports --no-cache
 # One worker per core: the suite is mostly real subprocesses (sandboxes, git, PostgreSQL,
 # whole harness runs) waiting on each other, and on 2 cores this takes it from 11 to 8 minutes.
-	$(BIN)/pytest -n auto
+# worksteal: a worker with nothing left takes tests queued for the other, instead of idling
+# while the other finishes a queue that ends in long whole-run tests.
+	$(BIN)/pytest -n auto --dist worksteal
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

@@ -113,7 +113,16 @@ def ok(result: subprocess.CompletedProcess[str]) -> None:
     assert result.returncode == 0, (result.returncode, result.stdout, result.stderr)
 
 
+def one_store(backend: str) -> pytest.MarkDecorator:
+    """A whole-run test on one store, not both: each such run costs ~5-15 s, the suite has a
+    10-minute budget, and what differs between the stores (claims, leases, effects, env
+    records) is tested on both in test_store.py. Multi-worker cases run on PostgreSQL (the
+    store for workers on many hosts), single-worker ones on SQLite (the default)."""
+    return pytest.mark.parametrize("store_url", [backend], indirect=True)
+
+
 # --- 1. kill -9 at node boundaries, then resume ----------------------------------------------
+
 
 # Every point on SQLite; on PostgreSQL the two that matter most (an agent's half-done work, and
 # a PR written but not yet in the saved state): each point is a whole demo batch (~9 s), and
@@ -205,6 +214,7 @@ def test_resume_after_the_worktree_was_lost_remakes_it_on_the_task_branch(
 # --- 2 and 3. gc after a crash: a dry run, then two gc runs at once --------------------------
 
 
+@one_store("sqlite")
 def test_gc_after_crash_two_at_once_leave_nothing(store_url: str, tmp_path: Path) -> None:
     # Retention over at once: gc may delete every branch of an environment it tears down.
     demo = make_fast_demo(tmp_path, store_url, ttl={"escalated": 0, "verified": 0})
@@ -259,6 +269,7 @@ def test_gc_after_crash_two_at_once_leave_nothing(store_url: str, tmp_path: Path
     assert not list((demo.runs / RUN).glob("scratch/*"))
 
 
+@one_store("sqlite")
 def test_gc_beside_a_resumed_worker_leaves_the_sandbox_it_adopted(
     store_url: str, baseline: Baseline, tmp_path: Path
 ) -> None:
@@ -300,6 +311,7 @@ def agent_entered(demo: Demo) -> str | None:
     )
 
 
+@one_store("postgres")
 def test_lapsed_lease_is_reclaimed_by_a_second_worker(
     store_url: str, baseline: Baseline, tmp_path: Path
 ) -> None:
@@ -334,6 +346,7 @@ def test_lapsed_lease_is_reclaimed_by_a_second_worker(
     assert_clean(demo, RUN)
 
 
+@one_store("postgres")
 def test_two_workers_share_a_run_then_gc_keeps_its_branches(
     store_url: str, baseline: Baseline, tmp_path: Path
 ) -> None:
@@ -379,6 +392,7 @@ def test_resume_of_an_unknown_run(store_url: str, tmp_path: Path) -> None:
     assert "'nope'" in one_line_error(result.stderr)
 
 
+@one_store("sqlite")
 def test_resume_after_the_policy_changed(store_url: str, tmp_path: Path) -> None:
     demo = make_fast_demo(tmp_path, store_url)
     one = ["specs/migrate-payment-provider.md"]  # one task, done in a moment
