@@ -30,7 +30,10 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:
+    from harness.store import Store
 
 WINDOW_S = 60.0
 PROBE_WINDOWS = 8
@@ -165,30 +168,11 @@ class MemoryLimiterState:
             return replace(self._current(ceiling), in_flight=len(self._holders))
 
 
-class SharedLimits(Protocol):
-    """The store's side of the limiter (harness.store.Store has these methods)."""
-
-    def api_try_acquire(self, key: str, holder: str, lease_s: float, ceiling: int) -> float: ...
-
-    def api_release(self, key: str, holder: str) -> None: ...
-
-    def api_report(
-        self,
-        key: str,
-        verdict: ReplyVerdict,
-        sent_at: float,
-        wait_until: float | None,
-        ceiling: int,
-    ) -> AimdState: ...
-
-    def api_state(self, key: str, ceiling: int) -> AimdState: ...
-
-
 class StoreLimiterState:
     """The state in the run's store, shared by every worker process on it, under `key` (a
     hash naming the API key, never the key: see `limiter_key`)."""
 
-    def __init__(self, store: SharedLimits, key: str) -> None:
+    def __init__(self, store: Store, key: str) -> None:
         self.store = store
         self.key = key
 
