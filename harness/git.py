@@ -313,6 +313,10 @@ class Worktree:
     def head(self) -> str:
         return self._run("rev-parse", "HEAD").strip()
 
+    def tree(self, commit: str = "HEAD") -> str:
+        """The hash of `commit`'s tree: two commits with the same tree hold the same files."""
+        return self._run("rev-parse", "--verify", "--end-of-options", f"{commit}^{{tree}}").strip()
+
     def branch(self) -> str:
         """The checked-out branch's short name ('HEAD' when detached)."""
         return self._run("rev-parse", "--abbrev-ref", "HEAD").strip()
