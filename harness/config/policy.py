@@ -117,6 +117,25 @@ class GateConfig(StrictModel):
     """Shell command run in the sandbox with the spec's repo directory as the working directory."""
     timeout_s: float = Field(default=600, gt=0)
     """The command is killed after this many seconds; a timeout is an infrastructure failure."""
+    cache_dirs: list[str] | None = None
+    """Directories, relative to the spec's repo directory, where the gate's tool keeps its
+    cache: built once on the base commit per run, and each task's gate phase starts from a
+    private copy (harness.gates.caches). None: the tool's default, guessed from the command
+    (`.mypy_cache` for mypy, `.ruff_cache` for ruff, none otherwise); []: no warm cache."""
+
+    @field_validator("cache_dirs")
+    @classmethod
+    def _relative_cache_dirs(cls, value: list[str] | None) -> list[str] | None:
+        for entry in value or []:
+            parts = Path(entry).parts
+            if not entry.strip() or Path(entry).is_absolute() or ".." in parts or not parts:
+                raise PydanticCustomError(
+                    "cache_dir",
+                    "'{entry}' is not a directory below the spec's repo directory; write a "
+                    "relative path without '..', e.g. .mypy_cache",
+                    {"entry": entry},
+                )
+        return value
 
 
 class Budget(StrictModel):
