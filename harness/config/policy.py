@@ -17,6 +17,7 @@ from harness.git import refused_in_branch_names
 from harness.integration.config import IntegrationConfig
 from harness.sandbox.egress_proxy import egress_host
 from harness.sandbox.limits import SandboxLimits, SandboxView
+from harness.setup.config import SetupConfig
 
 AgentKind = Literal["anthropic", "command", "replay"]
 GateKind = Literal["lint", "type", "test", "integration", "custom"]
@@ -351,6 +352,9 @@ class Policy(StrictModel):
     commit's files and worktree must stay under."""
     sandbox: SandboxView = SandboxView()
     """What sandboxes see beyond their allowlisted view: `read_paths`, recorded in the run."""
+    setup: SetupConfig | None = None
+    """Commands that install the repository's dependencies once per base, before any gate
+    (harness.setup); None: no set-up."""
 
     @field_validator("gates")
     @classmethod
