@@ -244,6 +244,18 @@ class FlakyConfig(StrictModel):
     is flaky."""
     block: bool = False
     """Whether a flaky test blocks verification; when not, it is recorded and the gate passes."""
+    rerun: Literal["failed", "all"] = "failed"
+    """What a re-run of a pytest gate runs: `failed`, only the tests that failed (their node
+    ids, through pytest's --last-failed); `all`, the whole gate. Other test gates always
+    re-run whole. Either way a test is flaky only when the re-run's report shows it passed."""
+
+
+class VerifyConfig(StrictModel):
+    """Verification: every gate on exactly the committed tree before a task is published."""
+
+    rerun: bool = False
+    """Run every gate again even when the last attempt's gates all passed on a clean checkout
+    of the same tree (by default that evidence is reused, and the PR record says so)."""
 
 
 class InfrastructureConfig(StrictModel):
@@ -335,6 +347,7 @@ class Policy(StrictModel):
     """Per model id; every model-backed agent's calls are costed from here."""
     feedback: FeedbackConfig = FeedbackConfig()
     flaky: FlakyConfig = FlakyConfig()
+    verify: VerifyConfig = VerifyConfig()
     infrastructure: InfrastructureConfig = InfrastructureConfig()
     guard: GuardConfig = GuardConfig()
     concurrency: int = Field(default=4, ge=1)
