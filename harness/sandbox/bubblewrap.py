@@ -73,6 +73,16 @@ exec "$@"
 
 
 @dataclass(frozen=True)
+class Mount:
+    """A host directory bound at another path inside the sandbox: what is made there keeps
+    working when its absolute paths (a venv's shebangs) name the inside path."""
+
+    source: Path
+    target: Path
+    writable: bool = False
+
+
+@dataclass(frozen=True)
 class Isolation:
     available: bool
     reason: str
@@ -148,13 +158,15 @@ def wrap(
     network: bool = False,
     limits: SandboxLimits = DEFAULT_LIMITS,
     bridge: HostBridge | None = None,
+    mounts: Iterable[Mount] = (),
 ) -> list[str]:
     """The argv running `command` through sh in `cwd`, confined by bubblewrap.
 
     The view is built from an allowlist (`view_args`); `writable` are bound read-write,
     `readable` read-only (harness's Python, the repository's git dir, policy's read paths),
     and `read_only` are paths inside `writable` ones that must not change. `network` keeps the
-    host's network namespace and its resolver config. The argv starts with a short host-side
+    host's network namespace and its resolver config. `mounts` bind host directories at other
+    paths inside (a set-up environment at its fixed path). The argv starts with a short host-side
     prelude (`PRELUDE`) that sets the rlimits and opens the seccomp filter for bubblewrap.
 
     With a `bridge` the command keeps its private network namespace and reaches the bridge's
@@ -174,6 +186,8 @@ def wrap(
     # writable worktree stays read-only, a worktree inside a policy read path stays writable.
     for flag, path in sorted(binds, key=lambda bind: len(bind[1].parts)):
         argv += [flag, str(path), str(path)]
+    for mount in mounts:  # at their own fixed paths (/harness/...), inside no other bind
+        argv += ["--bind" if mount.writable else "--ro-bind", str(mount.source), str(mount.target)]
     argv += ["--remount-ro", "/"]  # bubblewrap's own root tmpfs: nothing is written there
     argv += ["--unshare-all"]  # user, ipc, pid, net (only a private loopback), uts, cgroup
     if network:

@@ -48,6 +48,19 @@ class ConfinedDirectory:
         self.isolation = "bubblewrap" if probe.available else "none"
         # Starts the commands inside the sandbox's cgroups, joined once (see spawner.py).
         self._spawner = Spawner(limits) if cgroups_usable() is None else None
+        self._mounts: dict[Path, bwrap.Mount] = {}
+        self._mount_env: dict[str, str] = {}
+        self.network = False
+        """Whether commands share the host's network (only an environment set-up may)."""
+
+    def mount(self, source: Path, target: Path, *, writable: bool = False, env: str) -> Path:
+        """Bind `source` at `target` for every later command (replacing what was bound there),
+        with the variable `env` naming where commands see it, which is returned: `target`
+        under bubblewrap; unconfined there is no other path, so `source` itself."""
+        self._mounts[target] = bwrap.Mount(source, target, writable)
+        seen_at = target if self._bwrap is not None else source
+        self._mount_env[env] = str(seen_at)
+        return seen_at
 
     def run(
         self,
@@ -58,7 +71,7 @@ class ConfinedDirectory:
         env: Mapping[str, str] | None = None,
         egress: Egress | None = None,
     ) -> Completed:
-        full_env = bwrap.sandbox_env(self.scratch) | dict(env or {})
+        full_env = bwrap.sandbox_env(self.scratch) | self._mount_env | dict(env or {})
         if egress is not None and self._bwrap is not None:
             with HostBridge(egress) as bridge:
                 return self._run(command, timeout_s, log_path, full_env | bridge.env(), bridge)
@@ -89,6 +102,8 @@ class ConfinedDirectory:
             read_only=self._read_only,
             limits=self.limits,
             bridge=bridge,
+            network=self.network and bridge is None,
+            mounts=list(self._mounts.values()),
         )
         return run_process(
             argv,

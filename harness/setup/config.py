@@ -34,14 +34,14 @@ class SetupConfig(StrictModel):
     secrets: list[str] = []
     """Names of harness's environment variables passed into the set-up (a private index's
     token); none reach it unless listed, and their values are redacted from every log."""
-    copy: list[str] = []
+    copies: list[str] = Field(default=[], alias="copy")
     """Paths the set-up writes into the tree (relative to the repo directory, relocatable,
     git-ignored), e.g. node_modules: copied into each task's tree, a private copy, at the
     start of each gate phase."""
     timeout_s: float = Field(default=1800, gt=0)
     """The whole set-up is killed after this many seconds (an infrastructure failure)."""
 
-    @field_validator("lockfiles", "copy")
+    @field_validator("lockfiles", "copies")
     @classmethod
     def _inside_the_repo_dir(cls, paths: list[str]) -> list[str]:
         for path in paths:
