@@ -108,12 +108,51 @@ class GitRepository:
         """The repository's shared .git directory (objects, refs), also for linked worktrees."""
         return Path(self._run("rev-parse", "--path-format=absolute", "--git-common-dir").strip())
 
-    def add_worktree(self, path: Path, branch: str | None, commit: str) -> None:
+    def add_worktree(self, path: Path, branch: str | None, commit: str) -> Path:
         """Create `branch` at `commit` checked out in a new worktree at `path` (detached at
-        `commit` when `branch` is None)."""
+        `commit` when `branch` is None). Returns the worktree's git dir, read before anything
+        but git has been in it.
+
+        Only git's shared files (worktrees/, refs) need the repository's lock: the worktree is
+        registered under it without a checkout, and the checkout, nearly all of the time and
+        linear in the repository's size, runs outside it in the worktree's own index (what
+        `git worktree add` itself runs: `reset --hard`), so one task's checkout (or a sandbox
+        pool's refill) does not hold up another's."""
         where = ["-b", branch] if branch else ["--detach"]
         with _lock_for(self.toplevel):
-            self._run("worktree", "add", "--quiet", *where, str(path), commit)
+            self._run("worktree", "add", "--quiet", "--no-checkout", *where, str(path), commit)
+        in_tree = git.Git(str(path))
+        git_dir = Path(_call(in_tree, ("rev-parse", "--absolute-git-dir")).strip())
+        if self._no_filters is None:
+            self._no_filters = _filters_off(self._git, ())
+        where_tree = (*self._no_filters, f"--git-dir={git_dir}", f"--work-tree={path}")
+        _call(in_tree, ("reset", "--quiet", "--hard", "--no-recurse-submodules"), where_tree)
+        return git_dir
+
+    def move_worktree(self, path: Path, to: Path) -> None:
+        """Move the worktree at `path` to `to` (a rename: constant time whatever its size)."""
+        with _lock_for(self.toplevel):
+            self._run("worktree", "move", str(path), str(to))
+
+    def create_branch(self, branch: str, commit: str) -> None:
+        """Create `branch` at `commit`; InfrastructureError if it already exists."""
+        with _lock_for(self.toplevel):
+            self._run("update-ref", f"refs/heads/{branch}", commit, "0" * 40)
+
+    def check_out_branch(self, git_dir: Path, branch: str) -> None:
+        """Make the worktree whose git dir is `git_dir` (the repository's own record of it,
+        never read from its tree) be on `branch`, without touching its files or index: for a
+        worktree detached at the commit `branch` points at."""
+        _call(
+            self._git, ("symbolic-ref", "HEAD", f"refs/heads/{branch}"), (f"--git-dir={git_dir}",)
+        )
+
+    def has_commit(self, sha: str) -> bool:
+        try:
+            self._run("cat-file", "-e", f"{sha}^{{commit}}")
+        except InfrastructureError:
+            return False
+        return True
 
     def attach_worktree(self, path: Path, branch: str) -> None:
         """Check an existing `branch` out in a new worktree at `path` (a resumed task: its

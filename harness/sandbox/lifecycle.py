@@ -32,6 +32,7 @@ from harness.run.ledger import RunLedger
 from harness.sandbox import TaskSandbox
 from harness.sandbox.limits import Confinement, SandboxLimits, commit_check
 from harness.sandbox.local import WorktreeSandbox
+from harness.sandbox.pool import SandboxPool
 from harness.store import EnvRecord, EnvStatus, Store
 
 KIND = "worktree"
@@ -64,6 +65,7 @@ class TaskSandboxes:
         lease_s: float,
         ttl: TTLConfig,
         confinement: Confinement,
+        pool: SandboxPool | None = None,
     ) -> None:
         self.store = store
         self.ledger = ledger
@@ -72,6 +74,8 @@ class TaskSandboxes:
         self.lease_s = lease_s
         self.ttl = ttl
         self.confinement = confinement
+        self.pool = pool
+        """Ready worktrees a new task at its base claims (harness.sandbox.pool), or None."""
         self._live: dict[str, TaskSandbox] = {}
         self._lock = threading.Lock()
 
@@ -173,9 +177,36 @@ class TaskSandboxes:
             sandbox = WorktreeSandbox.reattach(spec, branch, root, scratch, self.confinement)
             ledger.event(spec.id, "provision", "reattached", env_id=env.env_id, branch=branch)
         else:
-            sandbox = WorktreeSandbox.provision(spec, branch, root, scratch, self.confinement)
+            sandbox = self._new_at_base(spec, env, branch, root, scratch, first=not envs)
         store.transition(env.env_id, "ready")
         return sandbox
+
+    def _new_at_base(
+        self, spec: Spec, env: EnvRecord, branch: str, root: Path, scratch: Path, *, first: bool
+    ) -> WorktreeSandbox:
+        """A new task's sandbox at its base: a pool's ready worktree when one is (only for the
+        task's first environment), else a fresh one."""
+        claimed = None
+        if self.pool is not None and first:
+            claimed = self.pool.claim(spec.git_toplevel, spec.base_commit, branch, root)
+        if claimed is not None:
+            self.ledger.event(spec.id, "provision", "pooled", env_id=env.env_id)
+            return WorktreeSandbox.claimed(spec, root, scratch, claimed, self.confinement)
+        if root.exists():
+            # A provision or pool claim that a crash interrupted before the branch existed: its
+            # tree holds no work (nothing ran there), and git refuses to add over it.
+            GitRepository(Path(spec.git_toplevel)).remove_worktree(root)
+        return WorktreeSandbox.provision(spec, branch, root, scratch, self.confinement)
+
+    def start_pool(self, specs: list[Spec]) -> None:
+        """Fill the pool for the (repository, base) of each spec (the run's start)."""
+        if self.pool is not None:
+            self.pool.warm((spec.git_toplevel, spec.base_commit) for spec in specs)
+
+    def stop_pool(self) -> None:
+        """Remove the pool's entries (the run's end)."""
+        if self.pool is not None:
+            self.pool.close()
 
 
 def task_envs(store: Store, run_id: str, spec_id: str) -> list[EnvRecord]:

@@ -52,12 +52,27 @@ class SandboxLimits(StrictModel):
     over it is not committed, and refused as a policy problem."""
 
 
+class SandboxPoolConfig(StrictModel):
+    """Policy's `sandbox.pool:`: worktrees checked out at a base in the background, so a new
+    task's sandbox is a claim (a few constant-time git calls) instead of a checkout whose cost
+    grows with the repository (harness.sandbox.pool)."""
+
+    size: int = Field(default=2, ge=0, le=64)
+    """Ready worktrees kept per (repository, base commit); 0 turns the pool off. A run keeps
+    at most as many as it still has tasks to start on that base; `harness serve`, which
+    cannot know, keeps `size`."""
+    ttl_s: float = Field(default=3600.0, gt=0)
+    """A ready worktree older than this is dropped and made again."""
+
+
 class SandboxView(StrictModel):
     """Policy's `sandbox:` section: what a sandbox may see beyond its allowlisted view."""
 
     read_paths: list[str] = []
     """Absolute host paths bound read-only into every sandbox (a toolchain under /opt, a
     shared dataset). Each is recorded in the run summary, since it widens what agents read."""
+    pool: SandboxPoolConfig = SandboxPoolConfig()
+    """Ready sandboxes per (repository, base commit) (see SandboxPoolConfig)."""
 
     @field_validator("read_paths")
     @classmethod

@@ -66,7 +66,7 @@ class WorktreeSandbox(ConfinedDirectory):
         detached at the base (its work is not kept)."""
         repository = GitRepository(Path(spec.git_toplevel))
         root.parent.mkdir(parents=True, exist_ok=True)
-        repository.add_worktree(root, branch, spec.base_commit)
+        git_dir = repository.add_worktree(root, branch, spec.base_commit)
         scratch.mkdir(parents=True, exist_ok=True)
         keeps_work = branch is not None
         return cls(
@@ -76,6 +76,24 @@ class WorktreeSandbox(ConfinedDirectory):
             scratch,
             keeps_work=keeps_work,
             confinement=confinement,
+            git_dir=git_dir,
+        )
+
+    @classmethod
+    def claimed(
+        cls,
+        spec: Spec,
+        root: Path,
+        scratch: Path,
+        git_dir: Path,
+        confinement: Confinement = DEFAULT_CONFINEMENT,
+    ) -> WorktreeSandbox:
+        """A sandbox pool's worktree, already moved to `root` and on the task branch
+        (harness.sandbox.pool), known by the git dir the pool recorded when git made it."""
+        scratch.mkdir(parents=True, exist_ok=True)
+        repository = GitRepository(Path(spec.git_toplevel))
+        return cls(
+            repository, root, root / spec.subdir, scratch, confinement=confinement, git_dir=git_dir
         )
 
     @classmethod

@@ -173,6 +173,10 @@ class Store(Protocol):
     def env_events(self, env_id: str) -> list[dict[str, Any]]:
         """[{env_id, from, to, at}] in order."""
 
+    def renew_env_lease(self, env_id: str, owner: str, lease_s: float) -> bool:
+        """Extend `owner`'s lease on a live environment no task heartbeats (a sandbox pool's
+        entry); False when it is deleted or another owner holds it."""
+
     def lock_teardown(self, env_id: str, owner: str, lease_s: float) -> bool:
         """Take the teardown lock if free or lapsed (or already ours); False if someone else
         holds it or the environment is already deleted."""

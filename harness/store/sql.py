@@ -365,6 +365,15 @@ class SqlStore(NightStoreMixin, TriggerLedger, LimiterStoreMixin, ABC):
             for r in rows
         ]
 
+    def renew_env_lease(self, env_id: str, owner: str, lease_s: float) -> bool:
+        with self._transaction() as tx:
+            renewed = tx.run(
+                "UPDATE harness_envs SET lease_expires_at = ? WHERE env_id = ? AND owner = ?"
+                " AND status <> 'deleted'",
+                (time.time() + lease_s, env_id, owner),
+            )
+        return renewed == 1
+
     def lock_teardown(self, env_id: str, owner: str, lease_s: float) -> bool:
         with self._transaction() as tx:
             now = time.time()
