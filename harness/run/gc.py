@@ -146,7 +146,9 @@ def _on_disk(store: Store, runs_root: Path, dry_run: bool) -> list[Action]:
     live = store.envs(live=True)
     kept = {env.artifacts.get(name) for env in live for name in ("worktree", "scratch")}
     actions = []
-    for path in sorted([*runs_root.glob("*/worktrees/*"), *runs_root.glob("*/scratch/*")]):
+    # (A sandbox pool's entries, under pool/, are recorded like task worktrees.)
+    made = ("*/worktrees/*", "*/scratch/*", "*/pool/*")
+    for path in sorted(path for pattern in made for path in runs_root.glob(pattern)):
         if str(path.resolve()) in kept:
             continue
         if path.parent.name == "scratch":
