@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from harness.publish.local import LocalPublisher
     from harness.run.context import RunContext
     from harness.run.ledger import TaskResult
+    from harness.sandbox.pool import SandboxPool
     from harness.store import RunRecord, Store
 
 AgentChoice = Literal["anthropic", "command", "replay"]
@@ -304,9 +305,11 @@ def run_context(
     input_errors: list[str],
     *,
     started_at: str | None = None,
+    pool: SandboxPool | None = None,
 ) -> RunContext:
     """The run's context, wired: its config (the overrides applied to the policy once), the
-    services its tasks share, and this worker's live per-task objects."""
+    services its tasks share, and this worker's live per-task objects. `pool`: ready sandboxes
+    that outlive the run (harness serve's); by default the run's own."""
     # Imported here, with the rest of the engine, only when a run starts (see the docstring).
     from harness.agents.fleet import Fleet, account_key
     from harness.agents.limiter import StoreLimiterState
@@ -320,6 +323,7 @@ def run_context(
     from harness.sandbox import bubblewrap as bwrap
     from harness.sandbox.lifecycle import TaskSandboxes
     from harness.sandbox.limits import Confinement
+    from harness.sandbox.pool import SandboxPool
     from harness.store import worker_id
 
     isolation = bwrap.probe()
@@ -364,6 +368,15 @@ def run_context(
         owner=worker,
         lease_s=policy.store.lease_s,
         ttl=policy.ttl,
+        pool=pool
+        or SandboxPool(
+            store,
+            run_dir / "pool",
+            run_id,
+            owner=worker,
+            lease_s=policy.store.lease_s,
+            config=policy.sandbox.pool,
+        ),
         confinement=confinement,
     )
     return RunContext(
@@ -420,8 +433,10 @@ def execute_run(
                 auto_refresh=console().is_terminal,
             ),
         ):
+            ctx.live.sandboxes.start_pool(specs)  # ready worktrees made while tasks start
             results = run_batch(ctx, specs, admission)
     finally:
+        ctx.live.sandboxes.stop_pool()  # the pool's worktrees and records removed
         services.integration.stop()  # integration baselines and forks: processes, worktrees
         services.ledger.close()
     console().print(summary_table(results))
