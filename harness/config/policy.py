@@ -121,8 +121,8 @@ class GateConfig(StrictModel):
     cache_dirs: list[str] | None = None
     """Directories, relative to the spec's repo directory, where the gate's tool keeps its
     cache: built once on the base commit per run, and each task's gate phase starts from a
-    private copy (harness.gates.caches). None: the tool's default, guessed from the command
-    (`.mypy_cache` for mypy, `.ruff_cache` for ruff, none otherwise); []: no warm cache."""
+    private copy (harness.gates.caches). None: the defaults of the tools the command names
+    (mypy's and ruff's, which every sandbox keeps in its scratch dir); []: no warm cache."""
 
     @field_validator("cache_dirs")
     @classmethod
