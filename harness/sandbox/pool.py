@@ -148,6 +148,7 @@ class SandboxPool:
                 return None
             created = False
             try:
+                root.parent.mkdir(parents=True, exist_ok=True)
                 repository.move_worktree(entry.path, root)
                 failpoints.hit("pool.claim.moved")
                 repository.create_branch(branch, base)
@@ -273,6 +274,7 @@ class SandboxPool:
                 raise InfrastructureError(f"{toplevel}: no such repository, or no commit {base}")
             path.parent.mkdir(parents=True, exist_ok=True)
             git_dir = repository.add_worktree(path, None, base)
+            failpoints.hit("pool.refill.made")
             self.store.transition(env.env_id, "ready", artifacts={"git_dir": str(git_dir)})
             entry = _Entry(env.env_id, path, git_dir)
         except InfrastructureError as exc:
