@@ -79,6 +79,15 @@ class GateRecord(BaseModel):
     failed for them. Only what went through the proxy variables is seen."""
     base: BaseComparison | None = None
     """This run against the gate's run on the base commit (harness.gates.base_compare)."""
+    tree: str | None = None
+    """The committed tree the run's phase started on (`HEAD^{tree}`, read by harness through
+    the worktree's recorded git dir before any gate ran); None outside a task's gate phase."""
+    clean_checkout: bool = False
+    """Whether the worktree was then exactly that tree: reset to the commit, nothing changed,
+    untracked or ignored. Only such a run is evidence about the commit (harness.gates.reuse)."""
+    only_tests: list[str] = []
+    """A flaky re-run limited to the tests that failed before: their node ids (pytest's
+    --last-failed). Empty when the whole gate ran."""
 
     @property
     def ending(self) -> str:

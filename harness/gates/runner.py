@@ -2,15 +2,16 @@
 
 Each failure is classified before anyone is blamed for it: a timeout, a kill from outside (the
 out-of-memory killer) or a missing tool is infrastructure, re-run or escalated by policy and
-never charged to the agent; a failing test gate is re-run on the same tree, and tests that
-then pass are flaky. What remains is parsed into problems the agent can act on.
+never charged to the agent; a failing test gate is re-run on the same tree (a pytest gate only
+its failed tests: harness.gates.pytest_rerun), and tests that then pass are flaky. What remains
+is parsed into problems the agent can act on.
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from harness.gates.pytest_report import (
     read_report,
     report_dir,
 )
+from harness.gates.pytest_rerun import failed_tests, pytest_options
 from harness.gates.record import (
     GateRecord,
     GateRun,
@@ -33,8 +35,9 @@ from harness.gates.record import (
     not_run_record,
 )
 from harness.parsers import parse_gate_output
+from harness.parsers.pytest import junit_outcomes
 from harness.problems import Problem, problem_type
-from harness.sandbox import PYTEST_ADDOPTS, Completed, Sandbox
+from harness.sandbox import Completed, Sandbox
 from harness.sandbox.bridge import Denial, Egress
 
 PARSE_LIMIT_BYTES = 16 * 1024 * 1024
@@ -113,6 +116,9 @@ class GateRunner:
     compare_s: float = 0.0
     """Time spent measuring runs and comparing them with the base (its runs included): gate
     time no gate record holds."""
+    tests: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Per test gate whose last run failed or was a re-run: each test's last outcome on this
+    tree, by node id, from pytest's reports (a re-run of some tests updates only theirs)."""
 
     def run_all(self, gates: list[GateConfig], *, attempt: int, phase: Phase) -> GateRun:
         """Gates in order; the first that fails for good stops the rest."""
@@ -148,26 +154,37 @@ class GateRunner:
     def _sort_out_flaky(
         self, gate: GateConfig, attempt: int, phase: Phase, problems: list[Problem], result: GateRun
     ) -> list[Problem]:
-        """Re-run a failing test gate; tests failing only on an earlier run are flaky."""
+        """Re-run a failing test gate (a pytest gate: only its failed tests, unless policy says
+        `flaky.rerun: all`); tests failing only on an earlier run are flaky."""
         for _ in range(self.flaky.reruns):
-            record, again = self.run_once(gate, attempt, phase, run=len(_runs(result, gate)) + 1)
+            before = self.tests.get(gate.name)  # None: no pytest report to go by
+            only = failed_tests(before) if before and self.flaky.rerun == "failed" else []
+            run = len(_runs(result, gate)) + 1
+            record, again = self.run_once(gate, attempt, phase, run=run, only=only)
             result.records.append(record)
             if record.infrastructure_failure:
                 return problems  # the re-run proves nothing; judge on the first run
-            if record.passed:
-                gone = problems
+            if before is None:  # not pytest: the whole gate ran again, judged by its output
+                if record.passed:
+                    gone = problems
+                else:
+                    still = {p.test_id for p in again if p.test_id}
+                    gone = [p for p in problems if p.test_id and p.test_id not in still]
+                problems_now = [] if record.passed else again
             else:
-                still = {p.test_id for p in again if p.test_id}
-                gone = [p for p in problems if p.test_id and p.test_id not in still]
+                gone, problems_now = _flaky_by_report(
+                    problems, again, record, self.tests.get(gate.name, {})
+                )
             result.flaky += [p.model_copy(update={"category": "flaky"}) for p in gone]
-            problems = [] if record.passed else again
+            problems = problems_now
             if not problems:
                 break
         return problems
 
     def run_once(
-        self, gate: GateConfig, attempt: int, phase: Phase, run: int = 1
+        self, gate: GateConfig, attempt: int, phase: Phase, run: int = 1, only: Sequence[str] = ()
     ) -> tuple[GateRecord, list[Problem]]:
+        """One run of `gate`; `only`: a pytest re-run limited to these node ids."""
         started = time.monotonic()
         instance = f"{self.instance}/{phase}-{attempt}/{gate.name}"
         try:
@@ -186,10 +203,11 @@ class GateRunner:
             timeout = max(1.0, min(timeout, self.deadline - time.monotonic()))
         stem = f"{phase}-{attempt}-{gate.name}" + (f"-run{run}" if run > 1 else "")
         log = self.log_dir / f"{stem}.log"
-        with report_dir(self.sandbox.scratch) as reports:
+        scratch = self.sandbox.scratch
+        with report_dir(scratch) as reports, pytest_options(scratch, only) as options:
             # xunit1 reports carry each test's file, which makes exact test ids.
             report = f"--junitxml={reports.report} -o junit_family=xunit1"
-            env = {**setup.env, "PYTEST_ADDOPTS": f"{PYTEST_ADDOPTS} {report}"}
+            env = {**setup.env, "PYTEST_ADDOPTS": f"{options} {report}"}
             if setup.ran is not None:
                 setup_s = max(0.0, setup_s - setup.ran.duration_s)  # prepare's time included it
                 done = _ran_elsewhere(setup.ran, log)
@@ -199,9 +217,12 @@ class GateRunner:
                 )
             junit = read_report(reports)
         record = gate_record(gate, done, attempt=attempt, phase=phase, run=run, setup_s=setup_s)
+        if only:
+            record = record.model_copy(update={"only_tests": list(only)})
         contradicted = contradiction(gate, done, junit, record.counts)
         if contradicted is not None:
             record = record.model_copy(update={"passed": False})
+        tests = self._measure_tests(gate, record, junit, partial=bool(only))
         refused = egress_problems(gate, setup.egress, instance, record.log)
         if refused:  # a test that tried to reach past its services fails, whatever it printed
             denied = [str(denial) for denial in setup.egress.denials] if setup.egress else []
@@ -210,7 +231,10 @@ class GateRunner:
         if measure and not record.infrastructure_failure:
             measuring = time.monotonic()
             listing_log = log.with_name(f"{stem}.files.log")
-            observed = observe(gate, self.sandbox, junit, listing_log, timeout)
+            if only and tests is not None:  # the earlier run's outcomes, updated by this one's
+                observed = Observed(tests=tests)
+            else:
+                observed = observe(gate, self.sandbox, junit, listing_log, timeout)
             self.observed[gate.name] = observed
             weaker: list[Problem] = []
             if record.passed and self.against_base is not None:
@@ -242,6 +266,40 @@ class GateRunner:
         if not record.counts:  # machine formats (JSON) print no closing count line
             record = record.model_copy(update={"counts": {"found": len(problems)}})
         return record, problems
+
+    def _measure_tests(
+        self, gate: GateConfig, record: GateRecord, junit: bytes | None, *, partial: bool
+    ) -> dict[str, str] | None:
+        """The tests' outcomes kept for a flaky re-run: after a failing run or a re-run (a
+        partial one updates the outcomes before it); None, and nothing kept, without a report."""
+        if gate.kind != "test" or (record.passed and record.run == 1):
+            return None
+        outcomes = junit_outcomes(junit) if junit is not None else None
+        if outcomes is None:
+            self.tests.pop(gate.name, None)
+            return None
+        if partial:
+            outcomes = {**self.tests.get(gate.name, {}), **outcomes}
+        self.tests[gate.name] = outcomes
+        return outcomes
+
+
+def _flaky_by_report(
+    problems: list[Problem], again: list[Problem], rerun: GateRecord, outcomes: dict[str, str]
+) -> tuple[list[Problem], list[Problem]]:
+    """(the flaky ones of `problems`, what still fails) after a re-run of a pytest gate, by
+    its report: a test is flaky only when the re-run's report shows it passed (one missing
+    from the re-run still fails); a problem naming no test goes only when the whole gate ran
+    again and passed. What the re-run found besides (another test failing, a finding against
+    the base) fails too."""
+    whole_passed = rerun.passed and not rerun.only_tests
+    gone = [
+        p for p in problems if (outcomes.get(p.test_id) == "passed" if p.test_id else whole_passed)
+    ]
+    known = {p.test_id for p in problems if p.test_id}
+    still = [p for p in problems if p not in gone]
+    still += [p for p in again if not (p.test_id and p.test_id in known)]
+    return gone, still
 
 
 def _setup_failed(
