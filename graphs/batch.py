@@ -228,6 +228,7 @@ def _result(ctx: RunContext, spec: Spec, final: dict[str, Any], initial: TaskSta
         gates_s=round(final.get("gates_s", 0.0), 3),
         usage=final.get("usage", Usage()),
         variant=spec.variant.model_dump() if spec.variant is not None else None,
+        verify_reused=final.get("verify_reused"),
     )
 
 

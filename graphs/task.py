@@ -35,6 +35,7 @@ from harness.config.spec import Spec
 from harness.feedback import Feedback, compact, render_for_agent
 from harness.gates.diff_review import review_diff
 from harness.gates.record import GateRecord, Phase
+from harness.gates.reuse import VerifyReuse
 from harness.gates.verdict import judge
 from harness.problems import Problem, one_liners
 from harness.publish import Escalation, Evidence, PublishRefused, PullRequest, refusal
@@ -65,6 +66,8 @@ class TaskState(TypedDict, total=False):
     """Tests that failed and then passed on a re-run."""
     flagged: list[Problem]
     """Fake-green guard findings under `guard.action: flag`; listed in the PR record."""
+    verify_reused: VerifyReuse | None
+    """Verification ran no gate: the last attempt's runs were of exactly the committed tree."""
     escalate_reason: str | None
     cancelled: bool
     """A fleet sibling was verified first (`--first-verified`): this one stopped."""
@@ -81,7 +84,7 @@ class TaskState(TypedDict, total=False):
 
 # What the state holds besides plain values: the checkpointer revives these, and nothing else
 # it finds in the store (harness.store.sql.checkpoint_serializer).
-STATE_MODELS = (Spec, Problem, Feedback, GateRecord, Usage)
+STATE_MODELS = (Spec, Problem, Feedback, GateRecord, Usage, VerifyReuse)
 
 
 @node("triage")
@@ -171,10 +174,12 @@ def guard(state: TaskState, ctx: RunContext) -> Update:
 
 @node("verify")
 def verify(state: TaskState, ctx: RunContext) -> Update:
-    """All gates again on exactly the committed tree: the agent's word is never the verdict."""
-    ctx.live.sandboxes.get(state["spec"]).worktree.reset_to()
+    """All gates again on exactly the committed tree: the agent's word is never the verdict.
+    When the last attempt's gates all passed on a clean checkout of this very tree, their runs
+    are the verification (harness.gates.reuse), and the PR record says so."""
     result = _gate_phase(state, ctx, "verify")
-    return _gates_ran(state, result) | _verdict(state, ctx, result, "verify")
+    update = _gates_ran(state, result) | _verdict(state, ctx, result, "verify")
+    return update | {"verify_reused": result.reused}
 
 
 @node("publish")
@@ -234,6 +239,7 @@ def _evidence(state: TaskState, ctx: RunContext) -> Evidence:
         flaky=state.get("flaky", []),
         flagged=state.get("flagged", []),
         problems=state.get("problems", []),
+        verify_reused=state.get("verify_reused"),
         usage=state.get("usage"),
         agent_s=state.get("agent_s", 0.0),
         gates_s=state.get("gates_s", 0.0),
@@ -247,8 +253,14 @@ def _deadline(ctx: RunContext, state: TaskState) -> float:
 
 
 def _gate_phase(state: TaskState, ctx: RunContext, phase: Phase) -> PhaseResult:
-    attempt, deadline = state.get("attempt", 0), _deadline(ctx, state)
-    return run_gate_phase(ctx, state["spec"], phase=phase, attempt=attempt, deadline=deadline)
+    attempt, deadline, earlier = (
+        state.get("attempt", 0),
+        _deadline(ctx, state),
+        state.get("gate_records", []),
+    )
+    return run_gate_phase(
+        ctx, state["spec"], phase=phase, attempt=attempt, deadline=deadline, earlier=earlier
+    )
 
 
 def _gates_ran(state: TaskState, result: PhaseResult) -> Update:

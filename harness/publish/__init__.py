@@ -15,6 +15,7 @@ from harness.agents import Usage
 from harness.config.policy import PublishConfig
 from harness.config.spec import Spec
 from harness.gates.record import GateRecord
+from harness.gates.reuse import VerifyReuse
 from harness.git import Worktree
 from harness.problems import Problem
 
@@ -42,6 +43,17 @@ class Evidence:
     """Model calls, tokens and cost over the task's attempts."""
     agent_s: float = 0.0
     gates_s: float = 0.0
+    verify_reused: VerifyReuse | None = None
+    """Verification ran no gate: it reused these runs of the last attempt, on the same tree."""
+
+    @property
+    def verified_by(self) -> list[GateRecord]:
+        """The runs that verified the committed tree: the verify phase's, or the attempt's that
+        verification reused."""
+        if self.verify_reused is None:
+            return [gate for gate in self.gates if gate.phase == "verify"]
+        reused = self.verify_reused.attempt
+        return [g for g in self.gates if g.phase == "attempt" and g.attempt == reused]
 
 
 @dataclass(frozen=True)

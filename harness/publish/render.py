@@ -36,17 +36,19 @@ def gate_table(gates: Sequence[GateRecord]) -> str:
     return "\n".join(rows)
 
 
-def verified_gates(verify: Sequence[GateRecord]) -> str:
+def verified_gates(verify: Sequence[GateRecord], *, again: bool = True) -> str:
     """What the verify phase proved, counting only the gates that ran: one that was not
-    applicable (it passed without running) is named apart, never counted as passed."""
+    applicable (it passed without running) is named apart, never counted as passed.
+    `again`: verification ran them again (else it reused the attempt's runs)."""
     last = {gate.name: gate for gate in verify}  # a re-run (flaky check) is the same gate
     ran = [gate for gate in last.values() if not gate.not_applicable]
+    passed = "passed again" if again else "passed"
     if not ran:
         line = "no gate ran on the committed tree"
     elif len(ran) == 1:
-        line = "the 1 gate that ran passed again on the committed tree"
+        line = f"the 1 gate that ran {passed} on the committed tree"
     else:
-        line = f"all {len(ran)} gates that ran passed again on the committed tree"
+        line = f"all {len(ran)} gates that ran {passed} on the committed tree"
     skipped = [gate for gate in last.values() if gate.not_applicable]
     if skipped:
         named = "; ".join(f"`{gate.name}` ({gate.not_applicable})" for gate in skipped)
@@ -140,18 +142,19 @@ def _cost_and_time(evidence: Evidence) -> list[str]:
 
 def render_pr(pr: PullRequest) -> str:
     spec, evidence = pr.spec, pr.evidence
-    gates, attempts = evidence.gates, evidence.attempts
-    verify = [g for g in gates if g.phase == "verify"]
+    gates, attempts, reused = evidence.gates, evidence.attempts, evidence.verify_reused
+    verify = evidence.verified_by
     lines = [f"# {spec.title}", "", *_header(spec, evidence), ""]
     lines += [
-        f"Verified by harness on attempt {attempts}: {verified_gates(verify)}. Everything below "
-        "was measured by harness, not reported by the agent.",
+        f"Verified by harness on attempt {attempts}: {verified_gates(verify, again=not reused)}"
+        ". Everything below was measured by harness, not reported by the agent.",
         "",
+        *([f"- {reused.line()}", ""] if reused else []),
         "## Gate evidence",
         "",
         gate_table(gates),
         "",
-        *base_table(gates, "verify"),
+        *base_table(verify, verify[0].phase if verify else "verify"),
         "## Attempts",
         "",
     ]

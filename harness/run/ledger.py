@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from harness import redact
 from harness.agents import Usage
+from harness.gates.reuse import VerifyReuse
 
 Outcome = Literal[
     "verified", "escalated", "error", "interrupted", "skipped", "deferred", "cancelled"
@@ -43,6 +44,9 @@ class GateSummary(BaseModel):
     """Why the gate did not run for this task (it passed without running)."""
     setup_failure: str | None = None
     """Why its environment (an integration gate's services) could not be made ready."""
+    tree: str | None = None
+    """The committed tree the run's phase started on; `clean_checkout`: exactly that tree."""
+    clean_checkout: bool = False
 
 
 class TaskResult(BaseModel):
@@ -75,6 +79,9 @@ class TaskResult(BaseModel):
     judge: dict[str, str] | None = None
     """A fleet's tied variant: the tie-break judge's advisory `{model, vote, why}` (vote: the
     variant it preferred), when `fleet.judge` is set and it was consulted."""
+    verify_reused: VerifyReuse | None = None
+    """Verification ran no gate: it reused these runs of the last attempt (`{attempt, tree,
+    gates}`), which ran on a clean checkout of the same committed tree (harness.gates.reuse)."""
 
 
 class NightSummary(BaseModel):
