@@ -314,6 +314,7 @@ def run_context(
     from harness.agents.fleet import Fleet, account_key
     from harness.agents.limiter import StoreLimiterState
     from harness.agents.select import select_agent
+    from harness.gates.caches import GateCaches
     from harness.gates.preexisting import PreexistingFailures
     from harness.integration.local import LocalIntegration
     from harness.publish.local import LocalPublisher
@@ -350,6 +351,8 @@ def run_context(
     limits = StoreLimiterState(store, account_key(config.policy))
     fleet = Fleet.for_policy(config.policy, limits, holder_prefix=worker)
     confinement = Confinement.of(policy.limits, policy.sandbox)
+    preexisting = PreexistingFailures(run_dir, confinement)
+    caches = GateCaches(preexisting)
     services = RunServices(
         store=store,
         worker=worker,
@@ -358,7 +361,8 @@ def run_context(
         publisher=_publisher(config.policy, policy_path, LocalPublisher(run_dir, config.relative)),
         isolation=isolation,
         fleet=fleet,
-        preexisting=PreexistingFailures(run_dir, confinement),
+        preexisting=preexisting,
+        caches=caches,
         integration=LocalIntegration(),
     )
     sandboxes = TaskSandboxes(
@@ -377,7 +381,7 @@ def run_context(
             lease_s=policy.store.lease_s,
             config=policy.sandbox.pool,
         ),
-        confinement=confinement,
+        confinement=caches.view(confinement),  # the base's caches readable, for the seed copy
     )
     return RunContext(
         config,
@@ -434,10 +438,12 @@ def execute_run(
             ),
         ):
             ctx.live.sandboxes.start_pool(specs)  # ready worktrees made while tasks start
+            services.caches.warm(specs, config.policy.gates)  # base runs start while agents work
             results = run_batch(ctx, specs, admission)
     finally:
         ctx.live.sandboxes.stop_pool()  # the pool's worktrees and records removed
         services.integration.stop()  # integration baselines and forks: processes, worktrees
+        services.caches.close()  # base runs still under way finished, snapshots removed
         services.ledger.close()
     console().print(summary_table(results))
     elapsed = f"{time.monotonic() - started:.1f}s"

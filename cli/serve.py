@@ -231,6 +231,7 @@ class TicketRunner:
             with self._lock:
                 self._live.pop(run_id, None)
             ctx.services.integration.stop()
+            ctx.services.caches.close()
             ledger.close()
         for result in results:
             if result.outcome == "interrupted":

@@ -26,6 +26,7 @@ from harness.agents.select import AgentUnavailable
 from harness.config.policy import parse_policy
 from harness.config.spec import Spec, load_spec
 from harness.feedback import Feedback
+from harness.gates.caches import GateCaches
 from harness.gates.preexisting import PreexistingFailures
 from harness.git import GitRepository, Worktree
 from harness.integration.local import LocalIntegration
@@ -207,7 +208,8 @@ def run_task(tmp_path: Path, repo: Path) -> Iterator[Callable[..., Task]]:
             publisher=LocalPublisher(run_dir, config.relative),
             isolation=Isolation(False, "scripted"),
             fleet=Fleet.for_policy(parsed),
-            preexisting=PreexistingFailures(run_dir),
+            preexisting=(preexisting := PreexistingFailures(run_dir)),
+            caches=GateCaches(preexisting),
             integration=LocalIntegration(),
         )
         # The scripted stand-ins are structurally what the graph uses of the real ones.

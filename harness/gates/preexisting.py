@@ -19,6 +19,7 @@ from pathlib import Path
 from harness import failpoints
 from harness.config.policy import GateConfig, GuardConfig, InfrastructureConfig
 from harness.config.spec import Spec
+from harness.gates import caches
 from harness.gates.base_compare import AgainstBase, Observed, moved_since, present_in
 from harness.gates.runner import GateRunner
 from harness.git import GitRepository
@@ -38,6 +39,8 @@ class BaseRun:
     failing: set[Key]
     """Its problems' keys (empty when it passed, or could not run: that proves nothing)."""
     observed: Observed
+    caches: Path | None = None
+    """The gate's tool caches as the run left them (harness.gates.caches), if it had any."""
 
 
 class PreexistingFailures:
@@ -45,6 +48,8 @@ class PreexistingFailures:
         self.run_dir = run_dir
         self.confinement = confinement
         """The run's sandboxes' limits and view: the base runs under the same."""
+        self.caches_root = run_dir / "caches"
+        """Where each base run leaves its gate's tool caches, for tasks to start from."""
         self._known: dict[str, BaseRun] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -58,6 +63,15 @@ class PreexistingFailures:
         """What the gate measured on the spec's base commit."""
         return self._on_base(spec, gate).observed
 
+    def cache_snapshot(self, spec: Spec, gate: GateConfig) -> Path | None:
+        """The gate's tool caches as its run on the base left them (None: it made none)."""
+        return self._on_base(spec, gate).caches
+
+    def key(self, spec: Spec, gate: GateConfig) -> str:
+        """The base run's name: one per repository, base commit, subdir and gate command."""
+        ident = "\0".join([spec.git_toplevel, spec.base_commit, str(spec.subdir), gate.command])
+        return hashlib.sha256(ident.encode()).hexdigest()[:12]
+
     def against(self, spec: Spec, guard: GuardConfig, sandbox: TaskSandbox) -> AgainstBase:
         """The task's gates compared with their runs on its base."""
         worktree = sandbox.worktree
@@ -70,8 +84,7 @@ class PreexistingFailures:
         )
 
     def _on_base(self, spec: Spec, gate: GateConfig) -> BaseRun:
-        ident = "\0".join([spec.git_toplevel, spec.base_commit, str(spec.subdir), gate.command])
-        name = hashlib.sha256(ident.encode()).hexdigest()[:12]
+        name = self.key(spec, gate)
         with self._guard:
             lock = self._locks.setdefault(name, threading.Lock())
         with lock:
@@ -95,14 +108,18 @@ class PreexistingFailures:
                 observe_always=True,
             )
             record, problems = runner.run_once(gate, attempt=0, phase="base")
+            snapshot = self.caches_root / name
+            dirs = caches.cache_dirs(gate)
+            warm = caches.capture(sandbox.path, sandbox.scratch, dirs, snapshot)
         finally:
             sandbox.teardown()
         observed = runner.observed.get(gate.name) or Observed(
             not_compared=f"the gate could not run on the base ({record.ending})"
         )
+        cached = snapshot if warm else None
         if record.passed or record.infrastructure_failure:
-            return BaseRun(set(), observed)  # a base that cannot run the gate proves nothing
-        return BaseRun({problem.key() for problem in problems}, observed)
+            return BaseRun(set(), observed, cached)  # a base that cannot run it proves nothing
+        return BaseRun({problem.key() for problem in problems}, observed, cached)
 
 
 def _clear_leftovers(spec: Spec, where: Path) -> None:

@@ -20,6 +20,7 @@ from harness.agents.fleet import Fleet
 from harness.config.policy import AgentKind, Budget, Policy
 from harness.config.spec import Spec
 from harness.errors import InputError
+from harness.gates.caches import GateCaches
 from harness.gates.preexisting import PreexistingFailures
 from harness.git import GitRepository
 from harness.integration.local import LocalIntegration
@@ -157,6 +158,9 @@ class RunServices:
     """What every task's model calls share: the request limiter and the run's spend."""
     preexisting: PreexistingFailures
     """Failing gates run once on the base commit, to label pre-existing failures."""
+    caches: GateCaches
+    """The gates' tool caches built on the base, copied into each task's sandbox before its
+    gates run. Closed at the run's end: `services.caches.close()`."""
     integration: LocalIntegration
     """Integration gates' services: the shared baselines (started on first use) and each
     task's forks. Stopped at the run's end: `services.integration.stop()`."""
