@@ -257,6 +257,8 @@ def _require_backends(policy: Policy, source: Path | None = None) -> None:
     extra is not installed, or names a forge token that is not set."""
     if source is not None:
         policy.publish.check_forge(source)
+    if source is not None and policy.setup is not None:
+        policy.setup.secret_values(source)  # each listed secret is set
     if policy.publish.forge != "local":
         from harness.publish.forge import require_client
 
@@ -324,6 +326,7 @@ def run_context(
     from harness.sandbox import bubblewrap as bwrap
     from harness.sandbox.lifecycle import TaskSandboxes
     from harness.sandbox.limits import Confinement
+    from harness.setup.environment import EnvironmentSetup
     from harness.sandbox.pool import SandboxPool
     from harness.store import worker_id
 
@@ -351,7 +354,8 @@ def run_context(
     limits = StoreLimiterState(store, account_key(config.policy))
     fleet = Fleet.for_policy(config.policy, limits, holder_prefix=worker)
     confinement = Confinement.of(policy.limits, policy.sandbox)
-    preexisting = PreexistingFailures(run_dir, confinement)
+    setup = EnvironmentSetup(policy.setup, run_dir / "setup", confinement, policy_path)
+    preexisting = PreexistingFailures(run_dir, confinement, setup)
     caches = GateCaches(preexisting)
     services = RunServices(
         store=store,
@@ -364,6 +368,7 @@ def run_context(
         preexisting=preexisting,
         caches=caches,
         integration=LocalIntegration(),
+        setup=setup,
     )
     sandboxes = TaskSandboxes(
         store,

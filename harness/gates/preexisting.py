@@ -28,6 +28,7 @@ from harness.sandbox import TaskSandbox
 from harness.sandbox.lifecycle import kill_sandbox_processes
 from harness.sandbox.limits import DEFAULT_CONFINEMENT, Confinement
 from harness.sandbox.local import WorktreeSandbox
+from harness.setup.environment import EnvironmentSetup
 
 Key = tuple[str | None, ...]
 
@@ -44,8 +45,15 @@ class BaseRun:
 
 
 class PreexistingFailures:
-    def __init__(self, run_dir: Path, confinement: Confinement = DEFAULT_CONFINEMENT) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        confinement: Confinement = DEFAULT_CONFINEMENT,
+        setup: EnvironmentSetup | None = None,
+    ) -> None:
         self.run_dir = run_dir
+        self.setup = setup
+        """Policy's `setup:`: the base runs in the same set-up environment as tasks."""
         self.confinement = confinement
         """The run's sandboxes' limits and view: the base runs under the same."""
         self.caches_root = run_dir / "caches"
@@ -107,6 +115,8 @@ class PreexistingFailures:
                 infrastructure=InfrastructureConfig(retries=0),
                 observe_always=True,
             )
+            if self.setup is not None:
+                runner.prepare = self.setup.ready(spec, sandbox).then(runner.prepare)
             record, problems = runner.run_once(gate, attempt=0, phase="base")
             snapshot = self.caches_root / name
             dirs = caches.cache_dirs(gate)

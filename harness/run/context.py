@@ -29,6 +29,7 @@ from harness.run.effects import Effects
 from harness.run.ledger import RunLedger, TaskResult
 from harness.sandbox import bubblewrap as bwrap
 from harness.sandbox.lifecycle import TaskSandboxes
+from harness.setup.environment import EnvironmentSetup
 from harness.store import Store
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -164,6 +165,9 @@ class RunServices:
     integration: LocalIntegration
     """Integration gates' services: the shared baselines (started on first use) and each
     task's forks. Stopped at the run's end: `services.integration.stop()`."""
+    setup: EnvironmentSetup = field(default_factory=lambda: EnvironmentSetup(None, Path()))
+    """Policy's `setup:`, run once per base (and per changed lockfiles) and bound into every
+    task's sandbox before its gates run (harness.setup)."""
 
 
 AgentFactory = Callable[[Spec], Agent]

@@ -75,6 +75,7 @@ def run_gate_phase(
     if phase == "verify" and (reuse := _reuse(ctx, spec, earlier, attempt, tree, to_run)):
         return PhaseResult(GateRun(), [], 0.0, reused=reuse)
     ctx.live.sandboxes.mark(spec.id, "validating")
+    runner.prepare = ctx.services.setup.ready(spec, sandbox).then(runner.prepare)  # deps installed
     seeded_s = ctx.services.caches.seed(sandbox, spec, policy.gates)  # the base's tool caches
     run = runner.run_all(to_run, attempt=attempt, phase=phase)
     on_tree = {"tree": tree, "clean_checkout": clean}
