@@ -326,8 +326,8 @@ def run_context(
     from harness.sandbox import bubblewrap as bwrap
     from harness.sandbox.lifecycle import TaskSandboxes
     from harness.sandbox.limits import Confinement
-    from harness.setup.environment import EnvironmentSetup
     from harness.sandbox.pool import SandboxPool
+    from harness.setup.environment import EnvironmentSetup
     from harness.store import worker_id
 
     isolation = bwrap.probe()
