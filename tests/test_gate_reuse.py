@@ -112,22 +112,6 @@ def test_policy_verify_rerun_runs_every_gate_again(tiny: TinyProject) -> None:
     assert "the 1 gate that ran passed again on the committed tree" in pr
 
 
-def test_the_attempts_gates_see_only_the_committed_tree(tiny: TinyProject) -> None:
-    """build/ is git-ignored: the file the gate wants is never committed, so the attempt's own
-    gates already fail on it (they did not before: only verification caught it)."""
-    gate = {"name": "built", "kind": "test", "command": "test -f build/ok", "timeout_s": 30}
-    tiny.write_policy(gates=[gate], budget={"max_attempts": 1, "max_steps": 20})
-    build = {"tool": "write_file", "args": {"path": "build/ok", "content": "ok\n"}}
-    tiny.add_spec("ignored", attempts=[[WRITE_DONE, build, FINISH]])
-    result = tiny.run()
-
-    assert result.exit_code == 0, result.stderr
-    task = tiny.task("ignored")
-    assert task["outcome"] == "escalated"
-    assert task["reason"].startswith("budget exhausted")
-    assert phases(task) == [("attempt", 1, False), ("attempt", 1, False)]
-
-
 # --- the decision, on records ------------------------------------------------------------------
 
 TREE = "a" * 40

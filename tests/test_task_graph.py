@@ -234,12 +234,13 @@ AGENT_TO_VERIFIED = ["agent", "gates", "guard", "verify", "publish", "teardown"]
 
 
 def test_a_passing_attempt_is_verified_and_published(run_task: Callable[..., Task]) -> None:
-    task = run_task([ok(), ok()])
+    task = run_task([ok()])  # one gate run: verification reuses it (harness.gates.reuse)
     assert task.path == ["triage", "provision", *AGENT_TO_VERIFIED]
     assert task.final["outcome"] == "verified"
+    assert task.final["verify_reused"].attempt == 1
     assert task.final["pr"] == f"runs/{RUN}/prs/t.md"
     assert task.sandboxes.released == [("t", True)]
-    assert task.sandboxes.marks == ["validating", "ready", "validating", "ready"]
+    assert task.sandboxes.marks == ["validating", "ready"]
     # the attempt's work was committed on the branch, with its idempotency key
     assert f"Harness-Key: {RUN}/t/commit/1" in task.sandboxes.sandbox.worktree.head_message()
 
@@ -342,7 +343,7 @@ def test_fake_green_under_flag_is_listed_in_the_pr(run_task: Callable[..., Task]
 
 
 def test_a_verify_failure_escalates(run_task: Callable[..., Task]) -> None:
-    task = run_task([ok(), failing()])
+    task = run_task([ok(), failing()], verify={"rerun": True})
     assert task.path == [
         "triage", "provision", "agent", "gates", "guard", "verify", "escalate", "teardown"
     ]  # fmt: skip
