@@ -3,6 +3,7 @@ as an agent gets them. The gate machinery is imported inside the command (fast `
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -27,6 +28,7 @@ def check(
     from harness.config.policy import load_policy
     from harness.errors import InputError
     from harness.feedback import compact, render_for_agent
+    from harness.gates.caches import keep_check, warm_check
     from harness.gates.runner import GateRunner
     from harness.run.context import create_run_dir, new_run_id
     from harness.sandbox.limits import Confinement
@@ -41,7 +43,11 @@ def check(
     except InputError as exc:
         raise fail(str(exc)) from None
     confinement = Confinement.of(loaded_policy.limits, loaded_policy.sandbox)
-    sandbox = SnapshotSandbox.of(path.resolve(), confinement)
+    tree = path.resolve()
+    sandbox = SnapshotSandbox.of(tree, confinement)
+    # The tools' caches, warm: harness's own copy from this tree's last check, else the
+    # tree's own (.mypy_cache ...), read and never written; kept again after the gates.
+    kept = runs_dir.resolve() / "check-caches" / hashlib.sha256(bytes(tree)).hexdigest()[:16]
     try:
         runner = GateRunner(
             sandbox,
@@ -53,7 +59,9 @@ def check(
         # Integration gates need a run's services (a baseline, the changed services): not here.
         gates = [gate for gate in loaded_policy.gates if gate.kind != "integration"]
         skipped = [gate.name for gate in loaded_policy.gates if gate.kind == "integration"]
+        warm_check(sandbox.path, sandbox.scratch, tree, kept, gates)
         result = runner.run_all(gates, attempt=0, phase="check")
+        keep_check(sandbox.path, sandbox.scratch, kept, gates)
     finally:
         sandbox.teardown()
     feedback = compact(result.problems, max_tokens=loaded_policy.feedback.max_tokens)

@@ -19,12 +19,14 @@ Safety:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import shlex
 import shutil
 import stat
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -90,37 +92,52 @@ def cache_dirs(gate: GateConfig) -> list[CacheDir]:
     return [CacheDir(env=env) for tool, env in TOOL_CACHE_ENV.items() if tool in words]
 
 
-def capture(path: Path, scratch: Path, dirs: Sequence[CacheDir], snapshot: Path) -> bool:
-    """Copy each of `dirs` of a base run's sandbox (tree at `path`, scratch dir at `scratch`)
-    into `snapshot` (replacing what a previous process left there), read-only. Only real
+def capture(
+    path: Path, scratch: Path, dirs: Sequence[CacheDir], snapshot: Path, *, read_only: bool = True
+) -> bool:
+    """Copy each of `dirs` of a sandbox that ran a gate (tree at `path`, scratch dir at
+    `scratch`) into `snapshot`, replacing what was there (a previous process's). Only real
     directories are entered (a path through a symlink is skipped) and only directories and
     regular files are copied. Whether anything was."""
     shutil.rmtree(snapshot, ignore_errors=True)
+    snapshot.mkdir(parents=True)
     captured = False
     for where in dirs:
         source = where.on_host(path, scratch)
         top = path if where.tree is not None else scratch
-        if not _real_directory(top, source):
-            continue
-        shutil.copytree(source, snapshot / where.name, symlinks=True, ignore=_not_plain)
-        captured = True
-    for dirpath, _, filenames in os.walk(snapshot):
-        for name in filenames:
-            os.chmod(os.path.join(dirpath, name), 0o444)
+        captured |= copy_plain(top, source, snapshot, snapshot / where.name)
+    if read_only:
+        for dirpath, _, filenames in os.walk(snapshot):
+            for name in filenames:
+                os.chmod(os.path.join(dirpath, name), 0o444)
     return captured
 
 
-def _real_directory(top: Path, target: Path) -> bool:
-    """Whether `target` is below `top` and every part of it from `top` on is a directory, none
-    of them a link."""
+def copy_plain(source_top: Path, source: Path, target_top: Path, target: Path) -> bool:
+    """Copy the directory `source` to `target` (which must not exist), if every part of both
+    below their tops is a real directory (no link is followed on either side); directories and
+    regular files only. Whether it was copied."""
+    if not _real_directory(source_top, source) or os.path.lexists(target):
+        return False
+    if not _real_directory(target_top, target.parent, make=True):
+        return False
+    shutil.copytree(source, target, symlinks=True, ignore=_not_plain)
+    return True
+
+
+def _real_directory(top: Path, target: Path, *, make: bool = False) -> bool:
+    """Whether `target` is `top` or below it and every part of it from `top` on is a directory,
+    none of them a link; with `make`, missing parts below `top` are made."""
     try:
         parts = target.relative_to(top).parts
     except ValueError:
         return False
     here = top
-    for part in parts:
-        here = here / part
+    for part in ["", *parts]:
+        here = here / part if part else here
         try:
+            if make and part and not os.path.lexists(here):
+                os.mkdir(here)  # refuses to follow a link swapped in: it would exist
             if not stat.S_ISDIR(os.lstat(here).st_mode):
                 return False
         except OSError:
@@ -233,3 +250,52 @@ class GateCaches:
         the snapshots removed (the run keeps its records, not its caches)."""
         self._pool.shutdown(wait=True, cancel_futures=True)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+TOOL_TREE_DIRS = {"MYPY_CACHE_DIR": ".mypy_cache", "RUFF_CACHE_DIR": ".ruff_cache"}
+"""Where a tool caches when run directly in a tree (no variable set): where `harness check`
+finds the user's own caches."""
+
+
+def warm_check(
+    sandbox_path: Path, scratch: Path, tree: Path, kept: Path, gates: Sequence[GateConfig]
+) -> list[str]:
+    """`harness check`'s caches, before its gates run: each gate's cache dirs filled from what
+    harness kept from the last check of this tree (`kept`, see `keep_check`), else from the
+    user's tree's own (`.mypy_cache`, `.ruff_cache`, policy's `cache_dirs`), read only. The
+    copies are made on the host into the snapshot harness just made, before any command ran in
+    it. The cache dirs filled, as the gates' `CacheDir.name`s."""
+    filled = []
+    for where in {d for gate in gates for d in cache_dirs(gate)}:
+        target = where.on_host(sandbox_path, scratch)
+        target_top = sandbox_path if where.tree is not None else scratch
+        own = where.tree if where.tree is not None else TOOL_TREE_DIRS.get(str(where.env))
+        for top, source in [(kept, kept / where.name), (tree, tree / str(own))]:
+            if own is not None and copy_plain(top, source, target_top, target):
+                _make_writable(target)
+                filled.append(where.name)
+                break
+    return sorted(filled)
+
+
+def keep_check(sandbox_path: Path, scratch: Path, kept: Path, gates: Sequence[GateConfig]) -> None:
+    """After `harness check`'s gates: their caches kept in harness's own dir for this tree
+    (under the runs dir), for the next check. The user's tree is never written."""
+    dirs = sorted({d for gate in gates for d in cache_dirs(gate)}, key=lambda d: d.name)
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    # Copied aside, then swapped in: a check that dies half-way, or two checks of one tree at
+    # once, leave a complete copy.
+    partial = Path(tempfile.mkdtemp(prefix=f"{kept.name}.", dir=kept.parent))
+    if capture(sandbox_path, scratch, dirs, partial, read_only=False):
+        shutil.rmtree(kept, ignore_errors=True)
+        with contextlib.suppress(OSError):  # another check's copy got there first
+            partial.rename(kept)
+    shutil.rmtree(partial, ignore_errors=True)
+
+
+def _make_writable(top: Path) -> None:
+    """The tools write their caches: every copied file and directory is the owner's to write."""
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in [*dirnames, *filenames]:
+            here = os.path.join(dirpath, name)
+            os.chmod(here, stat.S_IMODE(os.lstat(here).st_mode) | stat.S_IWUSR)
