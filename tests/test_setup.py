@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import FINISH, WRITE_DONE, TinyProject, commit_files, escalation_problems
+from helpers import (
+    FINISH,
+    WRITE_DONE,
+    TinyProject,
+    commit_files,
+    escalation_problems,
+    git_ok,
+)
 
 from harness.config.policy import GateConfig
 from harness.config.spec import Spec
@@ -75,7 +82,9 @@ def gate_logs(tiny: TinyProject, spec_id: str, gate: str) -> list[str]:
 
 
 def test_one_set_up_serves_every_task_on_the_base_read_only(project: TinyProject) -> None:
-    for name in ("a", "b", "c"):
+    use_tool = {"tool": "run", "args": {"command": '"$HARNESS_ENV/venv/bin/tool"'}}
+    project.add_spec("a", attempts=[[use_tool, WRITE_DONE, FINISH]])
+    for name in ("b", "c"):
         project.add_spec(name)
     project.write_policy(gates=GATES, setup=SETUP)
     result = project.run()
@@ -87,6 +96,9 @@ def test_one_set_up_serves_every_task_on_the_base_read_only(project: TinyProject
     for name in "abc":  # the tool ran at the fixed path, where its shebang points
         logs = gate_logs(project, name, "tool")
         assert logs and all("tool ran in /harness/env/venv" in log for log in logs)
+    # the agent's own commands see it too, from its first attempt on
+    attempt = (project.runs / "r1" / "tasks" / "a" / "attempt-1.json").read_text("utf-8")
+    assert "tool ran in /harness/env/venv" in attempt
     env = project.runs / "r1" / "setup" / only["key"] / "env"
     assert (env / "venv" / "bin" / "tool").is_file()
     assert not (env / "poison").exists(), "a task wrote into the shared environment"
@@ -111,8 +123,11 @@ def test_a_failing_set_up_escalates_as_infrastructure_with_its_log(project: Tiny
     for name in ("a", "b"):
         task = project.task(name)
         assert task["outcome"] == "escalated"
-        assert task["reason"].startswith("infrastructure:"), task["reason"]
-        assert task["attempts"] == 1, "the agent was charged for the set-up"
+        assert task["reason"].startswith("infrastructure failure (not charged to the agent)")
+        assert "set-up failed (exit 7)" in task["reason"]
+        # no agent worked on a tree without its dependencies, and no gate ran
+        assert task["gates"] == []
+        assert not git_ok(project.repo, "cat-file", "-e", f"harness/r1/{name}:done.txt")
         [problem] = escalation_problems(project.root / task["escalation"])
         assert problem["category"] == "infrastructure"
         assert problem["owner_action_required"] is True
@@ -145,6 +160,28 @@ def test_a_lockfile_the_agent_changes_re_runs_the_set_up_for_that_task_only(
     own = next(run for run in runs if not run["base"])
     installed = project.runs / "r1" / "setup" / own["key"] / "env" / "installed.txt"
     assert installed.read_text("utf-8") == "pkg==2\n"
+
+
+def test_a_set_up_the_agents_lockfile_breaks_escalates_from_the_gates_with_its_log(
+    project: TinyProject,
+) -> None:
+    broken = {"tool": "write_file", "args": {"path": "requirements.txt", "content": "nope==0\n"}}
+    project.add_spec("breaks", attempts=[[broken, WRITE_DONE, FINISH]])
+    setup = {"commands": ["! grep -q nope requirements.txt"], "lockfiles": ["requirements.txt"]}
+    project.write_policy(setup=setup)
+    result = project.run()
+    assert result.exit_code == 0, result.stderr
+    task = project.task("breaks")
+    assert task["outcome"] == "escalated"
+    assert task["reason"].startswith("infrastructure: gate 'done' could not be set up")
+    assert [(g["phase"], g["passed"]) for g in task["gates"]] == [("attempt", False)]
+    [problem] = escalation_problems(project.root / task["escalation"])
+    assert (problem["category"], problem["owner_action_required"]) == ("infrastructure", True)
+    assert problem["log"].endswith("setup.log")
+    assert [(run["base"], run["ok"]) for run in set_up_runs(project)] == [
+        (True, True),
+        (False, False),
+    ]
 
 
 def test_a_listed_secret_that_is_not_set_is_a_one_line_error(

@@ -68,6 +68,16 @@ def make_attempt(
         # Its record was redacted on disk; what follows needs no secrets.
         ctx.services.ledger.event(spec.id, "agent", "reused", attempt=number)
         return AttemptRecord.model_validate_json(saved.read_text(encoding="utf-8"))
+    prepared = ctx.services.setup.ready(spec, sandbox)  # the agent's commands see it too
+    if (unready := prepared.problem()) is not None:  # no agent works without its dependencies
+        why = unready.title
+        return AttemptRecord(
+            number=number,
+            agent=agent.name,
+            stop_reason="infrastructure",
+            error=why,
+            problem=unready,
+        )
     record = agent.attempt(spec, sandbox, feedback, context)
     if (deferred := deferral_of(record)) is not None:
         # Cut by the model API, not by anything the agent did: no record, no commit, so the

@@ -44,6 +44,7 @@ from harness.errors import InputError
 from harness.gates.record import excerpt
 from harness.gates.runner import GateEnvironment, GatePrepare, GateSetupError
 from harness.git import GitRepository, Worktree
+from harness.problems import Problem, problem_type
 from harness.sandbox import TaskSandbox
 from harness.sandbox.confined import ConfinedDirectory
 from harness.sandbox.lifecycle import kill_sandbox_processes
@@ -76,6 +77,21 @@ class Prepared:
             return prepare(gate)
 
         return prepared
+
+    def problem(self) -> Problem | None:
+        """The failure as the problem an escalation lists (None when ready)."""
+        if self.error is None:
+            return None
+        log = str(self.error.log) if self.error.log else None
+        return Problem(
+            type=problem_type("setup-failed"),
+            title=self.error.title[:1].upper() + self.error.title[1:],
+            detail=f"{self.error.detail}\n\nA person must act: {self.error.todo}.",
+            category="infrastructure",
+            retryable=True,
+            owner_action_required=True,
+            log=log,
+        )
 
 
 @dataclass(frozen=True)
@@ -278,6 +294,9 @@ def _script(config: SetupConfig) -> str:
         lines += [
             f"[ -e {quoted} ] || {{ echo 'harness: setup.copy: '{quoted}' was not made by "
             "the set-up commands'; exit 3; }",
+            # Else every task's commit would take it: the copy belongs in no commit.
+            f"git check-ignore -q -- {quoted} || {{ echo 'harness: setup.copy: '{quoted}' is "
+            "not git-ignored; add it to .gitignore'; exit 3; }",
             f'mkdir -p -- "${COPY_VAR}"/{parent} && cp -a -- {quoted} "${COPY_VAR}"/{quoted}',
         ]
     return "\n".join(lines)
