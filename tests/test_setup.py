@@ -34,16 +34,16 @@ from harness.setup.environment import EnvironmentSetup
 # time ($HARNESS_ENV is /harness/env): as with pip's console scripts, it works nowhere else.
 # The set-up also writes deps/ into the tree (git-ignored), which `copy:` carries to tasks.
 MAKE_VENV = (
-    'python3 -m venv --without-pip "$HARNESS_ENV/venv" && '
+    'python3 -m venv --without-pip "$HARNESS_ENV" && '
     'printf "#!%s\\nimport sys\\nprint(\\"tool ran in\\", sys.prefix)\\n" '
-    '"$HARNESS_ENV/venv/bin/python" > "$HARNESS_ENV/venv/bin/tool" && '
-    'chmod +x "$HARNESS_ENV/venv/bin/tool"'
+    '"$HARNESS_ENV/bin/python" > "$HARNESS_ENV/bin/tool" && chmod +x "$HARNESS_ENV/bin/tool"'
 )
-RECORD_LOCKFILE = 'cp requirements.txt "$HARNESS_ENV/installed.txt"'
+# The set-up's own later commands find the venv first on PATH, as `pip install` would.
+RECORD_LOCKFILE = 'cp requirements.txt "$HARNESS_ENV/installed.txt" && tool > "$HARNESS_ENV/saw"'
 MAKE_DEPS = "mkdir -p deps && echo from-setup > deps/marker"
 
 GATES: list[dict[str, Any]] = [
-    {"name": "tool", "kind": "custom", "command": '"$HARNESS_ENV/venv/bin/tool"'},
+    {"name": "tool", "kind": "custom", "command": "tool"},  # $HARNESS_ENV/bin is on PATH
     {
         "name": "read-only",
         "kind": "custom",
@@ -82,7 +82,7 @@ def gate_logs(tiny: TinyProject, spec_id: str, gate: str) -> list[str]:
 
 
 def test_one_set_up_serves_every_task_on_the_base_read_only(project: TinyProject) -> None:
-    use_tool = {"tool": "run", "args": {"command": '"$HARNESS_ENV/venv/bin/tool"'}}
+    use_tool = {"tool": "run", "args": {"command": "tool"}}
     project.add_spec("a", attempts=[[use_tool, WRITE_DONE, FINISH]])
     for name in ("b", "c"):
         project.add_spec(name)
@@ -95,22 +95,22 @@ def test_one_set_up_serves_every_task_on_the_base_read_only(project: TinyProject
     assert only["ok"] and only["base"]
     for name in "abc":  # the tool ran at the fixed path, where its shebang points
         logs = gate_logs(project, name, "tool")
-        assert logs and all("tool ran in /harness/env/venv" in log for log in logs)
+        assert logs and all("tool ran in /harness/env" in log for log in logs)
     # the agent's own commands see it too, from its first attempt on
     attempt = (project.runs / "r1" / "tasks" / "a" / "attempt-1.json").read_text("utf-8")
-    assert "tool ran in /harness/env/venv" in attempt
+    assert "tool ran in /harness/env" in attempt
     env = project.runs / "r1" / "setup" / only["key"] / "env"
-    assert (env / "venv" / "bin" / "tool").is_file()
+    assert (env / "saw").read_text("utf-8") == "tool ran in /harness/env\n"
     assert not (env / "poison").exists(), "a task wrote into the shared environment"
 
 
 def test_the_base_runs_gates_in_the_same_environment(tiny_spec: Spec, tmp_path: Path) -> None:
     setup = EnvironmentSetup(SetupConfig.model_validate({"commands": [MAKE_VENV]}), tmp_path / "s")
     preexisting = PreexistingFailures(tmp_path / "run", setup=setup)
-    gate = GateConfig(name="tool", kind="test", command='"$HARNESS_ENV/venv/bin/tool"')
+    gate = GateConfig(name="tool", kind="test", command="tool")
     preexisting.observed(tiny_spec, gate)
     [log] = (tmp_path / "run" / "base").glob("*/base-0-tool.log")
-    assert "tool ran in /harness/env/venv" in log.read_text("utf-8")
+    assert "tool ran in /harness/env" in log.read_text("utf-8")
 
 
 def test_a_failing_set_up_escalates_as_infrastructure_with_its_log(project: TinyProject) -> None:

@@ -50,16 +50,23 @@ class ConfinedDirectory:
         self._spawner = Spawner(limits) if cgroups_usable() is None else None
         self._mounts: dict[Path, bwrap.Mount] = {}
         self._mount_env: dict[str, str] = {}
+        self._path_first: dict[Path, str] = {}
         self.network = False
         """Whether commands share the host's network (only an environment set-up may)."""
 
-    def mount(self, source: Path, target: Path, *, writable: bool = False, env: str) -> Path:
+    def mount(
+        self, source: Path, target: Path, *, writable: bool = False, env: str, on_path: bool = False
+    ) -> Path:
         """Bind `source` at `target` for every later command (replacing what was bound there),
         with the variable `env` naming where commands see it, which is returned: `target`
-        under bubblewrap; unconfined there is no other path, so `source` itself."""
+        under bubblewrap; unconfined there is no other path, so `source` itself. `on_path`:
+        its bin/ comes first on PATH (a venv made there is the commands' Python)."""
         self._mounts[target] = bwrap.Mount(source, target, writable)
         seen_at = target if self._bwrap is not None else source
         self._mount_env[env] = str(seen_at)
+        self._path_first.pop(target, None)
+        if on_path:
+            self._path_first[target] = str(seen_at / "bin")
         return seen_at
 
     def run(
@@ -72,6 +79,8 @@ class ConfinedDirectory:
         egress: Egress | None = None,
     ) -> Completed:
         full_env = bwrap.sandbox_env(self.scratch) | self._mount_env | dict(env or {})
+        if self._path_first:
+            full_env["PATH"] = os.pathsep.join([*self._path_first.values(), full_env["PATH"]])
         if egress is not None and self._bwrap is not None:
             with HostBridge(egress) as bridge:
                 return self._run(command, timeout_s, log_path, full_env | bridge.env(), bridge)

@@ -144,7 +144,7 @@ class EnvironmentSetup:
                     "remove setup: from the policy, or run tasks in local sandboxes",
                 )
             built = self._built_for(spec, sandbox.worktree, config)
-            sandbox.mount(built.env, ENV_PATH, env=ENV_VAR)
+            sandbox.mount(built.env, ENV_PATH, env=ENV_VAR, on_path=True)
             if config.copies:
                 sandbox.mount(built.copies, COPY_PATH, env=COPY_VAR)
                 self._copy_into(sandbox, config, built.directory / f"copy-{spec.id}.log")
@@ -215,7 +215,7 @@ class EnvironmentSetup:
             confinement=self.confinement,
         )
         sandbox.network = config.network
-        sandbox.mount(directory / "env", ENV_PATH, writable=True, env=ENV_VAR)
+        sandbox.mount(directory / "env", ENV_PATH, writable=True, env=ENV_VAR, on_path=True)
         sandbox.mount(directory / "copy", COPY_PATH, writable=True, env=COPY_VAR)
         started = time.monotonic()
         try:
