@@ -47,7 +47,7 @@ def check(
     sandbox = SnapshotSandbox.of(tree, confinement)
     # The tools' caches, warm: harness's own copy from this tree's last check, else the
     # tree's own (.mypy_cache ...), read and never written; kept again after the gates.
-    kept = runs_dir.resolve() / "check-caches" / hashlib.sha256(bytes(tree)).hexdigest()[:16]
+    kept = runs_dir.resolve() / ".check-caches" / hashlib.sha256(bytes(tree)).hexdigest()[:16]
     try:
         runner = GateRunner(
             sandbox,

@@ -188,7 +188,7 @@ def test_check_starts_from_the_trees_own_cache_and_never_writes_the_tree(
     assert run_cli(args, cwd=tiny.root).exit_code == 0
     assert tree_hashes(tiny.repo) == before
     # The next check starts from what harness kept of this one, not from the tree's.
-    (kept,) = (tiny.runs / "check-caches").iterdir()
+    (kept,) = (tiny.runs / ".check-caches").iterdir()
     assert (kept / "tree/build/cache/stamp").read_text(encoding="utf-8") == "check\n"
     assert run_cli(args, cwd=tiny.root).exit_code == 0
     assert tree_hashes(tiny.repo) == before
