@@ -175,6 +175,8 @@ def _print_story(view: RunView, story: TaskStory, hint: str) -> None:
         _line("verify (all gates again, on the committed tree):", indent=2)
         for gate in story.verify:
             _line(_gate_line(gate), indent=4)
+    elif result is not None and result.verify_reused is not None:
+        _line(result.verify_reused.line(), indent=2)
     if result is not None:
         if result.reason:
             _line(f"reason: {result.reason}", indent=2)

@@ -97,7 +97,8 @@ def test_show_tells_a_tasks_story(tiny: TinyProject) -> None:
     assert re.search(r"done\s+FAIL \(exit 1\)", out), out
     assert "problems fed back: " in out and "feedback-1.md" in out
     assert "attempt 2: agent replay, 2 steps, finished" in out
-    assert "verify (all gates again, on the committed tree):" in out
+    # Attempt 2's gates ran on the committed tree: verification reused them.
+    assert "verify: reused attempt 2's gate runs on tree " in out
     assert "PR record: " in out and "prs/twice.md" in out
     assert "branch: harness/r1/twice" in out
 
