@@ -21,6 +21,7 @@ from helpers import (
     commit_files,
     escalation_problems,
     git_ok,
+    run_cli,
 )
 
 from harness.config.policy import GateConfig
@@ -259,3 +260,20 @@ def test_the_set_up_reaches_the_network_only_when_policy_grants_it(
     else:
         assert error.startswith("environment set-up failed (exit 1)")
         assert "Connection refused" in log and Counter.hits == 0
+
+
+def test_doctor_does_not_call_tools_the_set_up_installs_missing(project: TinyProject) -> None:
+    gates = [
+        {"name": "env", "kind": "test", "command": '"$HARNESS_ENV/bin/pytest" -q'},
+        {"name": "path", "kind": "lint", "command": "no-such-linter-xyz ."},
+    ]
+    project.add_spec("a")
+    policy = project.write_policy(gates=gates, setup={"commands": ["python3 -m venv $HARNESS_ENV"]})
+    argv = ["doctor", str(project.specs), "--policy", str(policy), "--runs-dir", str(project.runs)]
+    result = run_cli(argv, cwd=project.root)
+    assert result.exit_code == 0, result.stdout
+    lines = result.stdout.splitlines()
+    assert not [line for line in lines if line.startswith("error:")], result.stdout
+    [warning] = [line for line in lines if "no-such-linter-xyz" in line]
+    assert warning.startswith("warning:") and "unless policy's setup: installs it" in warning
+    assert "HARNESS_ENV" not in result.stdout

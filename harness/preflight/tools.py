@@ -14,7 +14,7 @@ import tarfile
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from harness.config.policy import AgentKind, Policy
@@ -104,6 +104,8 @@ def check_tools(
     candidates: list[Spec | None] = [*specs] or [None]
     for spec in candidates:
         uses = [u for u in tool_uses(policy, agent_kind, spec) if _new(seen, spec, u)]
+        if policy.setup is not None:  # what the set-up installs is not there before it runs
+            uses = [u for u in uses if not _from_set_up(u.program)]
         if not uses:
             continue
         with base_sandbox(spec, confinement) as sandbox:
@@ -111,7 +113,17 @@ def check_tools(
                 command = f"command -v {shlex.quote(use.program)}"
                 if sandbox.run(command, timeout_s=RESOLVE_TIMEOUT_S).exit_code != 0:
                     findings.append(_unresolved(use, spec))
+    if policy.setup is not None:  # doctor does not run the set-up: it may install the rest
+        findings = [
+            replace(f, level="warning", fix=f"{f.fix}; unless policy's setup: installs it")
+            for f in findings
+        ]
     return findings
+
+
+def _from_set_up(program: str) -> bool:
+    """Whether `program` is named by its place in the set-up's environment."""
+    return program.startswith(("$HARNESS_ENV", "${HARNESS_ENV}", "/harness/env/"))
 
 
 def _new(seen: set[tuple[str, str, str]], spec: Spec | None, use: ToolUse) -> bool:
