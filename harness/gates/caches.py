@@ -38,8 +38,10 @@ from typing import TYPE_CHECKING
 from harness.config.policy import GateConfig
 from harness.config.spec import Spec
 from harness.errors import InfrastructureError
+from harness.gates.runner import GateEnvironment, GatePrepare
 from harness.sandbox import Sandbox
 from harness.sandbox import bubblewrap as bwrap
+from harness.sandbox.lifecycle import kill_sandbox_processes
 from harness.sandbox.limits import Confinement
 
 if TYPE_CHECKING:
@@ -83,10 +85,10 @@ class CacheDir:
 def cache_dirs(gate: GateConfig) -> list[CacheDir]:
     """Where the gate's tool caches: the policy's `cache_dirs`, else the defaults of the tools
     its command names (their cache dirs in the sandbox's scratch dir)."""
-    if gate.cache_dirs is not None:
-        return [CacheDir(tree=relpath) for relpath in gate.cache_dirs]
     if gate.kind == "integration":
         return []  # its base run has no services: nothing to build a cache from
+    if gate.cache_dirs is not None:
+        return [CacheDir(tree=relpath) for relpath in gate.cache_dirs]
     # Words of the command, by their last path part: `mypy`, `.venv/bin/mypy`, `python -m mypy`.
     words = {PurePath(word).name for word in re.split(r"[\s;&|()`'\"]+", gate.command) if word}
     return [CacheDir(env=env) for tool, env in TOOL_CACHE_ENV.items() if tool in words]
@@ -181,8 +183,8 @@ def seed_command(pairs: Sequence[tuple[Path, CacheDir]]) -> str:
 
 
 class GateCaches:
-    """The run's warm gate caches: base runs started early (`warm`), and each gate phase's
-    tree seeded from their snapshots (`seed`). Safe to use from many lanes at once."""
+    """The run's warm gate caches: base runs started early (`warm`), and each gate run of a
+    task seeded from their snapshots (`seeding`, `seed`). Safe to use from many lanes at once."""
 
     def __init__(self, preexisting: PreexistingFailures, workers: int = 2) -> None:
         self.preexisting = preexisting
@@ -220,6 +222,18 @@ class GateCaches:
         except Exception:  # the gate phase runs it again, and reports what fails
             _logger.warning("base run of %s for %s failed", gate.name, spec.id, exc_info=True)
 
+    def seeding(self, spec: Spec, sandbox: Sandbox, prepare: GatePrepare) -> GatePrepare:
+        """`prepare`, preceded by seeding the gate's caches (`seed`): each gate starts from
+        the base's caches, waiting only for its own base run, and the time is the gate's set-up
+        time (`setup_s` in its record, part of its duration). Set it after the tree was made a
+        clean checkout: that removes the caches a tree holds."""
+
+        def prepared(gate: GateConfig) -> GateEnvironment:
+            self.seed(sandbox, spec, [gate])
+            return prepare(gate)
+
+        return prepared
+
     def seed(self, sandbox: Sandbox, spec: Spec, gates: Sequence[GateConfig]) -> float:
         """Copy the base's caches of `gates` into the sandbox's tree, each task its own copy,
         waiting for a base run still under way. Call it after the tree was made a clean
@@ -246,9 +260,12 @@ class GateCaches:
         return time.monotonic() - started
 
     def close(self) -> None:
-        """At the run's end: base runs not started are dropped, those under way finished, and
-        the snapshots removed (the run keeps its records, not its caches)."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """At the run's end: base runs not started are dropped, those still under way stopped
+        (no task is left to need them; an interrupted run ends at once), and the snapshots
+        removed (the run keeps its records, not its caches)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        kill_sandbox_processes((self.preexisting.run_dir / "base").resolve())
+        self._pool.shutdown(wait=True)
         shutil.rmtree(self.root, ignore_errors=True)
 
 

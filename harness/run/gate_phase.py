@@ -75,13 +75,13 @@ def run_gate_phase(
     if phase == "verify" and (reuse := _reuse(ctx, spec, earlier, attempt, tree, to_run)):
         return PhaseResult(GateRun(), [], 0.0, reused=reuse)
     ctx.live.sandboxes.mark(spec.id, "validating")
+    runner.prepare = ctx.services.caches.seeding(spec, sandbox, runner.prepare)  # base's caches
     runner.prepare = ctx.services.setup.ready(spec, sandbox).then(runner.prepare)  # deps installed
-    seeded_s = ctx.services.caches.seed(sandbox, spec, policy.gates)  # the base's tool caches
     run = runner.run_all(to_run, attempt=attempt, phase=phase)
     on_tree = {"tree": tree, "clean_checkout": clean}
     run.records = [record.model_copy(update=on_tree) for record in run.records]
     ctx.live.sandboxes.mark(spec.id, "ready")
-    gates_s = sum(record.duration_s for record in run.records) + runner.compare_s + seeded_s
+    gates_s = sum(record.duration_s for record in run.records) + runner.compare_s
     problems, failed = run.problems, run.failed
     # An integration gate on the bare base would run without its services: it proves nothing.
     if (
