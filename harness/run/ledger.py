@@ -39,6 +39,9 @@ class GateSummary(BaseModel):
     exit_code: int | None
     duration_s: float
     passed: bool
+    setup_s: float = 0.0
+    """Of duration_s: the gate's environment made ready before it ran (an integration gate's
+    services; the base's tool caches copied in, with waiting for the base run)."""
     counts: dict[str, int] = {}
     not_applicable: str | None = None
     """Why the gate did not run for this task (it passed without running)."""
