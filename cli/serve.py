@@ -21,8 +21,10 @@ from cli.options import RunsDirOption, store_url
 from cli.render import fail
 
 if TYPE_CHECKING:
+    from harness.config.policy import Policy
     from harness.night.schedule import ScheduleTicker
     from harness.run.context import RunContext
+    from harness.sandbox.pool import SandboxPool
     from harness.store import Store
     from harness.triggers.intake import Intake
     from harness.triggers.status import StatusBoard
@@ -116,7 +118,7 @@ class TriggerService:
         runs_dir.mkdir(parents=True, exist_ok=True)
         local = LocalStatusComments(runs_dir.resolve() / "triggers" / "comments")
         board = StatusBoard(ForgeStatusComments(mappings.forges, local))
-        runner = TicketRunner(state, board)
+        runner = TicketRunner(state, board, runs_dir)
         lanes = WorkerLanes(workers or triggers.config.workers, runner)
         intake = Intake(mappings, secrets, state, runs_dir, board, on_admitted=lanes.submit)
         ticker = _schedules(config, runs_dir, store) if triggers.config.schedules else None
@@ -144,6 +146,7 @@ class TriggerService:
             self.ticker.stop()
         self.runner.stop_all()
         self.lanes.stop(timeout_s=30)
+        self.runner.close_pool()
         self.board.flush()
         self.board.close()
 
@@ -175,9 +178,37 @@ class TicketRunner:
 
     store: Store
     board: StatusBoard
+    runs_dir: Path = Path("runs")
     _live: dict[str, RunContext] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stopping: bool = False
+    _pool: SandboxPool | None = None
+    """Ready sandboxes kept across tickets' runs (made with the first run's policy), removed
+    when serve stops."""
+
+    def pool(self, policy: Policy) -> SandboxPool:
+        from harness.sandbox.pool import SandboxPool
+        from harness.store import worker_id
+
+        with self._lock:
+            if self._pool is None:
+                home = self.runs_dir.resolve() / "serve-pool" / "pool"
+                self._pool = SandboxPool(
+                    self.store,
+                    home,
+                    "serve-pool",
+                    owner=worker_id(),
+                    lease_s=policy.store.lease_s,
+                    config=policy.sandbox.pool,
+                    keep_unknown=True,
+                )
+            return self._pool
+
+    def close_pool(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
 
     def stop_all(self) -> None:
         with self._lock:
@@ -216,6 +247,7 @@ class TicketRunner:
             started_at=datetime.fromtimestamp(record.created_at, UTC).isoformat(
                 timespec="milliseconds"
             ),
+            pool=self.pool(policy),
         )
         progress = TaskProgress(self.board, ticket.ticket_key, ticket.address, run_id)
         ledger: RunLedger = ctx.services.ledger
@@ -226,7 +258,9 @@ class TicketRunner:
                 return
             self._live[run_id] = ctx
         try:
-            results = run_batch(ctx, [Spec.model_validate(spec) for spec in record.specs])
+            specs = [Spec.model_validate(spec) for spec in record.specs]
+            ctx.live.sandboxes.start_pool(specs)  # kept for the next tickets on this base
+            results = run_batch(ctx, specs)
         finally:
             with self._lock:
                 self._live.pop(run_id, None)

@@ -78,6 +78,7 @@ class GitRepository:
         self.toplevel = toplevel
         self._git = git.Git(str(toplevel))
         self._no_filters: tuple[str, ...] | None = None
+        self._common_dir: Path | None = None
 
     @classmethod
     def containing(cls, path: Path, *, source: Path) -> GitRepository:
@@ -105,8 +106,12 @@ class GitRepository:
             ) from None
 
     def common_dir(self) -> Path:
-        """The repository's shared .git directory (objects, refs), also for linked worktrees."""
-        return Path(self._run("rev-parse", "--path-format=absolute", "--git-common-dir").strip())
+        """The repository's shared .git directory (objects, refs), also for linked worktrees;
+        read once per GitRepository."""
+        if self._common_dir is None:
+            out = self._run("rev-parse", "--path-format=absolute", "--git-common-dir")
+            self._common_dir = Path(out.strip())
+        return self._common_dir
 
     def add_worktree(self, path: Path, branch: str | None, commit: str) -> Path:
         """Create `branch` at `commit` checked out in a new worktree at `path` (detached at

@@ -24,7 +24,7 @@ from harness.config.spec import Spec, load_spec
 from harness.run.ledger import RunLedger
 from harness.sandbox.lifecycle import TaskSandboxes
 from harness.sandbox.limits import DEFAULT_CONFINEMENT, SandboxPoolConfig
-from harness.sandbox.pool import KIND, SandboxPool
+from harness.sandbox.pool import KIND, Claimed, SandboxPool
 from harness.store import Store, open_store, worker_id
 
 RUN = "r1"
@@ -197,7 +197,7 @@ def test_concurrent_claims_never_share_an_entry(world: World) -> None:
         pool.warm([key] * 3)
         world.wait_ready(3)
         start = threading.Barrier(6)
-        got: dict[int, Path | None] = {}
+        got: dict[int, Claimed | None] = {}
 
         def claim(n: int) -> None:
             start.wait()
@@ -209,7 +209,7 @@ def test_concurrent_claims_never_share_an_entry(world: World) -> None:
             thread.start()
         for thread in threads:
             thread.join()
-        claimed = {n: git_dir for n, git_dir in got.items() if git_dir is not None}
+        claimed = {n: got_n.git_dir for n, got_n in got.items() if got_n is not None}
         assert len(claimed) == 3 and len(set(claimed.values())) == 3
         for n in claimed:
             root = world.runs / RUN / "worktrees" / f"t{n}"

@@ -5,12 +5,16 @@ from __future__ import annotations
 import contextlib
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.config.spec import Spec
 from harness.errors import InfrastructureError
 from harness.git import GitRepository, Worktree
 from harness.sandbox.confined import ConfinedDirectory
 from harness.sandbox.limits import DEFAULT_CONFINEMENT, Confinement, commit_check
+
+if TYPE_CHECKING:
+    from harness.sandbox.pool import Claimed
 
 
 class WorktreeSandbox(ConfinedDirectory):
@@ -85,15 +89,19 @@ class WorktreeSandbox(ConfinedDirectory):
         spec: Spec,
         root: Path,
         scratch: Path,
-        git_dir: Path,
+        claimed: Claimed,
         confinement: Confinement = DEFAULT_CONFINEMENT,
     ) -> WorktreeSandbox:
         """A sandbox pool's worktree, already moved to `root` and on the task branch
         (harness.sandbox.pool), known by the git dir the pool recorded when git made it."""
         scratch.mkdir(parents=True, exist_ok=True)
-        repository = GitRepository(Path(spec.git_toplevel))
         return cls(
-            repository, root, root / spec.subdir, scratch, confinement=confinement, git_dir=git_dir
+            claimed.repository,
+            root,
+            root / spec.subdir,
+            scratch,
+            confinement=confinement,
+            git_dir=claimed.git_dir,
         )
 
     @classmethod

@@ -53,9 +53,19 @@ Key = tuple[str, str]
 """(repository toplevel, base commit)."""
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """A claimed entry, now the task's worktree: its repository (its git calls warmed up by
+    the refills) and the worktree's git dir, recorded when git made it."""
+
+    repository: GitRepository
+    git_dir: Path
+
+
 @dataclass
 class _Entry:
     env_id: str
+    toplevel: str
     path: Path
     git_dir: Path
     made_at: float = field(default_factory=time.monotonic)
@@ -97,6 +107,12 @@ class SandboxPool:
         self._cv = threading.Condition()
         self._closed = False
         self._thread: threading.Thread | None = None
+        self._repos: dict[str, GitRepository] = {}
+
+    def _repository(self, toplevel: str) -> GitRepository:
+        """One per repository: it keeps what its first git calls read (filters, common dir)."""
+        with self._cv:
+            return self._repos.setdefault(toplevel, GitRepository(Path(toplevel)))
 
     # --- the run's side --------------------------------------------------------------------
 
@@ -106,7 +122,7 @@ class SandboxPool:
             return
         with self._cv:
             for key, tasks in Counter(wanted).items():
-                pool = self._pools.setdefault(key, _Pool(demand=0))
+                pool = self._pools.setdefault(key, _Pool(demand=None if self.keep_unknown else 0))
                 if pool.demand is not None:
                     pool.demand += tasks
             self._start()
@@ -127,20 +143,24 @@ class SandboxPool:
         for entry in entries:
             self._drop(entry)
 
-    def claim(self, toplevel: str, base: str, branch: str, root: Path) -> Path | None:
+    def claim(self, toplevel: str, base: str, branch: str, root: Path) -> Claimed | None:
         """A ready entry of (toplevel, base) moved to `root` and put on a new `branch` at the
-        base: the worktree's git dir. None when no entry is ready (or the one taken was not
-        intact): the caller makes a fresh worktree, and the pool refills behind it."""
+        base. None when no entry is ready (or the one taken was not intact): the caller makes
+        a fresh worktree, and the pool refills behind it (once the claim is done, so a refill's
+        checkout does not compete with it)."""
         entry = self._take((toplevel, base))
-        if entry is None:
-            return None
-        repository = GitRepository(Path(toplevel))
-        if not self.store.lock_teardown(entry.env_id, self.owner, self.lease_s):
-            return None  # gc is tearing it down
         try:
-            current = self.store.get_env(entry.env_id)
-            if current is None or current.status != "ready":
-                return None
+            return None if entry is None else self._claim(entry, base, branch, root)
+        finally:
+            with self._cv:
+                self._cv.notify_all()
+
+    def _claim(self, entry: _Entry, base: str, branch: str, root: Path) -> Claimed | None:
+        repository = self._repository(entry.toplevel)
+        # Under its teardown lock: gc may not reap it meanwhile (a deleted one is not locked).
+        if not self.store.lock_teardown(entry.env_id, self.owner, self.lease_s):
+            return None
+        try:
             why = _not_intact(repository, entry, base)
             if why is not None:
                 log.warning("sandbox pool: entry %s dropped: %s", entry.path, why)
@@ -166,7 +186,7 @@ class SandboxPool:
             self.store.transition(entry.env_id, "tearing_down")
             done = {"claimed_as": str(root)}
             self.store.transition(entry.env_id, "deleted", artifacts=done, expires_at=time.time())
-            return entry.git_dir
+            return Claimed(repository, entry.git_dir)
         finally:
             self.store.unlock_teardown(entry.env_id, self.owner)
 
@@ -190,7 +210,6 @@ class SandboxPool:
             dropped = [entry for other in stale for entry in self._pools.pop(other).ready]
             expired = self._expired(pool)
             entry = pool.ready.pop(0) if pool.ready else None
-            self._cv.notify_all()
         for old in [*dropped, *expired]:
             self._drop(old)
         if dropped:
@@ -269,16 +288,17 @@ class SandboxPool:
         entry: _Entry | None = None
         try:
             failpoints.hit("pool.refill")
-            repository = GitRepository(Path(toplevel))
+            repository = self._repository(toplevel)
             if not Path(toplevel).is_dir() or not repository.has_commit(base):
                 raise InfrastructureError(f"{toplevel}: no such repository, or no commit {base}")
             path.parent.mkdir(parents=True, exist_ok=True)
             git_dir = repository.add_worktree(path, None, base)
             failpoints.hit("pool.refill.made")
             self.store.transition(env.env_id, "ready", artifacts={"git_dir": str(git_dir)})
-            entry = _Entry(env.env_id, path, git_dir)
+            repository.common_dir()  # read once here, not during a claim
+            entry = _Entry(env.env_id, toplevel, path, git_dir)
         except InfrastructureError as exc:
-            self._drop(_Entry(env.env_id, path, path))
+            self._drop(_Entry(env.env_id, toplevel, path, path))
             with self._cv:
                 pool = self._pools.get(key)
                 if pool is not None and pool.dead is None:
