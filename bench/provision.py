@@ -17,6 +17,15 @@ Two context figures, also outside the timed region, separate harness from host:
   bubblewrap.
 
     .venv/bin/python bench/provision.py [--iterations 50] [--files 2000] [--json PATH]
+
+`--pool` measures the sandbox pool (harness.sandbox.pool) against a fresh worktree instead, side
+by side in one run, taking turns (which goes first alternates), at each `--files` size: a claim
+(`SandboxPool.claim` + `WorktreeSandbox.claimed`) against `WorktreeSandbox.provision`, each to
+the end of the first sandboxed command. Before every timed step the pool is waited for until it
+holds a ready entry again (its refill, a checkout, is never timed nor running during a timed
+step: the figure is a claim when the pool has kept up, as it does while agents work).
+
+    .venv/bin/python bench/provision.py --pool [--iterations 30] [--files 2000 20000] [--json PATH]
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,13 +47,19 @@ from typing import Any
 import host
 from stats import percentile
 
+import harness.git as git_module
 from harness.config.spec import Spec, load_spec
 from harness.git import GitRepository
 from harness.sandbox import bubblewrap as bwrap
+from harness.sandbox.limits import SandboxPoolConfig
 from harness.sandbox.local import WorktreeSandbox
+from harness.sandbox.pool import KIND as POOL_KIND
+from harness.sandbox.pool import SandboxPool
 from harness.sandbox.process import run_process
+from harness.store import Store, open_store, worker_id
 
 GOAL_P50_MS = 150.0
+POOL_GOAL_P50_MS = 50.0
 GIT_IDENTITY = ["-c", "user.name=bench", "-c", "user.email=bench@localhost"]
 CALIBRATE_EVERY = 5
 
@@ -146,12 +162,12 @@ def write_spec(directory: Path, repo: Path) -> Path:
 @contextmanager
 def timed_worktree_add(sink: list[float]) -> Iterator[None]:
     """Wrap GitRepository.add_worktree (in this process only) to time the git call it makes."""
-    original: Callable[..., None] = GitRepository.add_worktree
+    original: Callable[..., Path] = GitRepository.add_worktree
 
-    def timed(self: GitRepository, path: Path, branch: str, commit: str) -> None:
+    def timed(self: GitRepository, path: Path, branch: str, commit: str) -> Path:
         started = time.perf_counter()
         try:
-            original(self, path, branch, commit)
+            return original(self, path, branch, commit)
         finally:
             sink.append((time.perf_counter() - started) * 1000)
 
@@ -306,14 +322,193 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _pool_ready(store: Store) -> None:
+    """Wait until the pool holds a ready entry (its refill done)."""
+    deadline = time.monotonic() + 600
+    while not any(env.kind == POOL_KIND and env.status == "ready" for env in store.envs(live=True)):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the sandbox pool made no entry in 600 s")
+        time.sleep(0.005)
+
+
+def _timed(spec: Spec, name: str, work: Path, pool: SandboxPool | None) -> tuple[float, float]:
+    """(provision ms, first command ms) of one sandbox: claimed from `pool`, or fresh."""
+    branch, root, scratch = f"bench/pool/{name}", work / "worktrees" / name, work / "scratch" / name
+    started = time.perf_counter()
+    if pool is not None:
+        claimed = pool.claim(spec.git_toplevel, spec.base_commit, branch, root)
+        if claimed is None:
+            raise RuntimeError("the pool had no ready entry to claim")
+        sandbox = WorktreeSandbox.claimed(spec, root, scratch, claimed)
+    else:
+        sandbox = WorktreeSandbox.provision(spec, branch, root, scratch)
+    provisioned = time.perf_counter()
+    done = sandbox.run("true", timeout_s=30)
+    finished = time.perf_counter()
+    if done.exit_code != 0 or sandbox.isolation != "bubblewrap":
+        raise RuntimeError(f"sandboxed `true` failed ({done.exit_code}, {sandbox.isolation})")
+    if sandbox.worktree.branch() != branch or sandbox.worktree.head() != spec.base_commit:
+        raise RuntimeError(f"{name}: not on {branch} at the base")
+    sandbox.teardown()
+    git(Path(spec.git_toplevel), "branch", "--quiet", "-D", branch)
+    return (provisioned - started) * 1000, (finished - provisioned) * 1000
+
+
+def run_pool(files: int, iterations: int = 30, warmup: int = 3) -> dict[str, Any]:
+    """Pool claim against fresh worktree at one repository size, taking turns."""
+    if not bwrap.probe().available:
+        raise RuntimeError(f"bubblewrap is not usable here: {bwrap.probe().reason}")
+    load_before = host.load()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="harness-bench-pool-") as tmp:
+        work = Path(tmp)
+        written = generate_repository(work / "repo", files)
+        spec = load_spec(write_spec(work, work / "repo"))
+        store = open_store(f"sqlite:///{work / 'harness.db'}")
+        pool = SandboxPool(
+            store,
+            work / "pool",
+            "bench",
+            owner=worker_id(),
+            lease_s=600,
+            config=SandboxPoolConfig(size=1),
+        )
+        # One more than it hands out: the last fresh sandbox also waits for a ready entry.
+        pool.warm([(spec.git_toplevel, spec.base_commit)] * (warmup + iterations + 1))
+        samples: dict[str, list[tuple[float, float]]] = {"pool": [], "fresh": []}
+        try:
+            for n in range(warmup + iterations):
+                order = ("pool", "fresh") if n % 2 else ("fresh", "pool")
+                for kind in order:
+                    _pool_ready(store)
+                    sample = _timed(spec, f"{kind}-{n}", work, pool if kind == "pool" else None)
+                    if n >= warmup:
+                        samples[kind].append(sample)
+        finally:
+            pool.close()
+            store.close()
+        leftover = git(work / "repo", "worktree", "list").strip().splitlines()
+    if len(leftover) != 1:
+        raise RuntimeError(f"worktrees left behind: {leftover}")
+    stats = {
+        kind: {
+            "total_ms": describe([p + f for p, f in pairs]),
+            "provision_ms": describe([p for p, _ in pairs]),
+            "first_command_ms": describe([f for _, f in pairs]),
+        }
+        for kind, pairs in samples.items()
+    }
+    return {
+        "benchmark": "provision-pool",
+        "files": written,
+        "iterations": iterations,
+        "warmup": warmup,
+        "elapsed_s": round(time.perf_counter() - started, 1),
+        "stats_ms": stats,
+        "fresh_over_pool_p50": round(
+            stats["fresh"]["total_ms"]["p50"] / stats["pool"]["total_ms"]["p50"], 1
+        ),
+        "goal": {"metric": "pool: provision + first command, p50 (ms)", "target": POOL_GOAL_P50_MS},
+        "goal_met": stats["pool"]["total_ms"]["p50"] <= POOL_GOAL_P50_MS,
+        "load_before": load_before,
+        "load_after": host.load(),
+    }
+
+
+def _add_worktree_locked_whole(
+    self: GitRepository, path: Path, branch: str | None, commit: str
+) -> Path:
+    """`add_worktree` as it was before the pool: the repository's lock held for the whole
+    `git worktree add`, checkout included (for the lock figure's "before")."""
+    where = ["-b", branch] if branch else ["--detach"]
+    with git_module._lock_for(self.toplevel):
+        self._run("worktree", "add", "--quiet", *where, str(path), commit)
+    return path
+
+
+def run_lock(files: int, iterations: int = 10) -> dict[str, Any]:
+    """A claim's locked git step (`update-ref` under the repository's lock) while a refill's
+    `add_worktree` of the whole repository runs in another thread: the lock held for the whole
+    add (before) against only its registration (now), taking turns."""
+    waits: dict[str, list[float]] = {"before": [], "now": []}
+    with tempfile.TemporaryDirectory(prefix="harness-bench-lock-") as tmp:
+        work = Path(tmp)
+        written = generate_repository(work / "repo", files)
+        repository = GitRepository(work / "repo")
+        base = git(work / "repo", "rev-parse", "HEAD").strip()
+        current = GitRepository.add_worktree
+        for n in range(iterations):
+            for kind in ("before", "now") if n % 2 else ("now", "before"):
+                add = _add_worktree_locked_whole if kind == "before" else current
+                root = work / f"refill-{kind}-{n}"
+                refill = threading.Thread(target=add, args=(repository, root, None, base))
+                refill.start()
+                while not root.exists():  # git has started registering it
+                    time.sleep(0.001)
+                time.sleep(0.02)
+                started = time.perf_counter()
+                repository.create_branch(f"bench/lock/{kind}-{n}", base)
+                waits[kind].append((time.perf_counter() - started) * 1000)
+                refill.join()
+                repository.remove_worktree(root)
+                git(work / "repo", "branch", "--quiet", "-D", f"bench/lock/{kind}-{n}")
+    return {
+        "benchmark": "provision-lock",
+        "files": written,
+        "iterations": iterations,
+        "stats_ms": {kind: describe(values) for kind, values in waits.items()},
+    }
+
+
+def pool_markdown(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "| files | sandbox | n | total p50 ms | total p95 ms | provision p50 | first command p50 "
+        "| fresh / pool (p50) |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for result in (r for r in results if r["benchmark"] == "provision-pool"):
+        for kind in ("fresh", "pool"):
+            s = result["stats_ms"][kind]
+            ratio = f"{result['fresh_over_pool_p50']:.1f}x" if kind == "pool" else ""
+            lines.append(
+                f"| {result['files']:,} | {kind} | {s['total_ms']['n']:.0f} "
+                f"| {s['total_ms']['p50']:.1f} | {s['total_ms']['p95']:.1f} "
+                f"| {s['provision_ms']['p50']:.1f} | {s['first_command_ms']['p50']:.1f} | {ratio} |"
+            )
+    for result in results:
+        if result["benchmark"] != "provision-pool":
+            continue
+        verdict = "met" if result["goal_met"] else "NOT met"
+        lines.append(
+            f"\n{result['files']:,} files: goal pool p50 ≤ {POOL_GOAL_P50_MS:.0f} ms {verdict}; "
+            f"{result['elapsed_s']} s; "
+            + host.describe_load(result["load_before"], result["load_after"])
+        )
+    for result in (r for r in results if r["benchmark"] == "provision-lock"):
+        before, now = result["stats_ms"]["before"], result["stats_ms"]["now"]
+        lines.append(
+            f"\nA claim's `update-ref` while a refill adds a {result['files']:,}-file worktree "
+            f"({result['iterations']} each, taking turns): lock held for the whole add (before) "
+            f"p50 {before['p50']:.1f} ms, p95 {before['p95']:.1f} ms; for the registration only "
+            f"(now) p50 {now['p50']:.1f} ms, p95 {now['p95']:.1f} ms."
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Sandbox provisioning latency.")
     parser.add_argument("--iterations", type=int, default=50)
-    parser.add_argument("--files", type=int, default=2000)
+    parser.add_argument("--files", type=int, nargs="+", default=[2000])
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--pool", action="store_true", help="pool claim against fresh worktree")
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args(argv)
-    result = run(args.iterations, args.files, args.warmup)
+    if args.pool:
+        results: dict[str, Any] = {"benchmark": "provision-pool", "sizes": []}
+        results["sizes"] = [run_pool(files, args.iterations, args.warmup) for files in args.files]
+        results["sizes"].append(run_lock(max(args.files), min(args.iterations, 10)))
+        return host.report(results, lambda r: pool_markdown(r["sizes"]), args.json)
+    result = run(args.iterations, args.files[0], args.warmup)
     return host.report(result, markdown, args.json)
 
 
