@@ -163,6 +163,30 @@ def test_a_lockfile_the_agent_changes_re_runs_the_set_up_for_that_task_only(
     assert installed.read_text("utf-8") == "pkg==2\n"
 
 
+def test_a_set_up_for_the_agents_lockfile_gets_no_secrets(
+    project: TinyProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The agent's lockfile makes the set-up run what the agent chose: the policy's secrets
+    # reach the base's set-up only.
+    monkeypatch.setenv("SETUP_INDEX_CRED", "cred-value-4711")
+    bump = {"tool": "write_file", "args": {"path": "requirements.txt", "content": "pkg==2\n"}}
+    project.add_spec("bumps", attempts=[[bump, WRITE_DONE, FINISH]])
+    record = 'echo "${SETUP_INDEX_CRED:-absent}" > "$HARNESS_ENV/cred"'
+    setup = {
+        "commands": [record],
+        "lockfiles": ["requirements.txt"],
+        "secrets": ["SETUP_INDEX_CRED"],
+    }
+    project.write_policy(setup=setup)
+    result = project.run()
+    assert result.exit_code == 0, result.stderr
+    seen = {
+        run["base"]: (project.runs / "r1" / "setup" / run["key"] / "env" / "cred").read_text()
+        for run in set_up_runs(project)
+    }
+    assert seen == {True: "cred-value-4711\n", False: "absent\n"}
+
+
 def test_a_set_up_the_agents_lockfile_breaks_escalates_from_the_gates_with_its_log(
     project: TinyProject,
 ) -> None:

@@ -183,13 +183,15 @@ class EnvironmentSetup:
             if done.is_file():
                 return Built(directory, json.loads(done.read_text("utf-8"))["duration_s"])
             try:
-                return self._run(spec, commit, key, directory)
+                return self._run(spec, commit, key, directory, agent_changed=owner is not None)
             except GateSetupError as error:
                 with self._guard:
                     self._failed[key] = error
                 raise
 
-    def _run(self, spec: Spec, commit: str, key: str, directory: Path) -> Built:
+    def _run(
+        self, spec: Spec, commit: str, key: str, directory: Path, *, agent_changed: bool
+    ) -> Built:
         config = self.config
         assert config is not None
         repository = GitRepository(Path(spec.git_toplevel))
@@ -197,7 +199,9 @@ class EnvironmentSetup:
         _clear_leftovers(repository, directory)
         log = directory / "setup.log"
         try:
-            secrets = config.secret_values(self.source)
+            # A lockfile the agent changed makes the set-up run what the agent chose (an
+            # install script, a package from anywhere): it never gets the policy's secrets.
+            secrets = {} if agent_changed else config.secret_values(self.source)
         except InputError as exc:
             raise GateSetupError(
                 "a secret it lists is not set", str(exc), "set it, then `harness resume`"
