@@ -82,10 +82,9 @@ def run_one(
     tasks = summary["tasks"]
     verified = [t for t in tasks if t["outcome"] == "verified"]
     overheads = [t["duration_s"] - t["agent_s"] - t["gates_s"] for t in tasks]
-    setup_s = [
-        json.loads(path.read_text(encoding="utf-8")).get("duration_s", 0.0)
-        for path in run_dir.glob("setup/*/setup.json")
-    ]
+    index = run_dir / "setup" / "index.jsonl"  # one line per set-up run (harness.setup)
+    lines = index.read_text(encoding="utf-8").splitlines() if index.exists() else []
+    setup_s = [json.loads(line)["duration_s"] for line in lines if line.strip()]
     return {
         "wall_s": wall_s,
         "tasks": len(tasks),
