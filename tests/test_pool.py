@@ -332,3 +332,51 @@ def test_a_crash_with_a_half_filled_pool_leaves_nothing_after_gc(world: World) -
     assert world.store.envs(live=True) == []
     assert not any(home.iterdir())
     assert len(git(world.repo, "worktree", "list").splitlines()) == 1
+
+
+CLAIMING_CHILD = """
+import os, sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[4])
+from test_pool import Layout, World
+from harness.store import open_store, worker_id
+
+root = Path(sys.argv[1])
+world = World(root, root / "repo", root / "runs", open_store(sys.argv[2]), worker_id())
+pool = world.pool(size=1)
+sandboxes = world.sandboxes(pool)
+spec = world.spec(sys.argv[3])
+pool.warm([(spec.git_toplevel, spec.base_commit)])
+world.wait_ready(1)
+# Killed once the entry is the task's worktree, before the task's branch exists.
+os.environ["HARNESS_FAILPOINTS"] = "pool.claim.moved"
+sandboxes.get(spec)
+"""
+
+
+def test_a_task_killed_mid_claim_resumes_on_a_fresh_sandbox(world: World) -> None:
+    url = f"sqlite:///{world.runs / 'harness.db'}"
+    tests = Path(__file__).parent
+    child = subprocess.run(
+        [sys.executable, "-c", CLAIMING_CHILD, str(world.root), url, "k", str(tests)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert child.returncode == -9, child.stderr
+    # The entry is the task's worktree now, and the pool's directory holds nothing.
+    assert (world.runs / RUN / "worktrees" / "k" / ".git").is_file()
+    assert not any((world.runs / RUN / "pool").iterdir())
+    # The resumed task (another process) gets a correct sandbox on its branch at the base.
+    sandboxes = world.sandboxes(None)
+    spec = world.spec("k")
+    box = sandboxes.get(spec)
+    assert box.worktree.branch() == "harness/r1/k" and box.worktree.head() == spec.base_commit
+    assert git(box.root, "status", "--porcelain", "--ignored") == ""
+    # gc reaps the dead process's pool record; only the task's worktree is left.
+    collect = run_cli(["gc", "--runs-dir", str(world.runs), "--store", url], cwd=world.root)
+    assert collect.exit_code == 0
+    assert [env for env in world.store.envs(live=True) if env.kind == KIND] == []
+    sandboxes.release("k", verified=False)
+    assert len(git(world.repo, "worktree", "list").splitlines()) == 1
