@@ -1,6 +1,7 @@
-"""Warm gate caches: a gate's tool cache (mypy's, ruff's, any a policy names in
-`gates[].cache_dirs`) is built once per run on the base commit, by the gate's run there
-(harness.gates.preexisting), and every task's gate phase starts from a private copy of it.
+"""Warm gate caches: a gate's tool cache (mypy's and ruff's, which every sandbox keeps in its
+scratch dir, or any a policy names in `gates[].cache_dirs`) is built once per run on the base
+commit, by the gate's run there (harness.gates.preexisting), and each gate run of a task starts
+from a private copy of it.
 
 mypy validates a cached module by its size and hash when the mtime differs, so a cache built in
 another checkout of the same files is valid; what the task changed is re-checked, and a tool
@@ -8,13 +9,13 @@ whose version changed simply rebuilds. Nothing here decides a verdict: a missing
 cache only makes the gate slower.
 
 Safety:
-- the snapshot is copied out of the base run's tree on the host, a tree harness made from the
-  user's base commit, walking no symlink and copying only directories and regular files;
+- the snapshot is copied out of the base run's sandbox on the host (a tree harness made from
+  the user's base commit), walking no symlink and copying only directories and regular files;
 - it lives under run_dir/caches/<base run>/, read-only, and task sandboxes see it read-only;
 - a task's copy is made INSIDE its sandbox (`cp` as a sandboxed command), because the
-  destination is in the agent's tree: a `.mypy_cache -> /etc` it committed is followed, if at
-  all, inside the sandbox's view. Each task gets its own copy, so a task's writes reach neither
-  the snapshot nor a sibling task.
+  destination is the agent's to write (its scratch dir, its tree): a `mypy-cache -> /etc` it
+  planted is followed, if at all, inside the sandbox's view. Each task gets its own copy, so a
+  task's writes reach neither the snapshot nor a sibling task.
 """
 
 from __future__ import annotations
