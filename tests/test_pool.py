@@ -380,3 +380,25 @@ def test_a_task_killed_mid_claim_resumes_on_a_fresh_sandbox(world: World) -> Non
     assert [env for env in world.store.envs(live=True) if env.kind == KIND] == []
     sandboxes.release("k", verified=False)
     assert len(git(world.repo, "worktree", "list").splitlines()) == 1
+
+
+def test_a_resumed_runs_pool_reaps_its_crashed_predecessors_entries(world: World) -> None:
+    url = f"sqlite:///{world.runs / 'harness.db'}"
+    base = git(world.repo, "rev-parse", "HEAD").strip()
+    home = world.runs / RUN / "pool"
+    argv = [sys.executable, "-c", CHILD, url, str(world.repo), base, str(home)]
+    assert subprocess.run(argv, capture_output=True, timeout=120, check=False).returncode == -9
+    left = set(world.entries())
+    assert len(left) == 3
+    pool = world.pool(size=1)
+    try:
+        pool.warm([(str(world.repo), base)])
+        deadline = time.monotonic() + WAIT_S
+        while not left.isdisjoint(world.entries()):
+            assert time.monotonic() < deadline, "the crashed process's entries were kept"
+            time.sleep(0.02)
+        world.wait_ready(1)
+        assert len(list(home.iterdir())) == 1
+    finally:
+        pool.close()
+    assert len(git(world.repo, "worktree", "list").splitlines()) == 1

@@ -41,7 +41,7 @@ from harness import failpoints
 from harness.errors import InfrastructureError
 from harness.git import GitRepository
 from harness.sandbox.limits import SandboxPoolConfig
-from harness.store import EnvRecord, Store
+from harness.store import EnvRecord, Store, owner_is_gone
 
 KIND = "pool"
 SPEC_ID = ":pool"
@@ -229,6 +229,7 @@ class SandboxPool:
             self._thread.start()
 
     def _refill(self) -> None:
+        self._reap_orphans()
         renewed = time.monotonic()
         while True:
             with self._cv:
@@ -248,7 +249,27 @@ class SandboxPool:
                     self.store.renew_env_lease(entry.env_id, self.owner, self.lease_s)
                 renewed = time.monotonic()
             if key is not None:
-                self._make(key)
+                try:
+                    self._make(key)
+                except Exception:  # the store, say: no more entries, never a dead thread
+                    log.exception("sandbox pool: making an entry failed; no more entries")
+                    with self._cv:
+                        self._pools[key].making -= 1
+                        self._pools[key].dead = "making an entry failed"
+
+    def _teardown(self, env: EnvRecord) -> None:
+        """lifecycle.teardown: the path every environment takes, also in gc."""
+        from harness.sandbox.lifecycle import teardown  # lifecycle imports this module
+
+        teardown(self.store, env, owner=self.owner, lease_s=self.lease_s, retain_s=0)
+
+    def _reap_orphans(self) -> None:
+        """Entries of this run that a process now gone left (a resumed run's pool finds its
+        crashed predecessor's), torn down as gc would, so nothing is left until gc runs."""
+        for env in self.store.envs(run_id=self.run_id, live=True):
+            if env.kind == KIND and env.owner != self.owner and owner_is_gone(env.owner):
+                with contextlib.suppress(InfrastructureError, OSError):
+                    self._teardown(env)
 
     def _wanted(self) -> Key | None:
         """A (repository, base) with fewer entries ready or being made than it wants."""
@@ -320,13 +341,11 @@ class SandboxPool:
     def _drop(self, entry: _Entry) -> None:
         """Tear the entry down as gc would: its worktree removed, its record deleted. (Also
         during a claim, which holds the entry's teardown lock: the lock is re-entrant.)"""
-        from harness.sandbox.lifecycle import teardown  # lifecycle imports this module
-
         env = self.store.get_env(entry.env_id)
         if env is None or env.status == "deleted":
             return
         with contextlib.suppress(InfrastructureError, OSError):
-            teardown(self.store, env, owner=self.owner, lease_s=self.lease_s, retain_s=0)
+            self._teardown(env)
 
 
 def _not_intact(repository: GitRepository, entry: _Entry, base: str) -> str | None:
