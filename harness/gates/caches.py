@@ -103,12 +103,17 @@ def capture(
     directories are entered (a path through a symlink is skipped) and only directories and
     regular files are copied. Whether anything was."""
     shutil.rmtree(snapshot, ignore_errors=True)
-    snapshot.mkdir(parents=True)
     captured = False
-    for where in dirs:
-        source = where.on_host(path, scratch)
-        top = path if where.tree is not None else scratch
-        captured |= copy_plain(top, source, snapshot, snapshot / where.name)
+    try:
+        snapshot.mkdir(parents=True)
+        for where in dirs:
+            source = where.on_host(path, scratch)
+            top = path if where.tree is not None else scratch
+            captured |= copy_plain(top, source, snapshot, snapshot / where.name)
+    except OSError as exc:  # a full disk, say: the gates run cold, nothing else changes
+        _logger.warning("gate caches not kept from %s: %s", path, exc)
+        shutil.rmtree(snapshot, ignore_errors=True)
+        return False
     if read_only:
         for dirpath, _, filenames in os.walk(snapshot):
             for name in filenames:
