@@ -12,7 +12,9 @@ round running all four in a rotating order, their wall times as processes:
   tree's own (which `bare` keeps warm);
 - `check-cold`: the same with `cache_dirs: []` on every gate: no warm cache (as before).
 
-One warm-up round is not counted. Reported: each way's median wall time and range, and each
+Every process runs without PYTHONDONTWRITEBYTECODE (as a user's shell has it): harness's own
+modules load from their .pyc as the tools' do; the gates in the sandbox still write none. One
+warm-up round is not counted. Reported: each way's median wall time and range, and each
 check way's ratio to `bare` in the same round (median, range).
 
     .venv/bin/python bench/check.py [--rounds 7] [--json PATH]
@@ -48,6 +50,7 @@ def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
 
 def one(way: str, work: Path) -> float:
     env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PATH"] = f"{overhead.HARNESS.parent}:{env.get('PATH', '/usr/bin')}"
     if way == "bare":
         env["PYTEST_ADDOPTS"] = PYTEST_ADDOPTS
