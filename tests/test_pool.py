@@ -402,3 +402,30 @@ def test_a_resumed_runs_pool_reaps_its_crashed_predecessors_entries(world: World
     finally:
         pool.close()
     assert len(git(world.repo, "worktree", "list").splitlines()) == 1
+
+
+def test_a_live_pool_renews_its_entries_leases(world: World) -> None:
+    pool = SandboxPool(
+        world.store,
+        world.runs / RUN / "pool",
+        RUN,
+        owner=world.owner,
+        lease_s=3,
+        config=SandboxPoolConfig(size=1),
+    )
+    spec = world.spec("lease")
+    try:
+        pool.warm([(spec.git_toplevel, spec.base_commit)] * 2)
+        world.wait_ready(1)
+        entry = world.entries("ready")[0]
+        first = world.store.get_env(entry).lease_expires_at  # type: ignore[union-attr]
+        deadline = time.monotonic() + WAIT_S
+        while world.store.get_env(entry).lease_expires_at == first:  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "the entry's lease was never renewed"
+            time.sleep(0.1)
+        # Only its owner renews it, and only while it lives.
+        assert not world.store.renew_env_lease(entry, "someone-else", 3)
+        assert world.store.renew_env_lease(entry, world.owner, 3)
+    finally:
+        pool.close()
+    assert not world.store.renew_env_lease(entry, world.owner, 3)  # deleted
