@@ -15,11 +15,16 @@ in a real sandbox, whose tests append their names to a file in its scratch dir.
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import test_task_graph
 from helpers import FINISH, WRITE_DONE, TinyProject, git
+from test_task_graph import Task, ok, repo, run_task  # noqa: F401 (repo, run_task: fixtures)
 
 from harness.config.policy import FlakyConfig, GateConfig, parse_policy
 from harness.errors import InputError
@@ -110,6 +115,35 @@ def test_policy_verify_rerun_runs_every_gate_again(tiny: TinyProject) -> None:
     pr = (tiny.root / task["pr"]).read_text("utf-8")
     assert "reused" not in pr
     assert "the 1 gate that ran passed again on the committed tree" in pr
+
+
+def test_a_commit_after_the_attempts_gates_started_is_verified_again(
+    run_task: Callable[..., Task],  # noqa: F811 (the fixture imported above)
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The blueprint with scripted gate results (tests/test_task_graph.py): a commit lands on
+    the task's branch while the attempt's gate runs, so the committed tree is no longer the
+    one the gate ran on, and verification runs the gate again on the new tree."""
+    scripted = test_task_graph.ScriptedSandbox.run
+
+    def run_then_commit(self: Any, command: str, timeout_s: float, *args: Any, **kw: Any) -> Any:
+        done = scripted(self, command, timeout_s, *args, **kw)
+        if len(self.commands) == 1:
+            self.write("later.txt", "committed after the gate started\n")
+            self.worktree.commit_all("a later commit")
+        return done
+
+    monkeypatch.setattr(test_task_graph.ScriptedSandbox, "run", run_then_commit)
+    task = run_task([ok(), ok()])
+    assert task.final["outcome"] == "verified"
+    assert task.final["verify_reused"] is None
+    assert len(task.sandboxes.sandbox.commands) == 2  # the attempt's run, and verification's
+    [verify] = task.final["gate_records"]  # the last update's: verification's run
+    assert verify.tree == task.sandboxes.sandbox.worktree.tree()
+    events = (task.ctx.config.run_dir / "events.jsonl").read_text("utf-8").splitlines()
+    [decision] = [e for e in map(json.loads, events) if e["node"] == "verify" and "reason" in e]
+    assert decision["event"] == "rerun"
+    assert decision["reason"].endswith(f", the committed tree is {verify.tree}")
 
 
 # --- the decision, on records ------------------------------------------------------------------
