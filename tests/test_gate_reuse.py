@@ -278,7 +278,11 @@ PYTEST_GATE = GateConfig(name="tests", kind="test", command="pytest -q -p no:any
 
 
 def run_tests(
-    sandbox: WorktreeSandbox, tmp_path: Path, files: dict[str, str], **flaky: object
+    sandbox: WorktreeSandbox,
+    tmp_path: Path,
+    files: dict[str, str],
+    gate: GateConfig = PYTEST_GATE,
+    **flaky: object,
 ) -> tuple[GateRun, list[str]]:
     """The pytest gate run on `files` (and the recording helper) under tests/; the tests
     executed, in order, as they recorded themselves."""
@@ -289,7 +293,7 @@ def run_tests(
     runner = GateRunner(
         sandbox, log_dir=tmp_path / "logs", instance="t", flaky=FlakyConfig.model_validate(flaky)
     )
-    run = runner.run_all([PYTEST_GATE], attempt=1, phase="attempt")
+    run = runner.run_all([gate], attempt=1, phase="attempt")
     executed = (sandbox.scratch / "executed").read_text("utf-8").split()
     return run, executed
 
@@ -315,6 +319,24 @@ def test_flaky_rerun_all_reruns_the_whole_gate(sandbox: WorktreeSandbox, tmp_pat
     assert run.passed
     assert sorted(executed[3:]) == ["flaky", "steady_1", "steady_2"]
     assert run.records[1].only_tests == []
+
+
+def test_a_command_that_refuses_the_list_reruns_the_whole_gate(
+    sandbox: WorktreeSandbox, tmp_path: Path
+) -> None:
+    """`-p no:cacheprovider` in the gate's own command: pytest refuses --last-failed (a usage
+    error, no report), so the whole gate runs again, and the flaky test is still found."""
+    gate = PYTEST_GATE.model_copy(update={"command": f"{PYTEST_GATE.command} -p no:cacheprovider"})
+    run, executed = run_tests(sandbox, tmp_path, {"test_flaky.py": FLAKY}, gate=gate)
+
+    assert run.passed
+    assert [(r.run, r.exit_code, r.only_tests != []) for r in run.records] == [
+        (1, 1, False),
+        (2, 4, True),
+        (3, 0, False),
+    ]
+    assert sorted(executed[3:]) == ["flaky", "steady_1", "steady_2"]
+    assert [p.test_id for p in run.flaky] == ["tests/test_flaky.py::test_flaky"]
 
 
 def test_a_failed_test_missing_from_the_rerun_stays_a_failure(

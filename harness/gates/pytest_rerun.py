@@ -6,7 +6,9 @@ with a cache of its own: a fresh directory in the sandbox's scratch (mkdtemp: a 
 mode 0700) holding `v/cache/lastfailed`, the node ids harness measured failing in the run
 before (from that run's JUnit report), and `-o cache_dir=<it> --last-failed`. pytest then runs
 those tests only. A list it cannot use (no id matches, the file is unreadable, the project's
-own configuration turns the plugin off) makes it run the whole suite: slower, never laxer.
+ini turns the plugin off) makes it run the whole suite: slower, never laxer. A gate command
+that turns the plugin off itself makes pytest refuse `--last-failed` (a usage error, no
+report): the runner then re-runs the whole gate.
 
 The verdict does not trust the selection: a test that failed counts as flaky only when the
 re-run's own report shows it passed (harness.gates.runner).

@@ -162,6 +162,11 @@ class GateRunner:
             run = len(_runs(result, gate)) + 1
             record, again = self.run_once(gate, attempt, phase, run=run, only=only)
             result.records.append(record)
+            if only and gate.name not in self.tests and not record.infrastructure_failure:
+                # No report: pytest refused the list (the command itself turns its cache plugin
+                # off, say). The whole gate runs again instead.
+                record, again = self.run_once(gate, attempt, phase, run=run + 1)
+                result.records.append(record)
             if record.infrastructure_failure:
                 return problems  # the re-run proves nothing; judge on the first run
             if before is None:  # not pytest: the whole gate ran again, judged by its output
