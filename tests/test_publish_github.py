@@ -85,7 +85,9 @@ def test_a_verified_task_opens_one_pr_with_its_evidence_and_verdict(
     assert task["pr"] == f"{forge.url}/acme/shop/pull/{pull.number}"
     assert (pull.head, pull.base, pull.draft) == (branch, "main", True)  # tier 2: a draft
     assert pull.labels == ["harness"] and pull.reviewers == ["octocat"]
-    assert "## Gate evidence" in pull.body and "| verify | 1 | done |" in pull.body
+    assert "## Gate evidence" in pull.body and "| attempt | 1 | done |" in pull.body
+    # Verification reused attempt 1's run on the same tree, and the PR body says so.
+    assert "- verify: reused attempt 1's gate runs on tree " in pull.body
     assert "```diff" in pull.body and "+++ b/done.txt" in pull.body  # the small diff, included
     assert "- cost: $0.00 (0 model calls, 0 tokens) · time: agent" in pull.body
     assert "The agent's summary (its own words, not evidence)</summary>\n\n> done" in pull.body
