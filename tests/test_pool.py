@@ -24,7 +24,7 @@ from harness.config.spec import Spec, load_spec
 from harness.run.ledger import RunLedger
 from harness.sandbox.lifecycle import TaskSandboxes
 from harness.sandbox.limits import DEFAULT_CONFINEMENT, SandboxPoolConfig
-from harness.sandbox.pool import KIND, Claimed, SandboxPool
+from harness.sandbox.pool import KIND, RUN_SUFFIX, Claimed, SandboxPool
 from harness.store import Store, open_store, worker_id
 
 RUN = "r1"
@@ -98,7 +98,7 @@ class World:
         """Pool records (env ids), live ones, or only those in `status`."""
         return [
             env.env_id
-            for env in self.store.envs(run_id=RUN, live=True)
+            for env in self.store.envs(run_id=RUN + RUN_SUFFIX, live=True)
             if env.kind == KIND and (status is None or env.status == status)
         ]
 
@@ -246,6 +246,7 @@ def test_a_stale_pool_is_never_used(world: World, caplog: pytest.LogCaptureFixtu
         git(world.repo, *IDENTITY, "commit", "-q", "--amend", "-m", "rewritten")
         rewritten = git(world.repo, "rev-parse", "HEAD").strip()
         assert pool.claim(str(world.repo), rewritten, "y", world.root / "y") is None
+        world.wait_ready(2)  # (git gc fails on a worktree git is adding at that moment)
         git(world.repo, "reflog", "expire", "--expire=now", "--all")
         git(world.repo, "gc", "-q", "--prune=now")
         assert (

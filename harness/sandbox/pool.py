@@ -44,6 +44,8 @@ from harness.sandbox.limits import SandboxPoolConfig
 from harness.store import EnvRecord, Store, owner_is_gone
 
 KIND = "pool"
+RUN_SUFFIX = ":pool"
+"""Entries are recorded as run `<run id>:pool`'s (no run id has a colon)."""
 SPEC_ID = ":pool"
 """The spec id of every entry's record: no spec id has a colon, so no task's lookup finds it."""
 
@@ -84,9 +86,9 @@ class _Pool:
 
 
 class SandboxPool:
-    """Ready worktrees per (repository, base), under `home`, recorded in `store` as `run_id`'s
-    environments owned by `owner`. `warm` starts the background thread; `close` stops it and
-    removes every entry."""
+    """Ready worktrees per (repository, base), under `home`, recorded in `store` under
+    `<run_id>:pool` (a run's own environments stay its tasks'), owned by `owner`. `warm`
+    starts the background thread; `close` stops it and removes every entry."""
 
     def __init__(
         self,
@@ -99,7 +101,7 @@ class SandboxPool:
         config: SandboxPoolConfig,
         keep_unknown: bool = False,
     ) -> None:
-        self.store, self.home, self.run_id = store, home, run_id
+        self.store, self.home, self.run_id = store, home, f"{run_id}{RUN_SUFFIX}"
         self.owner, self.lease_s, self.config = owner, lease_s, config
         self.keep_unknown = keep_unknown
         """A claim on a (repository, base) no one warmed starts a pool for it (serve)."""
@@ -293,7 +295,7 @@ class SandboxPool:
         now = time.time()
         env = self.store.allocate_env(
             EnvRecord(
-                env_id=f"{self.run_id}/pool/{name}",
+                env_id=f"{self.run_id}/{name}",
                 run_id=self.run_id,
                 spec_id=SPEC_ID,
                 kind=KIND,
