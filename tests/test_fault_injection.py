@@ -224,7 +224,10 @@ def test_gc_after_crash_two_at_once_leave_nothing(store_url: str, tmp_path: Path
     orphan = start_orphan(scratch)  # a sandboxed command that outlived its worker
     try:
         with demo.store() as store:
-            live = {env.env_id: env.status for env in store.envs(run_id=RUN, live=True)}
+            # The run's tasks' environments, and the entries of its sandbox pool (if its
+            # refill had made any): gc reaps both.
+            envs = [*store.envs(run_id=RUN, live=True), *store.envs(run_id=f"{RUN}:pool")]
+            live = {env.env_id: env.status for env in envs if env.status != "deleted"}
         assert f"{RUN}/fix-pagination/1" in live
         worktrees, branches = demo.worktrees(), demo.branches()
         assert str(demo.runs.resolve() / RUN / "worktrees" / "fix-pagination") in worktrees
@@ -239,7 +242,8 @@ def test_gc_after_crash_two_at_once_leave_nothing(store_url: str, tmp_path: Path
         assert orphan.poll() is None
         assert (demo.worktrees(), demo.branches()) == (worktrees, branches)
         with demo.store() as store:
-            assert {e.env_id: e.status for e in store.envs(run_id=RUN, live=True)} == live
+            envs = [*store.envs(run_id=RUN, live=True), *store.envs(run_id=f"{RUN}:pool")]
+            assert {e.env_id: e.status for e in envs if e.status != "deleted"} == live
 
         gcs = [demo.start("gc"), demo.start("gc")]
         outputs = [gc.communicate(timeout=120) for gc in gcs]

@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,6 +144,8 @@ class SandboxPool:
                 pool.ready.clear()
         for entry in entries:
             self._drop(entry)
+        if thread is not None:
+            self._reap_orphans()  # another worker's on this run, lapsed since (it froze, say)
 
     def claim(self, toplevel: str, base: str, branch: str, root: Path) -> Claimed | None:
         """A ready entry of (toplevel, base) moved to `root` and put on a new `branch` at the
@@ -249,6 +251,7 @@ class SandboxPool:
             if time.monotonic() - renewed > self.lease_s / 3:
                 for entry in entries:
                     self.store.renew_env_lease(entry.env_id, self.owner, self.lease_s)
+                self._reap_orphans()
                 renewed = time.monotonic()
             if key is not None:
                 try:
@@ -259,19 +262,23 @@ class SandboxPool:
                         self._pools[key].making -= 1
                         self._pools[key].dead = "making an entry failed"
 
-    def _teardown(self, env: EnvRecord) -> None:
+    def _teardown(
+        self, env: EnvRecord, still_due: Callable[[EnvRecord], bool] | None = None
+    ) -> None:
         """lifecycle.teardown: the path every environment takes, also in gc."""
         from harness.sandbox.lifecycle import teardown  # lifecycle imports this module
 
-        teardown(self.store, env, owner=self.owner, lease_s=self.lease_s, retain_s=0)
+        owner, lease_s = self.owner, self.lease_s
+        teardown(self.store, env, owner=owner, lease_s=lease_s, retain_s=0, still_due=still_due)
 
     def _reap_orphans(self) -> None:
-        """Entries of this run that a process now gone left (a resumed run's pool finds its
-        crashed predecessor's), torn down as gc would, so nothing is left until gc runs."""
+        """Entries of this run that another worker left (a resumed run's pool finds its crashed
+        predecessor's), torn down by gc's rules (owner gone, lease lapsed, expired), so none
+        waits for the next gc. At the start, with each lease renewal, and at close."""
         for env in self.store.envs(run_id=self.run_id, live=True):
-            if env.kind == KIND and env.owner != self.owner and owner_is_gone(env.owner):
+            if env.kind == KIND and env.owner != self.owner and _orphaned(env):
                 with contextlib.suppress(InfrastructureError, OSError):
-                    self._teardown(env)
+                    self._teardown(env, still_due=_orphaned)
 
     def _wanted(self) -> Key | None:
         """A (repository, base) with fewer entries ready or being made than it wants."""
@@ -348,6 +355,13 @@ class SandboxPool:
             return
         with contextlib.suppress(InfrastructureError, OSError):
             self._teardown(env)
+
+
+def _orphaned(env: EnvRecord) -> bool:
+    """gc's rule (harness.run.gc): expired, its owner's lease lapsed, or its owner gone."""
+    now = time.time()
+    lapsed = env.lease_expires_at is not None and env.lease_expires_at <= now
+    return env.expires_at <= now or lapsed or owner_is_gone(env.owner)
 
 
 def _not_intact(repository: GitRepository, entry: _Entry, base: str) -> str | None:
