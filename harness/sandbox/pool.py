@@ -146,6 +146,8 @@ class SandboxPool:
             self._drop(entry)
         if thread is not None:
             self._reap_orphans()  # another worker's on this run, lapsed since (it froze, say)
+        with contextlib.suppress(OSError):  # still holds another worker's entries
+            self.home.rmdir()
 
     def claim(self, toplevel: str, base: str, branch: str, root: Path) -> Claimed | None:
         """A ready entry of (toplevel, base) moved to `root` and put on a new `branch` at the
