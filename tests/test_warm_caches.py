@@ -151,8 +151,12 @@ def test_mypy_in_another_checkout_finds_the_base_cache_fresh(run: Run) -> None:
     box = run.sandbox("typed")
     run.caches.seed(box, spec, [types])
     verbose = box.run("mypy -v proj", 300).output
-    # Fresh by hash: the checkout's files have other mtimes than the base run's.
-    assert "Metadata fresh for builtins" in verbose and "Metadata fresh for typed" in verbose
+    assert "Metadata fresh for builtins" in verbose
+    # The checkout's file: fresh by mtime when both checkouts fell in one second, else by its
+    # hash (mypy then only updates the mtime it recorded); never abandoned nor re-checked.
+    fresh = ("Metadata fresh for typed:", "Updating mtime for typed:")
+    assert any(line in verbose for line in fresh), verbose
+    assert "Metadata abandoned" not in verbose and "Could not load cache" not in verbose
 
 
 def test_empty_cache_dirs_turn_warm_caches_off_in_a_run(tiny: TinyProject) -> None:
