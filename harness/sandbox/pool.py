@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 import uuid
@@ -235,6 +236,10 @@ class SandboxPool:
             self._thread.start()
 
     def _refill(self) -> None:
+        # Refills are background work: this thread, and the git processes it starts (they
+        # inherit its nice value), yield the CPU to the tasks' own commands.
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         self._reap_orphans()
         renewed = time.monotonic()
         while True:
