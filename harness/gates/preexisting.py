@@ -11,7 +11,6 @@ sandbox under run_dir/base/<hash>. Two uses:
 from __future__ import annotations
 
 import hashlib
-import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from harness.gates.runner import GateRunner
 from harness.git import GitRepository
 from harness.problems import Problem
 from harness.sandbox import TaskSandbox
-from harness.sandbox.lifecycle import kill_sandbox_processes
+from harness.sandbox.lifecycle import clear_detached
 from harness.sandbox.limits import DEFAULT_CONFINEMENT, Confinement
 from harness.sandbox.local import WorktreeSandbox
 from harness.setup.environment import EnvironmentSetup
@@ -102,7 +101,7 @@ class PreexistingFailures:
 
     def _run_on_base(self, spec: Spec, gate: GateConfig, name: str) -> BaseRun:
         where = self.run_dir / "base" / name
-        _clear_leftovers(spec, where)
+        clear_detached(GitRepository(Path(spec.git_toplevel)), where)
         sandbox = WorktreeSandbox.provision(
             spec, None, where / "tree", where / "scratch", self.confinement
         )
@@ -130,14 +129,3 @@ class PreexistingFailures:
         if record.passed or record.infrastructure_failure:
             return BaseRun(set(), observed, cached)  # a base that cannot run it proves nothing
         return BaseRun({problem.key() for problem in problems}, observed, cached)
-
-
-def _clear_leftovers(spec: Spec, where: Path) -> None:
-    """What a crashed or interrupted process left of this base run (its detached worktree,
-    its scratch, commands still running in it): removed, so the run starts afresh. The base
-    run keeps nothing, and its name is the same on every resume."""
-    if not where.exists():
-        return
-    kill_sandbox_processes((where / "scratch").resolve())
-    GitRepository(Path(spec.git_toplevel)).remove_worktree(where / "tree")
-    shutil.rmtree(where / "scratch", ignore_errors=True)

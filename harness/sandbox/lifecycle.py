@@ -303,6 +303,17 @@ def remove_worktree(env: EnvRecord) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def clear_detached(repository: GitRepository, where: Path) -> None:
+    """What a crashed or interrupted process left of a detached look at a base laid out as
+    `where`/tree and `where`/scratch (a base run, an environment set-up): the commands still
+    running in it killed, the worktree removed, the scratch dir removed, so it runs afresh."""
+    if not where.exists():
+        return
+    kill_sandbox_processes((where / "scratch").resolve())
+    repository.remove_worktree(where / "tree")
+    shutil.rmtree(where / "scratch", ignore_errors=True)
+
+
 def kill_sandbox_processes(scratch: Path) -> list[int]:
     """Kill every process a sandbox started that is still running: what a crashed worker's
     commands (or services) may have left behind. They are known by the environment harness

@@ -47,7 +47,7 @@ from harness.git import GitRepository, Worktree
 from harness.problems import Problem, problem_type
 from harness.sandbox import TaskSandbox
 from harness.sandbox.confined import ConfinedDirectory
-from harness.sandbox.lifecycle import kill_sandbox_processes
+from harness.sandbox.lifecycle import clear_detached
 from harness.sandbox.limits import DEFAULT_CONFINEMENT, Confinement
 from harness.sandbox.local import WorktreeSandbox
 from harness.setup.config import SetupConfig
@@ -196,7 +196,9 @@ class EnvironmentSetup:
         assert config is not None
         repository = GitRepository(Path(spec.git_toplevel))
         tree, scratch = directory / "tree", directory / "scratch"
-        _clear_leftovers(repository, directory)
+        # What a crashed set-up left, its half-made environment too: it runs afresh.
+        clear_detached(repository, directory)
+        shutil.rmtree(directory, ignore_errors=True)
         log = directory / "setup.log"
         try:
             # A lockfile the agent changed makes the set-up run what the agent chose (an
@@ -316,16 +318,6 @@ def _lockfile_hashes(
         text = worktree.read_file(commit, str(PurePosixPath(spec.subdir) / name))
         hashes[name] = None if text is None else hashlib.sha256(text.encode()).hexdigest()
     return hashes
-
-
-def _clear_leftovers(repository: GitRepository, directory: Path) -> None:
-    """What a crashed or interrupted set-up left (its worktree, its processes, a half-made
-    environment): removed, so it runs afresh."""
-    if not directory.exists():
-        return
-    kill_sandbox_processes((directory / "scratch").resolve())
-    repository.remove_worktree(directory / "tree")
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 @contextmanager
