@@ -27,7 +27,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
 import shlex
 import shutil
 import threading
@@ -45,6 +44,7 @@ from harness.gates.record import excerpt
 from harness.gates.runner import GateEnvironment, GatePrepare, GateSetupError
 from harness.git import GitRepository, Worktree
 from harness.problems import Problem, problem_type
+from harness.run.ledger import write_atomic
 from harness.sandbox import TaskSandbox
 from harness.sandbox.confined import ConfinedDirectory
 from harness.sandbox.lifecycle import clear_detached
@@ -244,7 +244,7 @@ class EnvironmentSetup:
                 "then `harness resume` the run",
                 log,
             )
-        _write_atomic(directory / "result.json", json.dumps({"duration_s": duration_s}))
+        write_atomic(directory / "result.json", json.dumps({"duration_s": duration_s}))
         return Built(directory, duration_s)
 
     def _index(
@@ -331,9 +331,3 @@ def _exclusive(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
